@@ -1,0 +1,48 @@
+"""The ``workbench`` command line: thin commands over the library; errors are one line, exit non-zero."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from workbench import __version__
+from workbench.cli import data, db
+from workbench.cli.common import handle_errors, settings
+from workbench.cli.demo import demo
+
+app = typer.Typer(
+    name="workbench",
+    help="Active-learning and calibration workbench for pre/post-stain cervical image pairs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db")
+app.command("synth")(data.synth)
+app.command("import")(data.import_)
+app.command("cases")(data.cases)
+app.command("demo")(demo)
+
+
+@app.command("settings")
+@handle_errors
+def show_settings(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Print every setting in effect (passwords masked)."""
+    values = settings().describe()
+    if as_json:
+        typer.echo(json.dumps(values, indent=2))
+    else:
+        for key, value in values.items():
+            typer.echo(f"WORKBENCH_{key.upper():<24} {value}")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the workbench version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

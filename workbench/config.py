@@ -1,0 +1,198 @@
+"""Settings, read in one place: ``WORKBENCH_*`` environment variables, then an optional settings file.
+
+Every other module takes a :class:`Settings` object instead of reading the environment itself, so a
+bad value is reported once, naming the setting, before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workbench.errors import SettingsError
+
+ENV_PREFIX = "WORKBENCH_"
+SETTINGS_FILE_ENV = "WORKBENCH_SETTINGS_FILE"
+
+
+class Settings(BaseSettings):
+    """All settings of the workbench; each field is ``WORKBENCH_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    home: Path = Field(
+        default=Path("~/.workbench"),
+        description="Folder for the embedded database, broker, artifacts and logs.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: a SQLite file `workbench.db` in the home folder.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker URL; default: SQLAlchemy transport on `broker.db` in the home folder.",
+    )
+    artifact_root: str | None = Field(
+        default=None,
+        description="Where model files and feature caches go; default: `artifacts/` in the home folder.",
+    )
+    imagenet_weights: Path | None = Field(
+        default=None,
+        description="Local ResNet50 ImageNet weights file (no-top); default: the Keras cache file name.",
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        default=30_000, ge=0, le=600_000, description="How long SQLite waits on a locked database."
+    )
+    task_time_limit_s: int = Field(
+        default=6 * 3600, ge=60, description="Hard time limit of one worker task, in seconds."
+    )
+    visibility_timeout_s: int = Field(
+        default=7 * 3600,
+        ge=60,
+        description="Redis visibility timeout; kept above the task time limit so no task runs twice.",
+    )
+    max_task_attempts: int = Field(
+        default=3, ge=1, le=20, description="Deliveries of one job before it is marked failed."
+    )
+    lease_seconds: int = Field(
+        default=600, ge=10, le=86_400, description="How long a labeller holds a claimed queue item."
+    )
+    retrain_after_labels: int = Field(
+        default=0, ge=0, description="Start a round automatically after this many new labels (0: never)."
+    )
+    ui_port: int = Field(default=8501, ge=1, le=65_535, description="Port of the Streamlit UI.")
+    log_level: str = Field(default="INFO", description="Python logging level name.")
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("database_url", "broker_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if "://" not in value:
+            raise ValueError(f"not a URL: {value!r} (expected e.g. sqlite:///path or postgresql://...)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> Settings:
+        if self.visibility_timeout_s <= self.task_time_limit_s:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must be greater than "
+                f"task_time_limit_s ({self.task_time_limit_s}), or a long task would be delivered twice"
+            )
+        return self
+
+    # Derived values -----------------------------------------------------------------------------
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in effect."""
+        return self.database_url or f"sqlite:///{self.home / 'workbench.db'}"
+
+    @property
+    def broker(self) -> str:
+        """The Celery broker URL in effect."""
+        return self.broker_url or f"sqla+sqlite:///{self.home / 'broker.db'}"
+
+    @property
+    def artifacts(self) -> str:
+        """The artifact root in effect (a local path or an fsspec URL)."""
+        return self.artifact_root or str(self.home / "artifacts")
+
+    def ensure_home(self) -> None:
+        """Create the home folder (and the local artifact root) if missing."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if "://" not in self.artifacts:
+            Path(self.artifacts).mkdir(parents=True, exist_ok=True)
+
+    def describe(self) -> dict[str, Any]:
+        """Settings in effect, for display (passwords in URLs masked)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            out[name] = getattr(self, name)
+        out.update(database_url=self.db_url, broker_url=self.broker, artifact_root=self.artifacts)
+        return {k: _mask(str(v)) if v is not None else None for k, v in out.items()}
+
+
+def _mask(text: str) -> str:
+    """Hide the password part of a URL."""
+    if "://" in text and "@" in text:
+        scheme, rest = text.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return text
+
+
+def _read_settings_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or JSON settings file whose keys are setting names (without prefix)."""
+    if not path.is_file():
+        raise SettingsError(f"{SETTINGS_FILE_ENV}: settings file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"{SETTINGS_FILE_ENV}: cannot parse {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"{SETTINGS_FILE_ENV}: {path} must hold a table of settings")
+    return {str(k).lower().removeprefix("workbench_"): v for k, v in data.items()}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from environment, settings file and explicit overrides (highest precedence).
+
+    Environment variables win over the settings file. Raises :class:`SettingsError` naming the
+    setting whose value is bad.
+    """
+    file_values: dict[str, Any] = {}
+    settings_file = os.environ.get(SETTINGS_FILE_ENV)
+    if settings_file:
+        file_values = _read_settings_file(Path(settings_file).expanduser())
+        known = set(Settings.model_fields)
+        unknown = sorted(set(file_values) - known)
+        if unknown:
+            raise SettingsError(
+                f"{SETTINGS_FILE_ENV}: unknown setting(s) {', '.join(unknown)} in {settings_file}"
+            )
+    env_names = {f"{ENV_PREFIX}{n}".upper() for n in Settings.model_fields}
+    stray = sorted(
+        k for k in os.environ if k.startswith(ENV_PREFIX) and k not in env_names and k != SETTINGS_FILE_ENV
+    )
+    if stray:
+        raise SettingsError(f"unknown setting(s) in the environment: {', '.join(stray)}")
+    # Environment beats file: pass file values only where the environment does not set them.
+    init = {k: v for k, v in file_values.items() if f"{ENV_PREFIX}{k}".upper() not in os.environ}
+    init.update(overrides)
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "settings"
+        env = f"{ENV_PREFIX}{name.upper()}" if name in Settings.model_fields else name
+        msg = err["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"{env}: {msg}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (cached); call :func:`load_settings` for a fresh read."""
+    return load_settings()

@@ -1,0 +1,29 @@
+"""Error types that adapters (CLI, UI, workers) turn into one clear line for the user."""
+
+
+class WorkbenchError(Exception):
+    """Base class: an expected failure whose message is safe and useful to show as is."""
+
+
+class SettingsError(WorkbenchError):
+    """A setting has a bad value; the message names the setting."""
+
+
+class SchemaOutOfDateError(WorkbenchError):
+    """The database schema is behind the code; the message says which command upgrades it."""
+
+
+class NotFoundError(WorkbenchError):
+    """A referenced object (case, model version, job, ...) does not exist."""
+
+
+class ValidationError(WorkbenchError):
+    """An input from outside (file, CSV row, form field, argument) is invalid."""
+
+
+class PermissionDenied(WorkbenchError):
+    """The acting user's role does not allow the action."""
+
+
+class ConflictError(WorkbenchError):
+    """The action conflicts with the current state (stale lease, job already running, ...)."""
