@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,100 @@ def run_cli(
     return subprocess.run(
         [str(exe), *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False
     )
+
+
+class WorkerProcess:
+    """A real ``workbench worker`` process (Celery prefork) with its own log file."""
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, queues: str = "gpu,cpu", name: str = "testworker@local"
+    ):
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.queues = queues
+        self.name = name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90) -> WorkerProcess:
+        import time
+
+        exe = Path(sys.executable).parent / "workbench"
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(exe), "worker", "-Q", self.queues, "-n", self.name, "-l", "INFO"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log()[-3000:]}")
+            if " ready." in self.log_path.read_text(errors="replace")[offset:]:
+                return self
+            time.sleep(0.3)
+        raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (parent and children), as a crash or the OOM killer would."""
+        import signal
+
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def children(self) -> list[int]:
+        """Pids of the worker's child (pool) processes."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False)
+        return [int(x) for x in out.stdout.split()]
+
+
+def flush_redis_db(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+
+
+@dataclass
+class Stack:
+    """A workbench with an upgraded database and a running worker: its environment, worker and engine."""
+
+    env: dict[str, str]
+    worker: WorkerProcess
+    engine: Engine
+
+
+@pytest.fixture(params=["sqlite-broker", "redis-broker"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The embedded default (SQLite database + SQLite broker), and PostgreSQL + the real Redis server."""
+    from workbench.config import load_settings
+    from workbench.db.engine import engine_from_settings
+
+    env = {"WORKBENCH_HOME": str(tmp_path / "home")}
+    if request.param == "redis-broker":
+        env["WORKBENCH_DATABASE_URL"] = request.getfixturevalue("pg_url")
+        env["WORKBENCH_BROKER_URL"] = REDIS_URL
+        flush_redis_db(REDIS_URL)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    eng = engine_from_settings(load_settings())
+    upgrade(eng)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    yield Stack(env, worker, eng)
+    worker.stop()
+    eng.dispose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -221,12 +220,10 @@ def test_truncated_png(tmp_path: Path) -> None:
 def test_20000_square_image_refused_before_decoding(tmp_path: Path) -> None:
     path = _png_header_only(tmp_path / "bomb.png", 20000, 20000)
     limit = Image.MAX_IMAGE_PIXELS
-    start = time.perf_counter()
     for call in (inspect_image, load_rgb):
         with pytest.raises(ValidationError) as err:
             call(path)
         assert "400000000 pixels exceeds the limit of 50000000 (decompression bomb?)" in str(err.value)
-    assert time.perf_counter() - start < 2.0
     assert limit == Image.MAX_IMAGE_PIXELS  # Pillow's global is left alone
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from workbench.cli.common import engine, handle_errors, settings
-from workbench.cli.data import print_import_result
+from cli.common import engine, handle_errors, settings
+from cli.data import print_import_result
 from workbench.data.importer import import_source
 from workbench.data.summary import format_split_counts, split_counts
 from workbench.data.synth import generate_dataset

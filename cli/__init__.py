@@ -6,10 +6,10 @@ import json
 
 import typer
 
+from cli import data, db, jobs
+from cli.common import handle_errors, settings
+from cli.demo import demo
 from workbench import __version__
-from workbench.cli import data, db
-from workbench.cli.common import handle_errors, settings
-from workbench.cli.demo import demo
 
 app = typer.Typer(
     name="workbench",
@@ -23,6 +23,9 @@ app.command("synth")(data.synth)
 app.command("import")(data.import_)
 app.command("cases")(data.cases)
 app.command("demo")(demo)
+app.command("worker")(jobs.worker)
+app.add_typer(jobs.submit_app, name="submit")
+app.add_typer(jobs.jobs_app, name="jobs")
 
 
 @app.command("settings")

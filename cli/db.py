@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from workbench.cli.common import engine, handle_errors
+from cli.common import engine, handle_errors
 from workbench.db import schema
 
 app = typer.Typer(help="Database schema: upgrade, downgrade, current revision.", no_args_is_help=True)

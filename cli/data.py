@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.cli.common import engine, fail, handle_errors, settings
+from cli.common import engine, fail, handle_errors, settings
 from workbench.data.importer import ImportResult, import_source
 from workbench.data.splits import parse_proportions
 from workbench.data.summary import format_split_counts, split_counts

@@ -1,0 +1,231 @@
+"""``workbench worker``, ``workbench submit ...`` and ``workbench jobs ...``: the job system from a shell."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from datetime import timedelta
+from typing import Any
+
+import typer
+from sqlalchemy import Engine
+from tqdm import tqdm
+
+from cli.common import engine, fail, handle_errors
+from workbench.jobs import store
+from workbench.jobs.kinds import QUEUES
+from workbench.jobs.submit import submit_job
+
+jobs_app = typer.Typer(help="List, inspect, cancel and recover jobs.", no_args_is_help=True)
+submit_app = typer.Typer(help="Submit a job to the workers (prints the job id).", no_args_is_help=True)
+
+
+@handle_errors
+def worker(
+    queues: str = typer.Option("gpu,cpu", "--queues", "-Q", help="Comma-separated queues: gpu, cpu."),
+    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, max=64, help="Child processes."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Worker node name (stable across restarts)."),
+    loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
+) -> None:
+    """Start a Celery worker on the configured broker (one task per child process)."""
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    bad = [q for q in wanted if q not in QUEUES]
+    if bad or not wanted:
+        raise fail(f"--queues: unknown queue(s) {', '.join(bad) or queues!r} (use gpu, cpu)")
+    engine()  # refuse an old schema before starting
+    from workers.app import get_app
+
+    node = name or f"workbench-{'-'.join(wanted)}@{socket.gethostname()}"
+    get_app().worker_main(
+        [
+            "worker",
+            "-Q",
+            ",".join(wanted),
+            "-c",
+            str(concurrency),
+            "-n",
+            node,
+            "-l",
+            loglevel,
+            "--pool",
+            "prefork",
+        ]
+    )
+
+
+def _submit(kind: str, params: dict[str, Any], requester: str, wait: bool) -> None:
+    from workers.app import send_job
+
+    eng = engine()
+    job_id = submit_job(eng, kind, params, requester=requester, send=send_job)
+    typer.echo(f"submitted {kind} job {job_id}")
+    if wait:
+        view = wait_for(eng, job_id)
+        if view.status != "succeeded":
+            raise fail(f"job {job_id} {view.status}: {view.error or view.message or ''}".strip())
+
+
+def wait_for(eng: Engine, job_id: int, poll_s: float = 1.0) -> store.JobView:
+    """Show a progress bar from the job row until the job ends (Ctrl-C stops waiting, not the job)."""
+    view = store.get_job(eng, job_id)
+    try:
+        with tqdm(
+            total=100, desc=f"{view.kind} #{job_id}", unit="%", bar_format="{l_bar}{bar}| {postfix}"
+        ) as bar:
+            while True:
+                view = store.get_job(eng, job_id)
+                bar.n = round(view.progress * 100, 1)
+                bar.set_postfix_str(f"{view.status} {view.message or ''}"[:80])
+                bar.refresh()
+                if view.done:
+                    break
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        typer.echo(
+            f"\nstopped waiting; job {job_id} goes on (workbench jobs cancel {job_id} stops it)", err=True
+        )
+        raise typer.Exit(130) from None
+    typer.echo(f"job {job_id} {view.status}" + (f": {json.dumps(view.result)}" if view.result else ""))
+    return view
+
+
+def _parse_json(text: str | None, what: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(f"{what}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise fail(f"{what}: expected a JSON object")
+    return value
+
+
+@submit_app.command("train")
+@handle_errors
+def submit_train(
+    preset: str = typer.Option("cpu", help="Model preset: cpu or card."),
+    phases: int = typer.Option(1, min=1, max=2, help="1: head (and scratch backbone); 2: then fine-tune."),
+    epochs: int | None = typer.Option(None, min=1, help="Phase-1 epochs (default: the preset's)."),
+    fine_tune_epochs: int | None = typer.Option(None, min=1, help="Phase-2 epochs."),
+    imbalance: str = typer.Option("class_weight", help="class_weight, balanced, focal or none."),
+    seed: int = typer.Option(0),
+    parent: int | None = typer.Option(None, help="Warm-start from this model version."),
+    feature_cache: bool = typer.Option(
+        False, "--feature-cache", help="Train the head on cached backbone features."
+    ),
+    overrides: str | None = typer.Option(
+        None, help='JSON of config overrides, e.g. \'{"model": {"dropout": 0.3}}\'.'
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Show progress until the job ends."),
+    requester: str = typer.Option("cli", "--as", help="Who submits."),
+) -> None:
+    """Train a model version."""
+    params = dict(
+        preset=preset,
+        phases=phases,
+        epochs=epochs,
+        fine_tune_epochs=fine_tune_epochs,
+        imbalance=imbalance,
+        seed=seed,
+        parent_version=parent,
+        use_feature_cache=feature_cache,
+        overrides=_parse_json(overrides, "--overrides"),
+    )
+    _submit("train", params, requester, wait)
+
+
+@submit_app.command("infer")
+@handle_errors
+def submit_infer(
+    version: int = typer.Argument(..., help="Model version id."),
+    splits: str = typer.Option("pool,val,test", help="Comma-separated splits to score."),
+    mc_samples: int = typer.Option(8, min=0, help="MC-dropout passes for the uncertainty (0: none)."),
+    batch_size: int = typer.Option(32, min=1),
+    wait: bool = typer.Option(False, "--wait"),
+    requester: str = typer.Option("cli", "--as"),
+) -> None:
+    """Score cases with a model version (resumable)."""
+    params = dict(
+        model_version=version, splits=splits.split(","), mc_samples=mc_samples, batch_size=batch_size
+    )
+    _submit("infer", params, requester, wait)
+
+
+@submit_app.command("round")
+@handle_errors
+def submit_round(
+    preset: str = typer.Option("cpu"),
+    epochs: int | None = typer.Option(None, min=1),
+    batch_size: int = typer.Option(20, min=1, help="Cases to queue for labelling."),
+    policy: str = typer.Option("sensitivity>=0.9", help="Threshold policy."),
+    seed: int = typer.Option(0),
+    wait: bool = typer.Option(False, "--wait"),
+    requester: str = typer.Option("cli", "--as"),
+) -> None:
+    """One active-learning round: train -> infer -> calibrate -> queue."""
+    params = dict(train=dict(preset=preset, epochs=epochs, seed=seed), batch_size=batch_size, policy=policy)
+    _submit("round", params, requester, wait)
+
+
+@submit_app.command("sleep", hidden=True)
+@handle_errors
+def submit_sleep(
+    seconds: float = typer.Option(1.0),
+    steps: int = typer.Option(10),
+    fail_at_end: bool = typer.Option(False, "--fail"),
+    crash: bool = typer.Option(False, "--crash"),
+    wait: bool = typer.Option(False, "--wait"),
+) -> None:
+    """Diagnostic job that sleeps in steps."""
+    _submit("sleep", dict(seconds=seconds, steps=steps, fail=fail_at_end, crash=crash), "cli", wait)
+
+
+@jobs_app.command("list")
+@handle_errors
+def jobs_list(
+    status: str | None = typer.Option(None, help="Only jobs with this status."),
+    limit: int = typer.Option(30, min=1),
+) -> None:
+    """Recent jobs, newest first."""
+    rows = store.list_jobs(engine(), status=status, limit=limit)
+    typer.echo(f"{'id':>5} {'kind':<10} {'status':<10} {'progress':>8}  {'requester':<12} message")
+    for j in rows:
+        text = j.error.splitlines()[0] if j.error else (j.message or "")
+        typer.echo(f"{j.id:>5} {j.kind:<10} {j.status:<10} {j.progress:>7.0%}  {j.requester:<12} {text[:70]}")
+
+
+@jobs_app.command("show")
+@handle_errors
+def jobs_show(job_id: int) -> None:
+    """Everything stored about one job."""
+    j = store.get_job(engine(), job_id)
+    for key, value in j.__dict__.items():
+        typer.echo(f"{key:<17} {json.dumps(value, default=str) if isinstance(value, dict) else value}")
+
+
+@jobs_app.command("cancel")
+@handle_errors
+def jobs_cancel(job_id: int) -> None:
+    """Ask a job to stop (a running job stops at its next batch)."""
+    j = store.request_cancel(engine(), job_id)
+    typer.echo(
+        f"job {job_id}: {'cancelled' if j.status == 'cancelled' else 'cancel requested (stops at the next batch)'}"
+    )
+
+
+@jobs_app.command("recover")
+@handle_errors
+def jobs_recover(
+    stale_minutes: float = typer.Option(30.0, min=0.1, help="Running jobs silent this long are lost."),
+) -> None:
+    """Re-send running jobs whose worker stopped reporting (attempts stay capped)."""
+    from workers.app import send_job
+
+    eng = engine()
+    lost = store.requeue_lost(eng, stale_after=timedelta(minutes=stale_minutes))
+    for job_id in lost:
+        j = store.get_job(eng, job_id)
+        send_job(job_id, j.kind, j.queue or "cpu")
+    typer.echo(f"re-sent {len(lost)} job(s): {lost}" if lost else "no lost jobs")

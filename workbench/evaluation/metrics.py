@@ -1,0 +1,433 @@
+"""Binary classification metrics on (labels, scores), in plain numpy.
+
+Conventions (matching the reference model card):
+
+* a case is predicted positive when ``p >= threshold``;
+* precision is 0 when nothing is predicted positive (the card's sweep rows above 0.6);
+* metrics that are undefined on a split (sensitivity with no positives, AUROC with one class) are None
+  with a reason, never a crash and never a silent 0.
+
+Metrics needed with bootstrap intervals are also offered as *weighted statistics* (see
+:mod:`workbench.evaluation.bootstrap`): functions of a ``(B, n)`` weight matrix returning ``(B,)`` values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import ValidationError
+from workbench.evaluation.bootstrap import Statistic
+
+SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+CLASS_NAMES = ("Negative", "Positive")
+
+
+def _opt_float(value: Any) -> float | None:
+    """Python float, or None for None/NaN/inf (JSON has no NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def validate_binary(y: Any, p: Any, what: str = "split") -> tuple[np.ndarray, np.ndarray]:
+    """Check and convert labels (0/1) and probabilities ([0, 1]) to int64 / float64 1-D arrays.
+
+    Raises ValidationError naming the problem: empty input, length mismatch, labels other than 0/1,
+    probabilities outside [0, 1] or not finite.
+    """
+    y_arr = np.asarray(y)
+    p_arr = np.asarray(p, dtype=np.float64)
+    if y_arr.ndim != 1 or p_arr.ndim != 1:
+        raise ValidationError(
+            f"{what}: labels and probabilities must be 1-D, got shapes {y_arr.shape} and {p_arr.shape}"
+        )
+    if y_arr.shape[0] != p_arr.shape[0]:
+        raise ValidationError(f"{what}: {y_arr.shape[0]} labels but {p_arr.shape[0]} probabilities")
+    if y_arr.shape[0] == 0:
+        raise ValidationError(f"{what}: no cases")
+    if y_arr.dtype == bool:
+        y_arr = y_arr.astype(np.int64)
+    try:
+        y_num = y_arr.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{what}: labels must be 0 or 1") from exc
+    bad = ~np.isin(y_num, (0.0, 1.0))
+    if bad.any():
+        raise ValidationError(
+            f"{what}: labels must be 0 or 1; found {np.unique(y_arr[bad])[:5].tolist()} ({int(bad.sum())} cases)"
+        )
+    if not np.isfinite(p_arr).all():
+        raise ValidationError(f"{what}: {int((~np.isfinite(p_arr)).sum())} probabilities are NaN or infinite")
+    if p_arr.min() < 0.0 or p_arr.max() > 1.0:
+        raise ValidationError(
+            f"{what}: probabilities must lie in [0, 1]; found range [{p_arr.min():.4g}, {p_arr.max():.4g}]"
+        )
+    return y_num.astype(np.int64), p_arr
+
+
+def check_threshold(threshold: float) -> float:
+    """Return the threshold as float, or raise ValidationError when it is outside [0, 1]."""
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"threshold must be a number in [0, 1], got {threshold!r}") from exc
+    if not 0.0 <= t <= 1.0 or not math.isfinite(t):
+        raise ValidationError(f"threshold must be in [0, 1], got {threshold!r}")
+    return t
+
+
+@dataclass
+class Estimate:
+    """A metric value with optional intervals; ``value`` None means undefined, explained by ``reason``.
+
+    ``low``/``high`` is the stratified bootstrap percentile interval; ``wilson_low``/``wilson_high`` the
+    Wilson score interval (proportions only).
+    """
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    wilson_low: float | None = None
+    wilson_high: float | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (_opt_float(v) if k != "reason" else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Estimate:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+
+    @classmethod
+    def undefined(cls, reason: str) -> Estimate:
+        return cls(value=None, reason=reason)
+
+
+@dataclass
+class ConfusionMatrix:
+    """Counts at one threshold; ``matrix`` is ``[[tn, fp], [fn, tp]]`` (rows: true Negative, Positive)."""
+
+    tn: int
+    fp: int
+    fn: int
+    tp: int
+
+    @property
+    def n(self) -> int:
+        return self.tn + self.fp + self.fn + self.tp
+
+    @property
+    def matrix(self) -> list[list[int]]:
+        return [[self.tn, self.fp], [self.fn, self.tp]]
+
+    @property
+    def sensitivity(self) -> float | None:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
+
+    @property
+    def specificity(self) -> float | None:
+        return self.tn / (self.tn + self.fp) if self.tn + self.fp else None
+
+    @property
+    def precision(self) -> float:
+        """Positive predictive value; 0 when nothing is predicted positive (card convention)."""
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def npv(self) -> float:
+        return self.tn / (self.tn + self.fn) if self.tn + self.fn else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return (self.tp + self.tn) / self.n if self.n else 0.0
+
+    @property
+    def f1(self) -> float | None:
+        """F1 of the positive class; None when the split has no positives (recall undefined)."""
+        if self.tp + self.fn == 0:
+            return None
+        return 2 * self.tp / (2 * self.tp + self.fp + self.fn)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tn": self.tn, "fp": self.fp, "fn": self.fn, "tp": self.tp, "matrix": self.matrix}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ConfusionMatrix:
+        return cls(tn=int(d["tn"]), fp=int(d["fp"]), fn=int(d["fn"]), tp=int(d["tp"]))
+
+
+def confusion_at(y: Any, p: Any, threshold: float) -> ConfusionMatrix:
+    """Confusion matrix when predicting positive for ``p >= threshold``."""
+    y, p = validate_binary(y, p)
+    t = check_threshold(threshold)
+    pred = p >= t
+    pos = y == 1
+    return ConfusionMatrix(
+        tn=int((~pos & ~pred).sum()),
+        fp=int((~pos & pred).sum()),
+        fn=int((pos & ~pred).sum()),
+        tp=int((pos & pred).sum()),
+    )
+
+
+def sensitivity_specificity(y: Any, p: Any, threshold: float) -> tuple[float | None, float | None]:
+    """(sensitivity, specificity) at a threshold; each None when its class is absent."""
+    cm = confusion_at(y, p, threshold)
+    return cm.sensitivity, cm.specificity
+
+
+@dataclass
+class SweepRow:
+    """One row of the card's threshold table, plus the counts behind it."""
+
+    threshold: float
+    accuracy: float
+    precision: float
+    recall: float | None
+    f1: float | None
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("threshold", "accuracy", "precision", "recall", "f1"):
+            d[k] = _opt_float(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepRow:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+
+
+def threshold_sweep(y: Any, p: Any, thresholds: Any = SWEEP_THRESHOLDS) -> list[SweepRow]:
+    """Accuracy, precision, recall and F1 at each threshold (default 0.00..1.00 by 0.05, as in the card)."""
+    y, p = validate_binary(y, p)
+    rows = []
+    for t in thresholds:
+        cm = confusion_at(y, p, t)
+        rows.append(
+            SweepRow(
+                threshold=float(t),
+                accuracy=cm.accuracy,
+                precision=cm.precision,
+                recall=cm.sensitivity,
+                f1=cm.f1,
+                tp=cm.tp,
+                fp=cm.fp,
+                tn=cm.tn,
+                fn=cm.fn,
+            )
+        )
+    return rows
+
+
+@dataclass
+class ClassReportRow:
+    """One row of a classification report (per class, 'accuracy', 'macro avg' or 'weighted avg')."""
+
+    label: str
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "precision": _opt_float(self.precision),
+            "recall": _opt_float(self.recall),
+            "f1": _opt_float(self.f1),
+            "support": int(self.support),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassReportRow:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+
+
+def _avg(values: list[float | None], weights: list[int] | None = None) -> float | None:
+    if any(v is None for v in values):
+        return None
+    if weights is None:
+        return float(np.mean(values))
+    total = sum(weights)
+    return float(sum(v * w for v, w in zip(values, weights, strict=True)) / total) if total else None
+
+
+def classification_report(y: Any, p: Any, threshold: float = 0.5) -> list[ClassReportRow]:
+    """Per-class precision/recall/F1/support plus accuracy, macro and weighted averages (like sklearn).
+
+    Precision of a class nobody is predicted as is 0; recall and F1 of an absent class are None.
+    """
+    cm = confusion_at(y, p, threshold)
+    neg_support, pos_support = cm.tn + cm.fp, cm.tp + cm.fn
+    neg_f1 = 2 * cm.tn / (2 * cm.tn + cm.fn + cm.fp) if neg_support else None
+    rows = [
+        ClassReportRow(CLASS_NAMES[0], cm.npv, cm.specificity, neg_f1, neg_support),
+        ClassReportRow(CLASS_NAMES[1], cm.precision, cm.sensitivity, cm.f1, pos_support),
+    ]
+    supports = [neg_support, pos_support]
+    macro = ClassReportRow(
+        "macro avg",
+        _avg([r.precision for r in rows]),
+        _avg([r.recall for r in rows]),
+        _avg([r.f1 for r in rows]),
+        cm.n,
+    )
+    weighted = ClassReportRow(
+        "weighted avg",
+        _avg([r.precision for r in rows], supports),
+        _avg([r.recall if r.support else 0.0 for r in rows], supports),
+        _avg([r.f1 if r.support else 0.0 for r in rows], supports),
+        cm.n,
+    )
+    return [*rows, ClassReportRow("accuracy", None, None, cm.accuracy, cm.n), macro, weighted]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Weighted statistics: functions of a (B, n) weight matrix, used for point estimates and the bootstrap.
+
+
+def confusion_statistics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Statistic]:
+    """Weighted sensitivity, specificity, accuracy, precision and F1 at ``threshold`` (NaN when undefined)."""
+    pred = p >= threshold
+    pos = y == 1
+    cols = np.stack([pos & pred, ~pos & pred, ~pos & ~pred, pos & ~pred], axis=1).astype(np.float64)
+
+    def counts(w: np.ndarray) -> tuple[np.ndarray, ...]:
+        c = w @ cols
+        return c[:, 0], c[:, 1], c[:, 2], c[:, 3]
+
+    def _div(a: np.ndarray, b: np.ndarray, empty: float) -> np.ndarray:
+        out = np.full(a.shape, empty, dtype=np.float64)
+        np.divide(a, b, out=out, where=b > 0)
+        return out
+
+    def sensitivity(w: np.ndarray) -> np.ndarray:
+        tp, _, _, fn = counts(w)
+        return _div(tp, tp + fn, np.nan)
+
+    def specificity(w: np.ndarray) -> np.ndarray:
+        _, fp, tn, _ = counts(w)
+        return _div(tn, tn + fp, np.nan)
+
+    def accuracy(w: np.ndarray) -> np.ndarray:
+        tp, fp, tn, fn = counts(w)
+        return _div(tp + tn, tp + fp + tn + fn, np.nan)
+
+    def precision(w: np.ndarray) -> np.ndarray:
+        tp, fp, _, _ = counts(w)
+        return _div(tp, tp + fp, 0.0)
+
+    def f1(w: np.ndarray) -> np.ndarray:
+        tp, fp, _, fn = counts(w)
+        out = _div(2 * tp, 2 * tp + fp + fn, 0.0)
+        out[(tp + fn) <= 0] = np.nan
+        return out
+
+    return {
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "accuracy": accuracy,
+        "precision": precision,
+        "f1": f1,
+    }
+
+
+def _levels(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort order, start index of each distinct score (ascending) and positive mask in sorted order."""
+    order = np.argsort(p, kind="mergesort")
+    ps = p[order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    return order, starts, (y[order] == 1)
+
+
+def _level_weights(w: np.ndarray, order: np.ndarray, starts: np.ndarray, pos_sorted: np.ndarray):
+    ws = w[:, order]
+    wp = np.add.reduceat(np.where(pos_sorted, ws, 0.0), starts, axis=1)
+    wn = np.add.reduceat(np.where(pos_sorted, 0.0, ws), starts, axis=1)
+    return wp, wn
+
+
+def auroc_statistic(y: np.ndarray, p: np.ndarray) -> Statistic:
+    """Weighted AUROC (Mann-Whitney with ties counted half); NaN when a class has zero weight."""
+    order, starts, pos_sorted = _levels(y, p)
+
+    def stat(w: np.ndarray) -> np.ndarray:
+        wp, wn = _level_weights(w, order, starts, pos_sorted)
+        below = np.cumsum(wn, axis=1) - wn
+        num = (wp * (below + 0.5 * wn)).sum(axis=1)
+        den = wp.sum(axis=1) * wn.sum(axis=1)
+        out = np.full(num.shape, np.nan)
+        np.divide(num, den, out=out, where=den > 0)
+        return out
+
+    return stat
+
+
+def average_precision_statistic(y: np.ndarray, p: np.ndarray) -> Statistic:
+    """Weighted average precision (sklearn's step-wise AUPRC, ties grouped); NaN without positives."""
+    order, starts, pos_sorted = _levels(y, p)
+
+    def stat(w: np.ndarray) -> np.ndarray:
+        wp, wn = _level_weights(w, order, starts, pos_sorted)
+        wp, wn = wp[:, ::-1], wn[:, ::-1]
+        ctp = np.cumsum(wp, axis=1)
+        flagged = ctp + np.cumsum(wn, axis=1)
+        prec = np.zeros_like(ctp)
+        np.divide(ctp, flagged, out=prec, where=flagged > 0)
+        total = wp.sum(axis=1)
+        out = np.full(total.shape, np.nan)
+        np.divide((wp * prec).sum(axis=1), total, out=out, where=total > 0)
+        return out
+
+    return stat
+
+
+def roc_auc(y: Any, p: Any) -> float | None:
+    """Area under the ROC curve; None unless both classes are present."""
+    y, p = validate_binary(y, p)
+    value = float(auroc_statistic(y, p)(np.ones((1, y.shape[0])))[0])
+    return value if math.isfinite(value) else None
+
+
+def average_precision(y: Any, p: Any) -> float | None:
+    """Average precision (area under the precision-recall curve, step-wise); None without positives."""
+    y, p = validate_binary(y, p)
+    value = float(average_precision_statistic(y, p)(np.ones((1, y.shape[0])))[0])
+    return value if math.isfinite(value) else None
+
+
+def roc_curve_points(y: Any, p: Any) -> dict[str, np.ndarray]:
+    """ROC curve: false/true positive rates at each distinct score (descending), starting at (0, 0)."""
+    y, p = validate_binary(y, p)
+    order, starts, pos_sorted = _levels(y, p)
+    wp, wn = _level_weights(np.ones((1, y.shape[0])), order, starts, pos_sorted)
+    tps = np.r_[0.0, np.cumsum(wp[0, ::-1])]
+    fps = np.r_[0.0, np.cumsum(wn[0, ::-1])]
+    thresholds = np.r_[np.inf, p[order][starts][::-1]]
+    n1, n0 = tps[-1], fps[-1]
+    tpr = tps / n1 if n1 else np.full_like(tps, np.nan)
+    fpr = fps / n0 if n0 else np.full_like(fps, np.nan)
+    return {"fpr": fpr, "tpr": tpr, "thresholds": thresholds}
+
+
+def pr_curve_points(y: Any, p: Any) -> dict[str, np.ndarray]:
+    """Precision-recall curve at each distinct score (descending), starting at recall 0, precision 1."""
+    y, p = validate_binary(y, p)
+    order, starts, pos_sorted = _levels(y, p)
+    wp, wn = _level_weights(np.ones((1, y.shape[0])), order, starts, pos_sorted)
+    tps = np.cumsum(wp[0, ::-1])
+    fps = np.cumsum(wn[0, ::-1])
+    n1 = tps[-1]
+    recall = np.r_[0.0, tps / n1] if n1 else np.full(tps.shape[0] + 1, np.nan)
+    precision = np.r_[1.0, tps / (tps + fps)]
+    thresholds = np.r_[np.inf, p[order][starts][::-1]]
+    return {"recall": recall, "precision": precision, "thresholds": thresholds}

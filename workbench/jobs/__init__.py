@@ -1,0 +1,1 @@
+"""The job system: job rows, kinds, submission and the runner that workers call."""

@@ -1,0 +1,70 @@
+"""What a running job's handler gets: its parameters, progress reporting and a cancel check."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from workbench.config import Settings
+from workbench.jobs import store
+
+
+class JobCancelled(Exception):
+    """Raised inside a handler when its job was asked to stop."""
+
+
+@dataclass
+class JobContext:
+    """Progress and cancel plumbing for one running job; database writes are throttled."""
+
+    engine: Engine
+    settings: Settings
+    job_id: int
+    kind: str
+    params: dict[str, Any]
+    requester: str
+    min_interval_s: float = 0.5
+    span: tuple[float, float] = (0.0, 1.0)  # the share of the parent's progress bar this context fills
+    _last_write: float = field(default=0.0, repr=False)
+    _last_check: float = field(default=0.0, repr=False)
+    _cancelled: bool = field(default=False, repr=False)
+
+    def progress(self, fraction: float, message: str | None = None, force: bool = False) -> None:
+        """Report progress in 0..1 of this context's span (written at most every ``min_interval_s``)."""
+        now = time.monotonic()
+        if not force and fraction < 1.0 and now - self._last_write < self.min_interval_s:
+            return
+        lo, hi = self.span
+        overall = lo + (hi - lo) * min(1.0, max(0.0, fraction))
+        self._cancelled = store.report_progress(self.engine, self.job_id, overall, message) or self._cancelled
+        self._last_write = self._last_check = now
+
+    def should_cancel(self) -> bool:
+        """Whether the job was asked to stop (reads the job row at most every ``min_interval_s``)."""
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_check >= self.min_interval_s:
+            self._cancelled = store.cancel_requested(self.engine, self.job_id)
+            self._last_check = now
+        return self._cancelled
+
+    def check_cancel(self) -> None:
+        """Raise :class:`JobCancelled` when the job was asked to stop."""
+        if self.should_cancel():
+            raise JobCancelled()
+
+    def sub(self, lo: float, hi: float) -> JobContext:
+        """A context that maps 0..1 onto [lo, hi] of this one's span (for the steps of a round)."""
+        a, b = self.span
+        return JobContext(
+            self.engine,
+            self.settings,
+            self.job_id,
+            self.kind,
+            self.params,
+            self.requester,
+            self.min_interval_s,
+            (a + (b - a) * lo, a + (b - a) * hi),
+        )

@@ -1,0 +1,240 @@
+"""Job rows: the source of truth for every long operation (status, progress, result, cancel flag).
+
+A job row is created before its task is sent; a worker claims it with a compare-and-set so one
+job runs at most once at a time even when its message is delivered twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from workbench.db.engine import session_scope
+from workbench.db.models import JOB_STATUSES, Job, utcnow
+from workbench.errors import ConflictError, NotFoundError, ValidationError
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A read-only snapshot of a job row for adapters (CLI, UI)."""
+
+    id: int
+    kind: str
+    status: str
+    progress: float
+    message: str | None
+    error: str | None
+    result: dict[str, Any] | None
+    params: dict[str, Any]
+    requester: str
+    queue: str | None
+    attempts: int
+    cancel_requested: bool
+    parent_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            status=job.status,
+            progress=job.progress,
+            message=job.message,
+            error=job.error,
+            result=job.result,
+            params=dict(job.params or {}),
+            requester=job.requester,
+            queue=job.queue,
+            attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
+            parent_id=job.parent_id,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            worker=job.worker,
+        )
+
+
+def create_job(
+    engine: Engine,
+    kind: str,
+    params: dict[str, Any],
+    *,
+    requester: str,
+    queue: str,
+    parent_id: int | None = None,
+) -> int:
+    """Insert a ``queued`` job row and return its id (committed before any task is sent)."""
+    with session_scope(engine) as s:
+        job = Job(kind=kind, params=params, requester=requester, queue=queue, parent_id=parent_id)
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def get_job(engine: Engine, job_id: int) -> JobView:
+    """The job's current row; NotFoundError when there is none."""
+    with session_scope(engine) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id}")
+        return JobView.of(job)
+
+
+def list_jobs(engine: Engine, *, status: str | None = None, limit: int = 50) -> list[JobView]:
+    """Most recent jobs first, optionally of one status."""
+    if status is not None and status not in JOB_STATUSES:
+        raise ValidationError(f"unknown job status {status!r} (one of {', '.join(JOB_STATUSES)})")
+    with session_scope(engine) as s:
+        q = select(Job).order_by(Job.id.desc()).limit(limit)
+        if status:
+            q = q.where(Job.status == status)
+        return [JobView.of(j) for j in s.scalars(q)]
+
+
+def set_task_id(engine: Engine, job_id: int, task_id: str) -> None:
+    """Record the broker's task id of the message that carries the job."""
+    with session_scope(engine) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id))
+
+
+def claim_job(engine: Engine, job_id: int, worker: str, max_attempts: int) -> JobView | None:
+    """Compare-and-set ``queued -> running``; None when another delivery already has (or had) it.
+
+    Counts the attempt; a job past ``max_attempts`` is failed instead of run again, so a job that
+    always crashes its worker cannot loop forever.
+    """
+    now = utcnow()
+    with session_scope(engine) as s:
+        res = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(
+                status="running", attempts=Job.attempts + 1, worker=worker, started_at=now, heartbeat_at=now
+            )
+        )
+        if res.rowcount != 1:
+            return None
+        job = s.get(Job, job_id)
+        assert job is not None
+        if job.cancel_requested:
+            job.status, job.finished_at, job.message = "cancelled", now, "cancelled before it started"
+            return None
+        if job.attempts > max_attempts:
+            job.status, job.finished_at = "failed", now
+            job.error = f"gave up after {max_attempts} attempt(s): the worker was lost each time (killed or out of memory)"
+            return None
+        return JobView.of(job)
+
+
+def report_progress(engine: Engine, job_id: int, fraction: float, message: str | None = None) -> bool:
+    """Write progress (clamped to 0..1) and a heartbeat; returns whether cancellation was requested."""
+    fraction = min(1.0, max(0.0, float(fraction)))
+    with session_scope(engine) as s:
+        values: dict[str, Any] = {"progress": fraction, "heartbeat_at": utcnow()}
+        if message is not None:
+            values["message"] = message[:2000]
+        s.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(**values))
+        return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def cancel_requested(engine: Engine, job_id: int) -> bool:
+    """Whether someone asked this job to stop."""
+    with session_scope(engine) as s:
+        return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def request_cancel(engine: Engine, job_id: int) -> JobView:
+    """Ask a job to stop: a queued job is cancelled at once; a running one stops at its next batch."""
+    with session_scope(engine) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id}")
+        if job.status in TERMINAL:
+            raise ConflictError(f"job {job_id} already {job.status}")
+        job.cancel_requested = True
+        if job.status == "queued":
+            job.status, job.finished_at, job.message = "cancelled", utcnow(), "cancelled before it started"
+        for child in s.scalars(
+            select(Job).where(Job.parent_id == job_id, Job.status.in_(("queued", "running")))
+        ):
+            child.cancel_requested = True
+            if child.status == "queued":
+                child.status, child.finished_at = "cancelled", utcnow()
+        s.flush()
+        return JobView.of(job)
+
+
+def finish_job(
+    engine: Engine,
+    job_id: int,
+    status: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    message: str | None = None,
+) -> None:
+    """Move a running job to a terminal status with its result or error."""
+    if status not in TERMINAL:
+        raise ValueError(f"not a terminal status: {status}")
+    with session_scope(engine) as s:
+        values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "result": result, "error": error}
+        if status == "succeeded":
+            values["progress"] = 1.0
+        if message is not None:
+            values["message"] = message
+        s.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(**values))
+
+
+def fail_queued(engine: Engine, job_id: int, error: str) -> None:
+    """Mark a job that never reached a worker as failed (e.g. the broker was unreachable)."""
+    with session_scope(engine) as s:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="failed", error=error, finished_at=utcnow())
+        )
+
+
+def requeue_lost(
+    engine: Engine,
+    *,
+    worker: str | None = None,
+    stale_after: timedelta | None = None,
+    job_ids: list[int] | None = None,
+) -> list[int]:
+    """Put ``running`` jobs whose worker is gone back to ``queued``; returns their ids.
+
+    A job is lost when it ran on ``worker`` (a worker that has just started, so it cannot be running
+    anything), when its heartbeat is older than ``stale_after``, or when the worker reported the
+    process running ``job_ids`` dead. The caller re-sends them; the
+    attempt cap in :func:`claim_job` fails a job that keeps killing its worker.
+    """
+    if worker is None and stale_after is None and not job_ids:
+        raise ValueError("give a worker name, a staleness age or job ids")
+    with session_scope(engine) as s:
+        q = select(Job).where(Job.status == "running")
+        if worker is not None:
+            q = q.where(Job.worker == worker)
+        if stale_after is not None:
+            q = q.where(Job.heartbeat_at < utcnow() - stale_after)
+        if job_ids:
+            q = q.where(Job.id.in_(job_ids))
+        lost = list(s.scalars(q.with_for_update()))
+        for job in lost:
+            job.status = "queued"
+            job.message = f"requeued: worker {job.worker} was lost during attempt {job.attempts}"
+        return [j.id for j in lost]

@@ -1,0 +1,51 @@
+"""Submit a job: validate, write the row, then hand it to the broker through an adapter's sender."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+
+from workbench.errors import WorkbenchError
+from workbench.jobs import store
+from workbench.jobs.kinds import get_kind
+from workbench.jobs.params import validate_params
+
+# (job id, kind, queue) -> broker task id; provided by the Celery adapter in ``workers``.
+Sender = Callable[[int, str, str], str]
+
+
+class BrokerUnavailable(WorkbenchError):
+    """The broker could not take the job; its row was marked failed with the reason."""
+
+
+def submit_job(
+    engine: Engine,
+    kind: str,
+    params: dict[str, Any],
+    *,
+    requester: str,
+    send: Sender,
+    parent_id: int | None = None,
+) -> int:
+    """Create the job row (status ``queued``) and send it; returns the job id.
+
+    When sending fails the row is marked ``failed`` with the reason, so no orphan ``queued`` job is
+    left behind, and :class:`BrokerUnavailable` says what happened.
+    """
+    job_kind = get_kind(kind)
+    clean = validate_params(job_kind.params, params)
+    job_id = store.create_job(
+        engine, kind, clean, requester=requester, queue=job_kind.queue, parent_id=parent_id
+    )
+    try:
+        task_id = send(job_id, kind, job_kind.queue)
+    except Exception as exc:
+        reason = f"broker unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        store.fail_queued(engine, job_id, reason)
+        raise BrokerUnavailable(
+            f"cannot submit the {kind} job: {reason} (job {job_id} marked failed)"
+        ) from None
+    store.set_task_id(engine, job_id, task_id)
+    return job_id

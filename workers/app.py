@@ -1,0 +1,78 @@
+"""The Celery app, configured from the workbench settings (JSON only, acks late, one task per child)."""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+
+from celery import Celery
+from kombu import Queue
+
+from workbench.config import Settings, get_settings
+from workbench.jobs.kinds import KINDS, QUEUES
+
+TASK_NAME = "workbench.run_job"
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app on the configured broker; no result backend (job rows hold results)."""
+    settings.ensure_home()
+    app = Celery("workbench", broker=settings.broker, include=["workers.tasks"])
+    transport_options: dict[str, object] = {}
+    if settings.broker.startswith(("redis://", "rediss://")):
+        # A task unacknowledged longer than this is delivered again: keep it above the time limit.
+        transport_options["visibility_timeout"] = settings.visibility_timeout_s
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=False,  # a lost child is handled by the job row, with an attempt cap
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=1,  # TensorFlow keeps its memory for the life of a process
+        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=max(30, settings.task_time_limit_s - 60),
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        task_queues=[Queue(q) for q in QUEUES],
+        task_default_queue="cpu",
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    return app
+
+
+@lru_cache(maxsize=1)
+def get_app() -> Celery:
+    """The process-wide app built from the current settings."""
+    return make_app(get_settings())
+
+
+def send_job(job_id: int, kind: str, queue: str) -> str:
+    """The sender the library's ``submit_job`` uses: publish one message, fail fast if the broker is down."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind}")
+    app = get_app()
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=5)
+        result = app.send_task(
+            TASK_NAME,
+            args=[job_id],
+            queue=queue,
+            task_id=f"job-{job_id}-{socket.gethostname()}-{_nonce()}",
+            connection=conn,
+            retry=False,
+        )
+    return result.id
+
+
+def _nonce() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:8]
