@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from cli import data, db, jobs
+from cli import calibration, data, db, jobs
 from cli.common import handle_errors, settings
 from cli.demo import demo
 from workbench import __version__
@@ -23,6 +23,8 @@ app.command("synth")(data.synth)
 app.command("import")(data.import_)
 app.command("cases")(data.cases)
 app.command("demo")(demo)
+app.command("calibrate")(calibration.calibrate)
+app.command("reliability")(calibration.reliability)
 app.command("worker")(jobs.worker)
 app.add_typer(jobs.submit_app, name="submit")
 app.add_typer(jobs.jobs_app, name="jobs")

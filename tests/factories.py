@@ -1,0 +1,85 @@
+"""Rows for database tests: cases, labels, a ready model version and its predictions (no model needed)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from sqlalchemy import Engine
+
+from workbench.db.engine import session_scope
+from workbench.db.models import Case, Label, ModelVersion
+from workbench.model.predictions import write_predictions
+
+
+def make_cases(
+    engine: Engine, splits: dict[str, int], positive_rate: float = 0.1, seed: int = 0, labelled: bool = True
+) -> dict[str, list[int]]:
+    """Insert cases per split (fake paths) with import labels; pool cases stay unlabelled."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[int]] = {}
+    with session_scope(engine) as s:
+        k = 0
+        for split, n in splits.items():
+            ids = []
+            for _ in range(n):
+                k += 1
+                h = hashlib.sha256(f"{seed}-{k}".encode()).hexdigest()
+                case = Case(
+                    external_id=f"case-{seed}-{k}",
+                    patient_id=f"p-{seed}-{k}",
+                    pre_path=f"/x/{k}/pre.jpg",
+                    post_path=f"/x/{k}/post.jpg",
+                    pre_sha256=h,
+                    post_sha256=h[::-1],
+                    pair_sha256=h,
+                    pre_width=8,
+                    pre_height=8,
+                    post_width=8,
+                    post_height=8,
+                    split=split,
+                )
+                s.add(case)
+                s.flush()
+                if labelled and split != "pool":
+                    s.add(
+                        Label(
+                            case_id=case.id,
+                            value=int(rng.random() < positive_rate),
+                            labeller="import:0",
+                            source="import",
+                        )
+                    )
+                ids.append(case.id)
+            out[split] = ids
+    return out
+
+
+def make_version(engine: Engine, status: str = "ready") -> int:
+    with session_scope(engine) as s:
+        v = ModelVersion(preset="cpu", backbone="small_cnn", config={}, status=status)
+        s.add(v)
+        s.flush()
+        return v.id
+
+
+def label_of(engine: Engine, case_ids: list[int]) -> np.ndarray:
+    from workbench.data.labels import current_labels
+
+    with session_scope(engine) as s:
+        cur = current_labels(s, case_ids)
+    return np.array([np.nan if cur.get(c) is None else cur[c] for c in case_ids], dtype=float)
+
+
+def predict_with_temperature(
+    engine: Engine, version_id: int, case_ids: list[int], temperature: float, seed: int = 0
+) -> None:
+    """Store predictions whose logits are informative but over-confident by ``temperature``."""
+    rng = np.random.default_rng(seed)
+    y = label_of(engine, case_ids)
+    y_known = np.where(np.isnan(y), rng.random(len(y)) < 0.1, y)
+    # Class-conditional N(+1, 1) / N(-1, 1) scores at 10% prevalence: the true log-odds is 2z - ln 9.
+    z = rng.normal(0, 1, len(case_ids)) + np.where(y_known == 1, 1.0, -1.0)
+    logit = (2 * z - np.log(9)) * temperature
+    p = 1 / (1 + np.exp(-logit))
+    write_predictions(engine, version_id, case_ids, logit, p, np.full(len(case_ids), 0.01))

@@ -1,0 +1,322 @@
+"""Calibrate a model version: fit each method on validation, judge it where it was not fitted, store it.
+
+The selected method is the one with the lowest cross-fitted validation Brier score (the test split
+is only ever reported, never used to choose); when validation has too few positives to cross-fit,
+temperature scaling (one parameter, hard to overfit) is selected. The operating threshold is chosen
+by policy on calibrated validation probabilities and reported on test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, delete, select
+
+from workbench.calibration.calibrators import calibrator_from_json, get_calibrator
+from workbench.calibration.compare import assess
+from workbench.calibration.reliability import reliability_curve
+from workbench.calibration.thresholds import apply_threshold, choose_threshold, parse_policy
+from workbench.db.engine import session_scope
+from workbench.db.models import Calibration, Evaluation, ModelVersion, ReliabilityCurve
+from workbench.errors import NotFoundError, WorkbenchError
+from workbench.evaluation.report import evaluate, split_context
+from workbench.model.predictions import PredictionSet, load_predictions
+
+DEFAULT_METHODS = ("identity", "temperature", "isotonic", "platt")
+FALLBACK_METHOD = "temperature"
+
+
+@dataclass
+class CalibrationSummary:
+    """What a calibration run stored: one assessment per method, the selection and the threshold."""
+
+    version_id: int
+    assessments: dict[str, dict[str, Any]]
+    calibration_ids: dict[str, int]
+    selected: str
+    selection_rule: str
+    threshold: dict[str, Any]
+    threshold_test: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _split_data(engine: Engine, version_id: int, split: str) -> PredictionSet:
+    return load_predictions(engine, version_id, split).labelled()
+
+
+def calibrate_version(
+    engine: Engine,
+    version_id: int,
+    methods: list[str] | tuple[str, ...] = DEFAULT_METHODS,
+    policy: str = "sensitivity>=0.9",
+    select_method: str | None = None,
+    n_boot: int = 1000,
+    progress: Callable[[float, str], None] | None = None,
+) -> CalibrationSummary:
+    """Fit, assess and store calibrators for a version; set its calibration and operating threshold."""
+    parsed_policy = parse_policy(policy)
+    methods = [get_calibrator(m).method for m in methods]  # validates names early
+    with session_scope(engine) as s:
+        version = s.get(ModelVersion, version_id)
+        if version is None:
+            raise NotFoundError(f"no model version {version_id}")
+        if version.status != "ready":
+            raise WorkbenchError(f"model version {version_id} is {version.status}, not ready")
+    val = _split_data(engine, version_id, "val")
+    test = _split_data(engine, version_id, "test")
+    if val.n == 0:
+        raise WorkbenchError(
+            f"model version {version_id} has no predictions on labelled validation cases: "
+            f"run `workbench submit infer {version_id}` first"
+        )
+    if val.y.sum() == 0 or val.y.sum() == val.n:
+        raise WorkbenchError(
+            f"{split_context('val', val.n, int(val.y.sum()))}: calibration needs both classes in validation"
+        )
+    has_test = test.n > 0
+    assessments: dict[str, dict[str, Any]] = {}
+    for i, method in enumerate(methods):
+        if progress:
+            progress(
+                i / (len(methods) + 1), f"fitting {method} on {split_context('val', val.n, int(val.y.sum()))}"
+            )
+        assessments[method] = assess(
+            method,
+            val.probability,
+            val.y,
+            test.probability if has_test else None,
+            test.y if has_test else None,
+            n_boot=n_boot,
+        )
+    selected, rule, notes = _select(assessments, select_method)
+    calibrator = calibrator_from_json(assessments[selected]["calibrator"])
+    p_val_cal = calibrator.transform(val.probability)
+    choice = choose_threshold(parsed_policy, val.y, p_val_cal, split="val")
+    outcome = (
+        apply_threshold(choice, test.y, calibrator.transform(test.probability), split="test")
+        if has_test
+        else None
+    )
+    if not has_test:
+        notes.append("no labelled test predictions: the threshold is reported on validation only")
+
+    ids: dict[str, int] = {}
+    with session_scope(engine) as s:
+        old = s.scalars(select(Calibration.id).where(Calibration.model_version_id == version_id)).all()
+        if old:
+            s.execute(delete(ReliabilityCurve).where(ReliabilityCurve.calibration_id.in_(old)))
+        version = s.get(ModelVersion, version_id)
+        assert version is not None
+        version.calibration_id = None
+        s.flush()
+        s.execute(delete(Calibration).where(Calibration.model_version_id == version_id))
+        for method, result in assessments.items():
+            cal = Calibration(
+                model_version_id=version_id,
+                method=method,
+                params=result["calibrator"],
+                fitted_on="val",
+                n_fit=val.n,
+                positives_fit=int(val.y.sum()),
+                metrics=result,
+            )
+            s.add(cal)
+            s.flush()
+            ids[method] = cal.id
+            fitted = calibrator_from_json(result["calibrator"])
+            for data in (val, test) if has_test else (val,):
+                p_cal = fitted.transform(data.probability)
+                for binning in ("uniform", "quantile"):
+                    s.add(
+                        ReliabilityCurve(
+                            calibration_id=cal.id,
+                            split=data.split,
+                            binning=binning,
+                            n=data.n,
+                            positives=int(data.y.sum()),
+                            bins=reliability_curve(data.y, p_cal, strategy=binning, split=data.split),
+                        )
+                    )
+        version.calibration_id = ids[selected]
+        version.threshold = float(choice.value)
+        version.threshold_policy = str(parsed_policy)
+        version.threshold_report = {
+            "chosen_on": choice.to_dict(),
+            "test": outcome.to_dict() if outcome else None,
+            "method": selected,
+            "selection_rule": rule,
+        }
+        for data in (val, test) if has_test else (val,):
+            report = evaluate(
+                data.y, calibrator.transform(data.probability), split=data.split, threshold=choice.value
+            )
+            s.execute(
+                delete(Evaluation).where(
+                    Evaluation.model_version_id == version_id,
+                    Evaluation.split == data.split,
+                    Evaluation.method == selected,
+                )
+            )
+            s.add(
+                Evaluation(
+                    model_version_id=version_id,
+                    split=data.split,
+                    method=selected,
+                    n=data.n,
+                    positives=int(data.y.sum()),
+                    report=report.to_dict(),
+                )
+            )
+    if progress:
+        progress(1.0, f"selected {selected}; threshold {choice.value:.3f} ({parsed_policy})")
+    return CalibrationSummary(
+        version_id=version_id,
+        assessments=assessments,
+        calibration_ids=ids,
+        selected=selected,
+        selection_rule=rule,
+        threshold=choice.to_dict(),
+        threshold_test=outcome.to_dict() if outcome else None,
+        notes=notes,
+    )
+
+
+def _select(assessments: dict[str, dict[str, Any]], forced: str | None) -> tuple[str, str, list[str]]:
+    """Pick the method: forced, else lowest cross-fitted validation Brier, else temperature."""
+    notes: list[str] = []
+    if forced:
+        method = get_calibrator(forced).method
+        if method not in assessments:
+            raise WorkbenchError(f"--select {forced}: not among the fitted methods {', '.join(assessments)}")
+        return method, "chosen by the user", notes
+    scores = {}
+    for method, result in assessments.items():
+        val_entry = result["splits"][0]
+        measures = (val_entry.get("calibrated") or {}).get("measures") or {}
+        brier = (measures.get("brier") or {}).get("value")
+        if brier is not None and np.isfinite(brier):
+            scores[method] = brier
+    if not scores:
+        fallback = FALLBACK_METHOD if FALLBACK_METHOD in assessments else next(iter(assessments))
+        notes.append("validation has too few positives to cross-fit; falling back to " + fallback)
+        return fallback, "fallback: too few validation positives to compare methods", notes
+    best = min(scores, key=lambda m: (scores[m], m != "identity"))
+    return best, "lowest cross-fitted validation Brier score", notes
+
+
+def calibrated_probabilities(engine: Engine, version_id: int, probabilities: np.ndarray) -> np.ndarray:
+    """Apply a version's selected calibrator (identity when it has none yet)."""
+    with session_scope(engine) as s:
+        version = s.get(ModelVersion, version_id)
+        if version is None:
+            raise NotFoundError(f"no model version {version_id}")
+        cal = s.get(Calibration, version.calibration_id) if version.calibration_id else None
+        params = cal.params if cal else None
+    if params is None:
+        return np.asarray(probabilities, dtype=np.float64)
+    return calibrator_from_json(params).transform(np.asarray(probabilities, dtype=np.float64))
+
+
+def format_summary(summary: CalibrationSummary) -> str:
+    """Comparison table: each method on each split, with intervals, split, n and positives."""
+
+    def est(m: dict[str, Any], key: str) -> str:
+        e = (m.get("measures") or {}).get(key) or {}
+        if e.get("value") is None:
+            return "n/a"
+        if e.get("low") is None:
+            return f"{e['value']:.4f}"
+        return f"{e['value']:.4f} [{e['low']:.4f}, {e['high']:.4f}]"
+
+    lines = [
+        f"model version {summary.version_id}: calibrators fitted on validation, scored where not fitted",
+        f"{'method':<12} {'split':<34} {'ECE (15 bins)':<26} {'ECE (equal mass)':<26} {'Brier':<26} {'NLL':<26}",
+    ]
+    for method, result in summary.assessments.items():
+        for entry in result["splits"]:
+            m = entry.get("calibrated") or {}
+            where = split_context(entry["split"], entry["n"], entry["positives"])
+            if not m:
+                lines.append(f"{method:<12} {where:<34} {entry.get('reason') or 'not available'}")
+                continue
+            lines.append(
+                f"{method:<12} {where:<34} {est(m, 'ece'):<26} {est(m, 'ece_quantile'):<26} "
+                f"{est(m, 'brier'):<26} {est(m, 'nll'):<26}"
+            )
+    lines.append(f"selected: {summary.selected} ({summary.selection_rule})")
+    for label, point in (("chosen on", summary.threshold), ("reported on", summary.threshold_test)):
+        if not point:
+            continue
+        sens, spec = point["sensitivity"], point["specificity"]
+        lines.append(
+            f"threshold {point['value']:.3f} ({point['policy']}) {label} "
+            f"{split_context(point['split'], point['n'], point['positives'])}: "
+            f"sensitivity {_fmt(sens)}, specificity {_fmt(spec)}"
+            + (f"; {point['note']}" if point.get("note") else "")
+        )
+    lines.extend(f"note: {n}" for n in summary.notes)
+    return "\n".join(lines)
+
+
+def _fmt(e: dict[str, Any] | None) -> str:
+    if not e or e.get("value") is None:
+        return "n/a"
+    lo, hi = e.get("wilson_low", e.get("low")), e.get("wilson_high", e.get("high"))
+    return f"{e['value']:.2f} [{lo:.2f}, {hi:.2f}]" if lo is not None else f"{e['value']:.2f}"
+
+
+def load_curves(
+    engine: Engine, version_ids: list[int], method: str | None, split: str, binning: str = "uniform"
+) -> list[tuple[str, dict[str, Any]]]:
+    """Stored reliability curves (label, curve) for versions x method on a split, for overlay plots."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    with session_scope(engine) as s:
+        for vid in version_ids:
+            version = s.get(ModelVersion, vid)
+            if version is None:
+                raise NotFoundError(f"no model version {vid}")
+            q = select(Calibration).where(Calibration.model_version_id == vid)
+            if method:
+                q = q.where(Calibration.method == get_calibrator(method).method)
+            cals = s.scalars(q.order_by(Calibration.id)).all()
+            if not cals:
+                raise WorkbenchError(
+                    f"model version {vid} has no calibration: run `workbench calibrate {vid}`"
+                )
+            for cal in cals:
+                curve = s.scalar(
+                    select(ReliabilityCurve).where(
+                        ReliabilityCurve.calibration_id == cal.id,
+                        ReliabilityCurve.split == split,
+                        ReliabilityCurve.binning == binning,
+                    )
+                )
+                if curve is None:
+                    raise WorkbenchError(
+                        f"model version {vid} has no {split} reliability curve for {cal.method}"
+                    )
+                label = f"v{vid} {cal.method} ({split_context(split, curve.n, curve.positives)})"
+                out.append((label, curve.bins))
+    return out
+
+
+def calibrate_job(ctx: Any) -> dict[str, Any]:
+    """Job handler (``calibrate`` kind): calibrate a version and return what was selected."""
+    p = ctx.params
+    summary = calibrate_version(
+        ctx.engine,
+        p["model_version"],
+        p["methods"],
+        p["policy"],
+        p.get("select"),
+        progress=lambda f, m: ctx.progress(f, m),
+    )
+    return {
+        "model_version": summary.version_id,
+        "selected": summary.selected,
+        "threshold": summary.threshold["value"],
+        "calibration_ids": summary.calibration_ids,
+    }
