@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from cli import calibration, data, db, jobs
+from cli import calibration, data, db, jobs, models
 from cli.common import handle_errors, settings
 from cli.demo import demo
 from workbench import __version__
@@ -23,6 +23,9 @@ app.command("synth")(data.synth)
 app.command("import")(data.import_)
 app.command("cases")(data.cases)
 app.command("demo")(demo)
+app.command("train")(models.train)
+app.command("evaluate")(models.evaluate)
+app.command("models")(models.models)
 app.command("calibrate")(calibration.calibrate)
 app.command("reliability")(calibration.reliability)
 app.command("worker")(jobs.worker)

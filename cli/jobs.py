@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from datetime import timedelta
 from typing import Any
@@ -67,20 +68,34 @@ def _submit(kind: str, params: dict[str, Any], requester: str, wait: bool) -> No
 
 
 def wait_for(eng: Engine, job_id: int, poll_s: float = 1.0) -> store.JobView:
-    """Show a progress bar from the job row until the job ends (Ctrl-C stops waiting, not the job)."""
+    """Show progress from the job row until the job ends (Ctrl-C stops waiting, not the job).
+
+    On a terminal: a tqdm bar; otherwise (logs, CI) one line each time the message changes.
+    """
     view = store.get_job(eng, job_id)
+    tty = sys.stderr.isatty()
     try:
-        with tqdm(
-            total=100, desc=f"{view.kind} #{job_id}", unit="%", bar_format="{l_bar}{bar}| {postfix}"
-        ) as bar:
-            while True:
-                view = store.get_job(eng, job_id)
+        bar = (
+            tqdm(total=100, desc=f"{view.kind} #{job_id}", unit="%", bar_format="{l_bar}{bar}| {postfix}")
+            if tty
+            else None
+        )
+        last = None
+        while True:
+            view = store.get_job(eng, job_id)
+            text = f"{view.status} {view.message or ''}".strip()
+            if bar is not None:
                 bar.n = round(view.progress * 100, 1)
-                bar.set_postfix_str(f"{view.status} {view.message or ''}"[:80])
+                bar.set_postfix_str(text[:80])
                 bar.refresh()
-                if view.done:
-                    break
-                time.sleep(poll_s)
+            elif text != last:
+                typer.echo(f"[{view.progress:4.0%}] {view.kind} #{job_id} {text}", err=True)
+                last = text
+            if view.done:
+                break
+            time.sleep(poll_s)
+        if bar is not None:
+            bar.close()
     except KeyboardInterrupt:
         typer.echo(
             f"\nstopped waiting; job {job_id} goes on (workbench jobs cancel {job_id} stops it)", err=True

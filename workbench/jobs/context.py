@@ -27,7 +27,8 @@ class JobContext:
     params: dict[str, Any]
     requester: str
     min_interval_s: float = 0.5
-    span: tuple[float, float] = (0.0, 1.0)  # the share of the parent's progress bar this context fills
+    span: tuple[float, float] = (0.0, 1.0)  # the share of the job's progress bar this context fills
+    parent: JobContext | None = None  # a chained job's step also moves its parent's bar and obeys its cancel
     _last_write: float = field(default=0.0, repr=False)
     _last_check: float = field(default=0.0, repr=False)
     _cancelled: bool = field(default=False, repr=False)
@@ -41,6 +42,8 @@ class JobContext:
         overall = lo + (hi - lo) * min(1.0, max(0.0, fraction))
         self._cancelled = store.report_progress(self.engine, self.job_id, overall, message) or self._cancelled
         self._last_write = self._last_check = now
+        if self.parent is not None:
+            self.parent.progress(fraction, message, force=True)
 
     def should_cancel(self) -> bool:
         """Whether the job was asked to stop (reads the job row at most every ``min_interval_s``)."""
@@ -48,6 +51,8 @@ class JobContext:
         if not self._cancelled and now - self._last_check >= self.min_interval_s:
             self._cancelled = store.cancel_requested(self.engine, self.job_id)
             self._last_check = now
+        if not self._cancelled and self.parent is not None:
+            self._cancelled = self.parent.should_cancel()
         return self._cancelled
 
     def check_cancel(self) -> None:
@@ -67,4 +72,5 @@ class JobContext:
             self.requester,
             self.min_interval_s,
             (a + (b - a) * lo, a + (b - a) * hi),
+            self.parent,
         )

@@ -27,6 +27,7 @@ class JobKind:
     handler: str
     params: type[p._Params]
     description: str
+    exclusive: bool = False  # at most one job of this kind queued or running at a time
 
     def load(self) -> Callable[..., dict[str, Any]]:
         module, func = self.handler.split(":")
@@ -54,7 +55,9 @@ KINDS: dict[str, JobKind] = {
             p.QueueParams,
             "build a labelling batch",
         ),
-        JobKind("round", GPU, "workbench.rounds:round_job", p.RoundParams, "train, infer, calibrate, queue"),
+        JobKind(
+            "round", GPU, "workbench.rounds:round_job", p.RoundParams, "train, infer, calibrate, queue", True
+        ),
         JobKind("sleep", CPU, "workbench.jobs.diagnostics:sleep_job", p.SleepParams, "diagnostic sleep"),
     )
 }

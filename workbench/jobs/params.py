@@ -63,6 +63,9 @@ class QueueParams(_Params):
     batch_size: int = Field(default=20, ge=1, le=10_000)
     round_id: int | None = None
     mix: dict[str, float] | None = None
+    second_reads: int = Field(default=0, ge=0, le=10_000)
+    relabel: int = Field(default=0, ge=0, le=10_000)
+    seed: int = 0
 
 
 class RoundParams(_Params):
@@ -74,6 +77,9 @@ class RoundParams(_Params):
     policy: str = "sensitivity>=0.9"
     batch_size: int = Field(default=20, ge=1, le=10_000)
     mix: dict[str, float] | None = None
+    second_reads: int = Field(default=0, ge=0, le=10_000)
+    relabel: int = Field(default=0, ge=0, le=10_000)
+    warm_start: bool = True
 
 
 class SleepParams(_Params):

@@ -43,3 +43,43 @@ def run_job(engine: Engine, settings: Settings, job_id: int, worker: str) -> sto
         else:
             store.finish_job(engine, job_id, "succeeded", result=result)
     return store.get_job(engine, job_id)
+
+
+def run_step(parent: JobContext, kind: str, params: dict, lo: float, hi: float) -> dict:
+    """Run one step of a chained job in this process as a child job row (its own progress and result).
+
+    The step fills [lo, hi] of the parent's progress bar and stops when the parent is cancelled;
+    a failed step fails the parent with the step's error.
+    """
+    from workbench.jobs.params import validate_params
+
+    parent.check_cancel()
+    job_kind = get_kind(kind)
+    clean = validate_params(job_kind.params, params)
+    child_id = store.create_job(
+        parent.engine, kind, clean, requester=parent.requester, queue=job_kind.queue, parent_id=parent.job_id
+    )
+    job = store.claim_job(
+        parent.engine, child_id, f"step of job {parent.job_id}", parent.settings.max_task_attempts
+    )
+    if job is None:
+        raise JobCancelled()
+    ctx = JobContext(
+        parent.engine, parent.settings, child_id, kind, job.params, job.requester, parent=parent.sub(lo, hi)
+    )
+    parent.progress(lo, f"{kind} (job {child_id})", force=True)
+    try:
+        result = job_kind.load()(ctx)
+    except JobCancelled:
+        store.finish_job(parent.engine, child_id, "cancelled", message="cancelled on request")
+        raise
+    except Exception as exc:
+        store.finish_job(parent.engine, child_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, WorkbenchError):
+            raise WorkbenchError(f"{kind} step (job {child_id}) failed: {exc}") from exc
+        raise
+    if result.get("cancelled"):
+        store.finish_job(parent.engine, child_id, "cancelled", result=result, message="cancelled on request")
+        raise JobCancelled()
+    store.finish_job(parent.engine, child_id, "succeeded", result=result)
+    return result

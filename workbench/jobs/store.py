@@ -238,3 +238,23 @@ def requeue_lost(
             job.status = "queued"
             job.message = f"requeued: worker {job.worker} was lost during attempt {job.attempts}"
         return [j.id for j in lost]
+
+
+def fail_running_children(engine: Engine, parent_id: int, reason: str) -> list[int]:
+    """Mark the still-running steps of a chained job failed (their process died with an earlier attempt)."""
+    with session_scope(engine) as s:
+        children = list(
+            s.scalars(select(Job).where(Job.parent_id == parent_id, Job.status.in_(("queued", "running"))))
+        )
+        for child in children:
+            child.status, child.error, child.finished_at = "failed", reason, utcnow()
+        return [c.id for c in children]
+
+
+def active_job_of_kind(engine: Engine, kind: str, except_id: int | None = None) -> int | None:
+    """Id of a queued or running job of ``kind`` (other than ``except_id``), if any."""
+    with session_scope(engine) as s:
+        q = select(Job.id).where(Job.kind == kind, Job.status.in_(("queued", "running")))
+        if except_id is not None:
+            q = q.where(Job.id != except_id)
+        return s.scalars(q.limit(1)).first()

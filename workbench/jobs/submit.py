@@ -7,10 +7,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ConflictError, WorkbenchError
 from workbench.jobs import store
 from workbench.jobs.kinds import get_kind
 from workbench.jobs.params import validate_params
+from workbench.users import authorize_actor
 
 # (job id, kind, queue) -> broker task id; provided by the Celery adapter in ``workers``.
 Sender = Callable[[int, str, str], str]
@@ -31,11 +32,19 @@ def submit_job(
 ) -> int:
     """Create the job row (status ``queued``) and send it; returns the job id.
 
+    The requester must be allowed to run ``kind`` (labellers may not train, calibrate, ...).
     When sending fails the row is marked ``failed`` with the reason, so no orphan ``queued`` job is
     left behind, and :class:`BrokerUnavailable` says what happened.
     """
     job_kind = get_kind(kind)
+    authorize_actor(engine, requester, kind)
     clean = validate_params(job_kind.params, params)
+    if job_kind.exclusive:
+        active = store.active_job_of_kind(engine, kind)
+        if active is not None:
+            raise ConflictError(
+                f"a {kind} job ({active}) is already queued or running; wait for it or cancel it"
+            )
     job_id = store.create_job(
         engine, kind, clean, requester=requester, queue=job_kind.queue, parent_id=parent_id
     )

@@ -1,0 +1,204 @@
+"""Shared plumbing of the Streamlit pages: settings, the cached Engine, the logged-in user, errors.
+
+The Engine is cached per database URL with ``st.cache_resource`` (one pool per server process; a
+Session is never cached: each workbench function opens and closes its own). The logged-in user lives
+in ``st.session_state`` and is re-checked against the database on every run, so a disabled user is
+logged out at their next click.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from workbench.config import Settings, load_settings
+from workbench.db.engine import create_db_engine
+from workbench.db.schema import ensure_current
+from workbench.errors import PermissionDenied, WorkbenchError
+
+USER_KEY = "wb_user"
+FLASH_KEY = "wb_flash"
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    """The person using this browser session."""
+
+    username: str
+    role: str
+    via: str  # "password" or "oidc"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def settings() -> Settings:
+    """Settings in effect (re-read each run: cheap, and a bad value is reported, not cached)."""
+    return load_settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _engine_for(url: str, busy_timeout_ms: int) -> Engine:
+    return create_db_engine(url, busy_timeout_ms)
+
+
+@st.cache_resource(show_spinner=False)
+def _schema_checked(url: str) -> bool:
+    """Run the schema check once per database (a failure raises, and is not cached)."""
+    ensure_current(_engine_for(url, settings().sqlite_busy_timeout_ms))
+    return True
+
+
+def engine() -> Engine:
+    """The Engine of the configured database, after checking the schema is current."""
+    cfg = settings()
+    cfg.ensure_home()
+    eng = _engine_for(cfg.db_url, cfg.sqlite_busy_timeout_ms)
+    _schema_checked(cfg.db_url)
+    return eng
+
+
+def sender() -> Callable[[int, str, str], str]:
+    """The Celery sender that ``submit_job`` hands each new job to."""
+    from workers.app import send_job
+
+    return send_job
+
+
+def error_text(exc: BaseException) -> str:
+    """One clear line for an expected failure (never a traceback)."""
+    if isinstance(exc, WorkbenchError):
+        return str(exc)
+    if isinstance(exc, OperationalError | DBAPIError):
+        detail = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+        return f"The database is unreachable or refused the request: {detail[0] if detail else type(exc).__name__}"
+    return f"Database error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+
+
+@contextlib.contextmanager
+def page_errors() -> Iterator[None]:
+    """Show a WorkbenchError or database error as one st.error line; the page goes on after the block."""
+    try:
+        yield
+    except PermissionDenied as exc:
+        st.error(f"Not allowed: {exc}", icon=":material/block:")
+    except WorkbenchError as exc:
+        st.error(error_text(exc), icon=":material/error:")
+    except SQLAlchemyError as exc:
+        st.error(error_text(exc), icon=":material/database:")
+
+
+def run_action(fn: Callable[[], Any]) -> tuple[Any, str | None]:
+    """Call ``fn``; (its result, None) or (None, one-line error) for expected failures."""
+    try:
+        return fn(), None
+    except PermissionDenied as exc:
+        return None, f"Not allowed: {exc}"
+    except (WorkbenchError, SQLAlchemyError) as exc:
+        return None, error_text(exc)
+
+
+# Flash messages survive one rerun (an action in a callback, shown by the next render). --------------
+
+
+def flash(kind: str, text: str) -> None:
+    """Queue a message (``success``, ``info``, ``warning`` or ``error``) for the next render."""
+    st.session_state.setdefault(FLASH_KEY, []).append((kind, text))
+
+
+def show_flashes() -> None:
+    """Show and clear queued messages."""
+    for kind, text in st.session_state.pop(FLASH_KEY, []):
+        getattr(st, kind)(text)
+
+
+# Users ---------------------------------------------------------------------------------------------
+
+
+def oidc_configured() -> bool:
+    """Whether an OIDC provider is configured (an ``[auth]`` section in Streamlit's secrets)."""
+    try:
+        from streamlit.auth_util import get_secrets_auth_section
+
+        return bool(get_secrets_auth_section())
+    except Exception:  # no secrets file, or an unreadable one: password login
+        return False
+
+
+def _oidc_username() -> str | None:
+    info = st.user
+    if not info.get("is_logged_in"):
+        return None
+    for key in ("email", "preferred_username", "sub"):
+        value = info.get(key)
+        if value:
+            return str(value)
+    return None
+
+
+def current_user(eng: Engine) -> CurrentUser | None:
+    """The logged-in, still active user; None when nobody is logged in (or the user was disabled)."""
+    from workbench.users import ensure_oidc_user, get_user
+
+    if oidc_configured():
+        name = _oidc_username()
+        if name is None:
+            return None
+        view = ensure_oidc_user(eng, name)
+        user = CurrentUser(view.username, view.role, "oidc")
+        st.session_state[USER_KEY] = {"username": user.username, "role": user.role, "via": "oidc"}
+        return user
+    stored = st.session_state.get(USER_KEY)
+    if not stored:
+        return None
+    try:
+        view = get_user(eng, stored["username"])
+    except PermissionDenied:
+        st.session_state.pop(USER_KEY, None)
+        flash("warning", f"User {stored['username']} is unknown or disabled: logged out.")
+        return None
+    user = CurrentUser(view.username, view.role, stored.get("via", "password"))
+    st.session_state[USER_KEY] = {"username": user.username, "role": user.role, "via": user.via}
+    return user
+
+
+def require_user() -> CurrentUser:
+    """The current user for a page (the app only shows pages once someone is logged in)."""
+    stored = st.session_state.get(USER_KEY)
+    if not stored:
+        st.warning("Please log in.")
+        st.stop()
+    return CurrentUser(stored["username"], stored["role"], stored.get("via", "password"))
+
+
+def log_in(username: str, role: str) -> None:
+    st.session_state[USER_KEY] = {"username": username, "role": role, "via": "password"}
+
+
+def log_out() -> None:
+    """Forget the user of this session (and end the OIDC session when there is one)."""
+    via = (st.session_state.get(USER_KEY) or {}).get("via")
+    for key in list(st.session_state.keys()):
+        del st.session_state[key]
+    if via == "oidc":
+        st.logout()
+
+
+def fmt_estimate(est: dict[str, Any] | None, digits: int = 3) -> str:
+    """``0.123 [0.100, 0.150]`` from an Estimate dict; ``n/a`` (with the reason) when undefined."""
+    if not est or est.get("value") is None:
+        reason = (est or {}).get("reason")
+        return f"n/a ({reason})" if reason else "n/a"
+    lo, hi = est.get("low"), est.get("high")
+    if lo is None:
+        lo, hi = est.get("wilson_low"), est.get("wilson_high")
+    if lo is None or hi is None:
+        return f"{est['value']:.{digits}f}"
+    return f"{est['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"

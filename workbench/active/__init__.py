@@ -1,0 +1,1 @@
+"""Active learning: acquisition strategies, the leased labelling queue and expert agreement."""

@@ -1,0 +1,185 @@
+"""Queue building: the last step of a round. Picks the batch experts should label next.
+
+Candidates are pool cases with no current label and no open labelling item, scored by a calibrated
+model version (its operating threshold, MC-dropout uncertainty and pooled embeddings). Optional
+extras: second reads of expert-labelled cases near the threshold, and relabel candidates, labelled
+training cases the model strongly contradicts (possible label errors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, select
+
+from workbench.active.leases import OPEN_STATUSES, enqueue
+from workbench.active.strategies import DEFAULT_MIX, Candidates, Selected, select_batch
+from workbench.calibration.service import calibrated_probabilities
+from workbench.config import Settings
+from workbench.db.engine import session_scope
+from workbench.db.models import Label, ModelVersion, QueueItem
+from workbench.errors import NotFoundError, WorkbenchError
+from workbench.model.predictions import load_predictions
+from workbench.model.scoring import load_embeddings
+
+RELABEL_MIN_DISAGREEMENT = 0.8
+
+
+def _operating_threshold(engine: Engine, version_id: int) -> float:
+    with session_scope(engine) as s:
+        version = s.get(ModelVersion, version_id)
+        if version is None:
+            raise NotFoundError(f"no model version {version_id}")
+        if version.threshold is None:
+            raise WorkbenchError(
+                f"model version {version_id} has no operating threshold: run `workbench calibrate {version_id}`"
+            )
+        return float(version.threshold)
+
+
+def pool_candidates(engine: Engine, settings: Settings, version_id: int) -> Candidates:
+    """Unlabelled pool cases without an open labelling item, with calibrated scores of ``version_id``."""
+    threshold = _operating_threshold(engine, version_id)
+    preds = load_predictions(engine, version_id, "pool")
+    with session_scope(engine) as s:
+        open_items = set(
+            s.scalars(
+                select(QueueItem.case_id).where(
+                    QueueItem.kind == "label", QueueItem.status.in_(OPEN_STATUSES)
+                )
+            )
+        )
+    keep = np.isnan(preds.label) & ~np.isin(preds.case_ids, list(open_items))
+    if not keep.any():
+        return Candidates(np.zeros(0, dtype=np.int64), np.zeros(0), threshold)
+    ids = preds.case_ids[keep]
+    prob = calibrated_probabilities(engine, version_id, preds.probability[keep])
+    unc = preds.uncertainty[keep]
+    emb_by_case = load_embeddings(settings, version_id)
+    embeddings = None
+    if emb_by_case and all(int(c) in emb_by_case for c in ids):
+        embeddings = np.stack([emb_by_case[int(c)] for c in ids])
+    return Candidates(
+        case_ids=ids,
+        prob=prob,
+        threshold=threshold,
+        uncertainty=None if np.isnan(unc).any() else unc,
+        embeddings=embeddings,
+    )
+
+
+def _expert_labelled(
+    engine: Engine, version_id: int, threshold: float, band: float, limit: int
+) -> list[Selected]:
+    """Cases labelled by exactly one expert whose calibrated probability lies within ``band`` of the threshold."""
+    if limit <= 0:
+        return []
+    preds = load_predictions(engine, version_id, "pool")
+    if preds.n == 0:
+        return []
+    prob = calibrated_probabilities(engine, version_id, preds.probability)
+    with session_scope(engine) as s:
+        readers: dict[int, set[str]] = {}
+        for cid, who in s.execute(
+            select(Label.case_id, Label.labeller).where(Label.source == "expert", Label.value.is_not(None))
+        ):
+            readers.setdefault(cid, set()).add(who)
+    out = []
+    order = np.argsort(np.abs(prob - threshold))
+    for i in order:
+        cid = int(preds.case_ids[i])
+        if abs(prob[i] - threshold) > band:
+            break
+        if len(readers.get(cid, ())) == 1:
+            out.append(
+                Selected(
+                    cid,
+                    "second_read",
+                    float(-abs(prob[i] - threshold)),
+                    f"second read: p={prob[i]:.2f} within {band:.2f} of threshold {threshold:.2f}",
+                )
+            )
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _relabel_candidates(engine: Engine, version_id: int, limit: int) -> list[Selected]:
+    """Labelled training cases whose label the calibrated model strongly contradicts (in-sample scores)."""
+    if limit <= 0:
+        return []
+    out: list[tuple[float, Selected]] = []
+    for split in ("train", "pool"):
+        preds = load_predictions(engine, version_id, split).labelled()
+        if preds.n == 0:
+            continue
+        prob = calibrated_probabilities(engine, version_id, preds.probability)
+        doubt = np.where(preds.y == 1, 1 - prob, prob)  # 1 - self-confidence in the given label
+        for i in np.flatnonzero(doubt >= RELABEL_MIN_DISAGREEMENT):
+            name = "positive" if preds.y[i] == 1 else "negative"
+            reason = f"possible label error: labelled {name}, model p={prob[i]:.2f} (in-sample score)"
+            out.append(
+                (float(doubt[i]), Selected(int(preds.case_ids[i]), "relabel", float(doubt[i]), reason))
+            )
+    out.sort(key=lambda t: -t[0])
+    return [sel for _, sel in out[:limit]]
+
+
+def build_queue(
+    engine: Engine,
+    settings: Settings,
+    version_id: int,
+    batch_size: int,
+    *,
+    round_id: int | None = None,
+    mix: Mapping[str, float] | None = None,
+    second_reads: int = 0,
+    second_read_band: float = 0.1,
+    relabel: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Queue a mixed batch of pool cases (plus optional second reads and relabels); returns counts."""
+    candidates = pool_candidates(engine, settings, version_id)
+    if len(candidates) == 0:
+        raise WorkbenchError(
+            f"no unlabelled pool cases scored by model version {version_id}: "
+            f"import more cases or run `workbench submit infer {version_id}`"
+        )
+    rng = np.random.default_rng(seed)
+    batch = select_batch(candidates, min(batch_size, len(candidates)), mix or DEFAULT_MIX, rng)
+    label_ids = enqueue(engine, batch, round_id=round_id, kind="label")
+    extra_second = _expert_labelled(engine, version_id, candidates.threshold, second_read_band, second_reads)
+    second_ids = enqueue(engine, extra_second, round_id=round_id, kind="second_read") if extra_second else []
+    relabels = _relabel_candidates(engine, version_id, relabel)
+    relabel_ids = enqueue(engine, relabels, round_id=round_id, kind="relabel") if relabels else []
+    by_strategy: dict[str, int] = {}
+    for sel in batch:
+        by_strategy[sel.strategy] = by_strategy.get(sel.strategy, 0) + 1
+    return {
+        "model_version": version_id,
+        "queued": len(label_ids),
+        "by_strategy": by_strategy,
+        "second_reads": len(second_ids),
+        "relabels": len(relabel_ids),
+        "threshold": candidates.threshold,
+        "pool_candidates": len(candidates),
+        "pool_mean_probability": float(np.mean(candidates.prob)),
+    }
+
+
+def build_queue_job(ctx: Any) -> dict[str, Any]:
+    """Job handler (``queue`` kind)."""
+    p = ctx.params
+    return build_queue(
+        ctx.engine,
+        ctx.settings,
+        p["model_version"],
+        p["batch_size"],
+        round_id=p.get("round_id"),
+        mix=p.get("mix"),
+        second_reads=p.get("second_reads", 0),
+        relabel=p.get("relabel", 0),
+        seed=p.get("seed", 0),
+    )

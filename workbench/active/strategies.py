@@ -1,0 +1,407 @@
+"""Acquisition strategies: small pure numpy functions that score unlabelled cases by informativeness.
+
+Every strategy has one contract, ``Strategy = Callable[[Candidates, np.random.Generator], Scored]``:
+it gets the candidate pool (calibrated probabilities, the operating threshold and whatever
+uncertainty estimates exist) and returns one score per case (higher = more worth labelling) with a
+human-readable reason, so that each queued item can say why it was chosen.
+
+:func:`select_batch` composes them into a mixed batch: quotas by stated proportions, filled strategy
+by strategy, never the same case twice, near-duplicates thinned by k-center greedy on embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+from workbench.errors import ValidationError
+
+_EPS = 1e-12
+# Centres of the k-center ordering computed by the stand-alone ``diversity`` strategy; the other
+# cases are scored by their distance to those centres (enough to rank any batch of that size).
+DIVERSITY_MAX_CENTRES = 256
+# With embeddings, each strategy shortlists its top SHORTLIST_FACTOR x quota cases, and k-center
+# greedy keeps ``quota`` of them that are far from each other and from what is already picked.
+SHORTLIST_FACTOR = 3
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The pool to choose from, aligned arrays of length N (validated on construction).
+
+    ``prob`` are calibrated probabilities; ``threshold`` is the operating threshold chosen by policy
+    (not 0.5); ``uncertainty`` an MC-dropout standard deviation; ``mc_probs`` K x N MC-dropout samples
+    (for BALD); ``tta_spread`` the spread over test-time augmentations; ``embeddings`` N x D features.
+    """
+
+    case_ids: np.ndarray
+    prob: np.ndarray
+    threshold: float
+    uncertainty: np.ndarray | None = None
+    mc_probs: np.ndarray | None = None
+    tta_spread: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.case_ids)
+        if ids.ndim != 1:
+            raise ValidationError(f"case_ids must be one-dimensional, got shape {ids.shape}")
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            raise ValidationError(f"case_ids must be integers, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if np.unique(ids).size != ids.size:
+            raise ValidationError("case_ids contain duplicates: each case may appear once in the pool")
+        n = ids.size
+        prob = _vector("prob", self.prob, n)
+        if prob.size and (prob.min() < 0 or prob.max() > 1):
+            raise ValidationError("prob must be probabilities in [0, 1]")
+        thr = float(self.threshold)
+        if not 0.0 <= thr <= 1.0:
+            raise ValidationError(f"threshold must be in [0, 1], got {self.threshold}")
+        object.__setattr__(self, "case_ids", ids)
+        object.__setattr__(self, "prob", prob)
+        object.__setattr__(self, "threshold", thr)
+        for name in ("uncertainty", "tta_spread"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _vector(name, value, n))
+        if self.mc_probs is not None:
+            mc = np.asarray(self.mc_probs, dtype=np.float64)
+            if mc.ndim != 2 or mc.shape[1] != n or mc.shape[0] < 2:
+                raise ValidationError(f"mc_probs must be K x N with K >= 2 and N = {n}, got shape {mc.shape}")
+            if not np.isfinite(mc).all() or mc.min() < 0 or mc.max() > 1:
+                raise ValidationError("mc_probs must be finite probabilities in [0, 1]")
+            object.__setattr__(self, "mc_probs", mc)
+        if self.embeddings is not None:
+            emb = np.asarray(self.embeddings, dtype=np.float64)
+            if emb.ndim != 2 or emb.shape[0] != n:
+                raise ValidationError(f"embeddings must be N x D with N = {n}, got shape {emb.shape}")
+            if not np.isfinite(emb).all():
+                raise ValidationError("embeddings contain NaN or infinite values")
+            object.__setattr__(self, "embeddings", emb)
+
+    def __len__(self) -> int:
+        return int(self.case_ids.size)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One score per candidate (higher = more informative) and one reason string per candidate."""
+
+    scores: np.ndarray
+    reason: list[str]
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One case of a batch: which strategy chose it, its score under that strategy, and why."""
+
+    case_id: int
+    strategy: str
+    score: float
+    reason: str
+
+
+Strategy = Callable[[Candidates, np.random.Generator], Scored]
+
+
+def _vector(name: str, value: object, n: int) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValidationError(f"{name} must have shape ({n},), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValidationError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy in bits of Bernoulli(p), elementwise (0 at p in {0, 1}, 1 at p = 0.5)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+
+def near_threshold(c: Candidates, rng: np.random.Generator) -> Scored:
+    """Closest to the OPERATING threshold first: score = -|p - threshold|."""
+    dist = np.abs(c.prob - c.threshold)
+    reasons = [
+        f"p={p:.2f} near threshold {c.threshold:.2f} (|p-t|={d:.3f})"
+        for p, d in zip(c.prob, dist, strict=True)
+    ]
+    return Scored(-dist, reasons)
+
+
+def entropy(c: Candidates, rng: np.random.Generator) -> Scored:
+    """Highest predictive entropy first (maximal at p = 0.5, whatever the threshold)."""
+    h = binary_entropy(c.prob)
+    return Scored(h, [f"entropy {v:.3f} bits at p={p:.2f}" for v, p in zip(h, c.prob, strict=True)])
+
+
+def bald_scores(mc_probs: np.ndarray) -> np.ndarray:
+    """BALD mutual information (bits) from K x N MC samples: H(mean_k p_k) - mean_k H(p_k)."""
+    mc = np.asarray(mc_probs, dtype=np.float64)
+    return binary_entropy(mc.mean(axis=0)) - binary_entropy(mc).mean(axis=0)
+
+
+def bald(c: Candidates, rng: np.random.Generator) -> Scored:
+    """Most disagreement between MC-dropout samples first; falls back to the MC std when no samples."""
+    if c.mc_probs is not None:
+        mi = bald_scores(c.mc_probs)
+        k = c.mc_probs.shape[0]
+        return Scored(mi, [f"BALD mutual information {v:.3f} bits over {k} MC samples" for v in mi])
+    if c.uncertainty is not None:
+        u = c.uncertainty
+        return Scored(u.copy(), [f"BALD fallback: MC-dropout std {v:.3f} (no MC samples stored)" for v in u])
+    raise ValidationError("strategy 'bald' needs MC-dropout samples (mc_probs) or an uncertainty estimate")
+
+
+def tta_spread(c: Candidates, rng: np.random.Generator) -> Scored:
+    """Largest spread of predictions over test-time augmentations first."""
+    if c.tta_spread is None:
+        raise ValidationError(
+            "strategy 'tta_spread' needs TTA spreads (run inference with test-time augmentation)"
+        )
+    s = c.tta_spread
+    return Scored(s.copy(), [f"TTA spread {v:.3f} at p={p:.2f}" for v, p in zip(s, c.prob, strict=True)])
+
+
+def likely_positive(c: Candidates, rng: np.random.Generator) -> Scored:
+    """Highest probability first: finds the rare positives that the training set lacks."""
+    return Scored(c.prob.copy(), [f"p={p:.2f}: likely positive" for p in c.prob])
+
+
+def random(c: Candidates, rng: np.random.Generator) -> Scored:
+    """Uniform random order: the honest audit sample, unbiased by the model."""
+    return Scored(rng.random(len(c)), ["random audit sample"] * len(c))
+
+
+def k_center_greedy(
+    embeddings: np.ndarray,
+    k: int,
+    already_selected_idx: Sequence[int] | np.ndarray = (),
+    rng: np.random.Generator | None = None,
+) -> list[int]:
+    """Greedy k-center: repeatedly pick the point farthest (Euclidean) from everything picked so far.
+
+    Returns up to ``k`` new indices (never one of ``already_selected_idx``), in pick order. With
+    nothing already selected, the first point is drawn with ``rng``. Exact duplicates of picked
+    points have distance 0, so they come last: this is what removes near-duplicates from a batch.
+    """
+    return _k_center(embeddings, k, already_selected_idx, rng)[0]
+
+
+def _k_center(
+    embeddings: np.ndarray,
+    k: int,
+    already_selected_idx: Sequence[int] | np.ndarray,
+    rng: np.random.Generator | None,
+) -> tuple[list[int], list[float]]:
+    """k-center greedy picks and, for each pick, its distance to the nearest earlier pick (inf if none)."""
+    emb = np.asarray(embeddings, dtype=np.float64)
+    if emb.ndim != 2:
+        raise ValidationError(f"embeddings must be N x D, got shape {emb.shape}")
+    if k < 0:
+        raise ValidationError(f"k must be >= 0, got {k}")
+    n = emb.shape[0]
+    chosen = np.zeros(n, dtype=bool)
+    already = [int(i) for i in already_selected_idx]
+    if any(i < 0 or i >= n for i in already):
+        raise ValidationError(f"already_selected_idx out of range for {n} points")
+    chosen[already] = True
+    k = min(k, n - int(chosen.sum()))
+    if k <= 0:
+        return [], []
+    sq = np.einsum("ij,ij->i", emb, emb)
+    min_d2 = np.full(n, np.inf)
+
+    def absorb(i: int) -> None:
+        d2 = np.maximum(sq - 2.0 * (emb @ emb[i]) + sq[i], 0.0)
+        np.minimum(min_d2, d2, out=min_d2)
+
+    for i in already:
+        absorb(i)
+    picks: list[int] = []
+    dists: list[float] = []
+    if not already:
+        rng = rng if rng is not None else np.random.default_rng()
+        first = int(rng.integers(n))
+        picks.append(first)
+        dists.append(math.inf)
+        chosen[first] = True
+        absorb(first)
+    while len(picks) < k:
+        nxt = int(np.argmax(np.where(chosen, -1.0, min_d2)))
+        picks.append(nxt)
+        dists.append(math.sqrt(min_d2[nxt]))
+        chosen[nxt] = True
+        absorb(nxt)
+    return picks, dists
+
+
+def diversity(c: Candidates, rng: np.random.Generator) -> Scored:
+    """Cover the embedding space: k-center greedy order (score = distance to earlier picks).
+
+    The first ``DIVERSITY_MAX_CENTRES`` centres get their pick distance; every other case gets its
+    distance to the nearest centre, which is never more than the last centre's, so the top-m cases
+    by score are the greedy m-center solution for any m up to that cap.
+    """
+    if c.embeddings is None:
+        raise ValidationError("strategy 'diversity' needs embeddings")
+    n = len(c)
+    if n == 0:
+        return Scored(np.zeros(0), [])
+    emb = c.embeddings
+    order, dists = _k_center(emb, min(n, DIVERSITY_MAX_CENTRES), (), rng)
+    centres = emb[order]
+    d2 = (
+        np.einsum("ij,ij->i", emb, emb)[:, None]
+        - 2.0 * emb @ centres.T
+        + np.einsum("ij,ij->i", centres, centres)[None, :]
+    )
+    scores = np.sqrt(np.maximum(d2, 0.0).min(axis=1))
+    scores[order[1:]] = dists[1:]
+    scores[order[0]] = (max(dists[1:]) if n > 1 else 0.0) + 1.0  # the seed comes first
+    reasons = [f"k-center: distance {s:.3f} to the nearest more central case" for s in scores]
+    reasons[order[0]] = "k-center seed (first centre)"
+    return Scored(scores, reasons)
+
+
+STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
+    {
+        "near_threshold": near_threshold,
+        "entropy": entropy,
+        "bald": bald,
+        "tta_spread": tta_spread,
+        "likely_positive": likely_positive,
+        "random": random,
+        "diversity": diversity,
+    }
+)
+
+DEFAULT_MIX: Mapping[str, float] = MappingProxyType(
+    {"near_threshold": 0.5, "likely_positive": 0.35, "random": 0.15}
+)
+
+
+def validate_mix(mix: Mapping[str, float]) -> dict[str, float]:
+    """Check a strategy mix: known names, finite non-negative proportions that sum to 1."""
+    if not mix:
+        raise ValidationError("the strategy mix is empty: give at least one strategy and its proportion")
+    out: dict[str, float] = {}
+    for name, share in mix.items():
+        if name not in STRATEGIES:
+            raise ValidationError(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
+        try:
+            value = float(share)
+        except (TypeError, ValueError):
+            raise ValidationError(f"proportion of {name!r} is not a number: {share!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValidationError(f"proportion of {name!r} must be a finite number >= 0, got {share!r}")
+        out[name] = value
+    total = sum(out.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ValidationError(f"strategy proportions must sum to 1, got {total:g} ({out})")
+    return out
+
+
+def quotas(mix: Mapping[str, float], batch_size: int) -> dict[str, int]:
+    """Split ``batch_size`` by proportions with largest-remainder rounding (ties: mix order)."""
+    shares = validate_mix(mix)
+    raw = {name: share * batch_size for name, share in shares.items()}
+    out = {name: int(math.floor(v + 1e-9)) for name, v in raw.items()}
+    left = batch_size - sum(out.values())
+    names = list(shares)
+    by_remainder = sorted(names, key=lambda nm: (-(raw[nm] - out[nm]), names.index(nm)))
+    for name in by_remainder[:left]:
+        out[name] += 1
+    return out
+
+
+def _ranked(scores: np.ndarray, available: np.ndarray) -> np.ndarray:
+    """Indices of available candidates, best score first (ties by pool order)."""
+    idx = np.flatnonzero(available)
+    return idx[np.argsort(-scores[idx], kind="stable")]
+
+
+def select_batch(
+    candidates: Candidates,
+    batch_size: int,
+    mix: Mapping[str, float] = DEFAULT_MIX,
+    rng: np.random.Generator | int | None = None,
+) -> list[Selected]:
+    """A mixed batch: each strategy fills its quota from cases no earlier strategy took.
+
+    ``random`` is filled first, so the audit slice is a uniform sample of the WHOLE pool (not of
+    what the other strategies left); the others follow in mix order. With embeddings, each strategy
+    shortlists its top ``SHORTLIST_FACTOR`` x quota cases and k-center greedy keeps the quota that is
+    farthest from each other and from the cases already in the batch (near-duplicates removed);
+    ``diversity`` itself runs k-center over all remaining cases. A batch at least as large as the
+    pool returns the whole pool. Raises ValidationError for a bad mix, batch size, or a strategy
+    whose inputs (MC samples, TTA spreads, embeddings) are missing.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    shares = validate_mix(mix)
+    if "diversity" in shares and shares["diversity"] > 0 and candidates.embeddings is None:
+        raise ValidationError("strategy 'diversity' needs embeddings")
+    n = len(candidates)
+    size = min(int(batch_size), n)
+    if size == 0:
+        return []
+    quota = quotas(shares, size)
+    order = [name for name in shares if name == "random"] + [name for name in shares if name != "random"]
+    emb = candidates.embeddings
+    available = np.ones(n, dtype=bool)
+    picked: list[int] = []
+    out: list[Selected] = []
+    for name in order:
+        q = min(quota[name], int(available.sum()))
+        if q <= 0:
+            continue
+        if name == "diversity":
+            assert emb is not None
+            chosen, scores, notes = _diverse_picks(emb, available, picked, q, rng)
+        else:
+            scored = STRATEGIES[name](candidates, rng)
+            ranked = _ranked(scored.scores, available)
+            if emb is not None and name != "random":
+                shortlist = ranked[: SHORTLIST_FACTOR * q]
+                if picked:
+                    sub = np.concatenate([emb[picked], emb[shortlist]])
+                    keep = [j - len(picked) for j in k_center_greedy(sub, q, range(len(picked)), rng)]
+                else:  # seed with the best-scored case, then spread out from it
+                    keep = [0, *k_center_greedy(emb[shortlist], q - 1, [0], rng)]
+                chosen = [int(shortlist[j]) for j in keep]
+                note = f"; kept by k-center among the top {len(shortlist)} for diversity"
+            else:
+                chosen = [int(i) for i in ranked[:q]]
+                note = ""
+            scores = [float(scored.scores[i]) for i in chosen]
+            notes = [scored.reason[i] + note for i in chosen]
+        for i, score, why in zip(chosen, scores, notes, strict=True):
+            available[i] = False
+            picked.append(i)
+            out.append(Selected(int(candidates.case_ids[i]), name, score, why))
+    return out
+
+
+def _diverse_picks(
+    emb: np.ndarray, available: np.ndarray, picked: list[int], q: int, rng: np.random.Generator
+) -> tuple[list[int], list[float], list[str]]:
+    """k-center over every available case, away from the cases the batch already holds."""
+    pool = np.flatnonzero(available)
+    sub = np.concatenate([emb[picked], emb[pool]]) if picked else emb[pool]
+    new, dists = _k_center(sub, q, range(len(picked)), rng)
+    chosen = [int(pool[j - len(picked)]) for j in new]
+    scores = [d if math.isfinite(d) else 0.0 for d in dists]
+    notes = [
+        f"k-center: {d:.3f} from the nearest case already in the batch"
+        if math.isfinite(d)
+        else "k-center seed (first centre)"
+        for d in dists
+    ]
+    return chosen, scores, notes

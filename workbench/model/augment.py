@@ -1,0 +1,61 @@
+"""Pair augmentation with albumentations: one random draw applied to both images of a pair.
+
+The pre- and post-stain photographs show the same cervix, so the pair gets the SAME geometric
+transform (flip, rotation, shift/scale) and the same brightness/contrast change. This is done with
+``additional_targets={"post": "image"}``: albumentations samples the parameters once per call and
+applies them to "image" (pre) and "post" alike.
+
+Reproducible: every call takes an explicit integer seed (pipeline.py derives one per example from
+the training seed), and each thread keeps its own Compose object, so parallel tf.data calls do not
+share random state.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import ValidationError
+
+_local = threading.local()
+
+
+def pair_transform(seed: int | None = None) -> Any:
+    """The training augmentation (albumentations Compose) for a pair, seeded.
+
+    Horizontal flip; Affine with rotation +-15 degrees, shift +-6 % and scale 0.9-1.1 (the card's
+    rotation and shift/scale/rotate); brightness/contrast +-0.15. Borders are reflected, which
+    suits photographs better than black corners.
+    """
+    import albumentations as A
+    import cv2
+
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=0.5),
+            A.Affine(
+                rotate=(-15, 15),
+                translate_percent={"x": (-0.06, 0.06), "y": (-0.06, 0.06)},
+                scale=(0.9, 1.1),
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=0.8,
+            ),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.8),
+        ],
+        additional_targets={"post": "image"},
+        seed=seed,
+    )
+
+
+def augment_pair(pre: np.ndarray, post: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one uint8 (H, W, 3) pair with the draw fixed by ``seed``; both images transformed alike."""
+    if pre.shape != post.shape:
+        raise ValidationError(f"augment: pre {pre.shape} and post {post.shape} images differ in shape")
+    compose = getattr(_local, "compose", None)
+    if compose is None:
+        compose = _local.compose = pair_transform(0)
+    compose.set_random_seed(int(seed) % (2**32))
+    out = compose(image=np.ascontiguousarray(pre), post=np.ascontiguousarray(post))
+    return out["image"], out["post"]

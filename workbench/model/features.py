@@ -1,0 +1,215 @@
+"""Frozen-backbone feature cache and head-only training: what makes active-learning rounds fast.
+
+When the backbones are frozen (pretrained ImageNet weights, or a parent model's trained
+backbones), their feature maps do not change between epochs or rounds. They are computed once per
+image and stored as ``.npy`` under::
+
+    <root>/<backbone id>/<width>x<height>/<image sha256>.npy
+
+The backbone id is a sha256 of the backbone's weights (so a different parent, or a fine-tuned
+backbone, gets a different folder), the size is the model input size, and the image is keyed by the
+sha256 of its file bytes. ``build_head_model(cfg)`` is the same fusion head as the full model
+(same layer names) on feature-map inputs; after training it on cached features, ``graft_head``
+copies its weights into the full model, so the saved artifact is a normal full model. Training on
+cached features cannot augment images (the features are of the unaugmented images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import ValidationError
+from workbench.model.config import ModelConfig
+
+
+def backbone_identity(backbone: Any) -> str:
+    """sha256 (hex) over the backbone's weight shapes and values: the same weights give the same id."""
+    digest = hashlib.sha256()
+    for w in backbone.weights:
+        value = np.ascontiguousarray(np.asarray(w.numpy() if hasattr(w, "numpy") else w, dtype=np.float32))
+        digest.update(str(value.shape).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """Backbone feature maps on disk, keyed by (backbone id, input size, image sha256)."""
+
+    def __init__(self, root: str | os.PathLike, dtype: str = "float32") -> None:
+        if dtype not in ("float32", "float16"):
+            raise ValidationError(f"dtype: feature cache stores float32 or float16, got {dtype!r}")
+        self.root = Path(root)
+        self.dtype = dtype
+
+    def folder(self, backbone_id: str, input_size: tuple[int, int]) -> Path:
+        w, h = input_size
+        return self.root / backbone_id[:32] / f"{w}x{h}"
+
+    def features(
+        self,
+        backbone: Any,
+        backbone_name: str,
+        paths: Sequence[str | os.PathLike],
+        input_size: tuple[int, int],
+        batch_size: int = 32,
+        backbone_id: str | None = None,
+    ) -> np.ndarray:
+        """Feature maps (N, h, w, C) float32 for the images at ``paths``; computes and stores misses."""
+        from workbench.data.images import load_rgb, sha256_file
+        from workbench.model.builder import preprocess_fn
+        from workbench.model.pipeline import _init_pillow
+
+        _init_pillow()
+        backbone_id = backbone_id or backbone_identity(backbone)
+        folder = self.folder(backbone_id, input_size)
+        folder.mkdir(parents=True, exist_ok=True)
+        digests = [sha256_file(Path(p)) for p in paths]
+        missing = sorted(
+            {
+                d: str(p) for d, p in zip(digests, paths, strict=True) if not (folder / f"{d}.npy").is_file()
+            }.items()
+        )
+        prep = preprocess_fn(backbone_name)
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            images = np.stack([load_rgb(Path(p), size=tuple(input_size)) for _, p in chunk]).astype(
+                np.float32
+            )
+            maps = np.asarray(backbone(prep(images), training=False))
+            for (digest, _), fmap in zip(chunk, maps, strict=True):
+                target = folder / f"{digest}.npy"
+                tmp = folder / f".{digest}.{uuid.uuid4().hex}.tmp.npy"
+                np.save(tmp, fmap.astype(self.dtype))
+                os.replace(tmp, target)
+        return np.stack([np.load(folder / f"{d}.npy").astype(np.float32) for d in digests])
+
+
+def build_head_model(cfg: ModelConfig, feature_shape: tuple[int, int, int] | None = None) -> Any:
+    """The fusion head alone: inputs "pre_features"/"post_features" (feature maps), outputs
+    {"logit", "probability"}; layer names match the full model's head."""
+    import keras
+
+    from workbench.model.builder import build_head, model_name
+    from workbench.model.builder import feature_shape as compute_shape
+
+    shape = feature_shape or compute_shape(cfg)
+    pre = keras.Input(shape=shape, name="pre_features", dtype="float32")
+    post = keras.Input(shape=shape, name="post_features", dtype="float32")
+    out = build_head(cfg, pre, post)
+    return keras.Model(
+        inputs={"pre_features": pre, "post_features": post},
+        outputs={"logit": out["logit"], "probability": out["probability"]},
+        name="head_" + model_name(cfg.backbone),
+    )
+
+
+def graft_head(source: Any, target: Any) -> int:
+    """Copy the weights of every weighted, non-backbone layer of ``source`` into the layer of the same
+    name in ``target`` (head -> full model, or full model -> head); returns how many layers."""
+    target_names = {layer.name for layer in target.layers}
+    copied = 0
+    for layer in source.layers:
+        if not layer.weights or layer.name.endswith("backbone"):
+            continue
+        if layer.name not in target_names:
+            raise ValidationError(f"graft: layer {layer.name!r} missing from model {target.name!r}")
+        target.get_layer(layer.name).set_weights(layer.get_weights())
+        copied += 1
+    return copied
+
+
+def pair_features(
+    model: Any, cfg: ModelConfig, cache: FeatureCache | str | os.PathLike, pairs: Sequence[tuple[str, str]]
+) -> dict[str, np.ndarray]:
+    """{"pre_features", "post_features"} for ``pairs`` from ``model``'s (frozen) backbones, via the cache."""
+    from workbench.model.builder import backbones
+
+    cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    bbs = backbones(model)
+    ids = {side: backbone_identity(bb) for side, bb in bbs.items()}
+    out = {}
+    for i, side in enumerate(("pre", "post")):
+        paths = [p[i] for p in pairs]
+        out[f"{side}_features"] = cache.features(
+            bbs[side], cfg.backbone, paths, cfg.input_size, backbone_id=ids[side]
+        )
+    return out
+
+
+def fit_head_on_features(
+    model: Any,
+    cfg: ModelConfig,
+    cache: FeatureCache | str | os.PathLike,
+    train_pairs: Sequence[tuple[str, str]],
+    y_train: np.ndarray,
+    val_pairs: Sequence[tuple[str, str]],
+    y_val: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    loss: Any,
+    class_weight: dict[int, float] | None,
+    balanced: bool,
+    callbacks: list[Any],
+    state: dict[str, Any],
+    seed: int,
+) -> dict[str, list[float]]:
+    """Train ``model``'s head on cached backbone features and graft it back (used by training.train).
+
+    ``state`` is training.py's best-weights record: best weights found here are head weights, so
+    they are grafted into ``model`` and replaced by the full model's weights before returning.
+    """
+    import keras
+    import tensorflow as tf
+
+    x_tr = pair_features(model, cfg, cache, train_pairs)
+    x_va = pair_features(model, cfg, cache, val_pairs)
+    head = build_head_model(cfg, tuple(x_tr["pre_features"].shape[1:]))
+    graft_head(model, head)  # start from the model's current head (a warm-start parent's)
+    head_logit = keras.Model(head.input, head.output["logit"], name="head_logit")
+    y_tr = np.asarray(y_train, np.float32).reshape(-1, 1)
+    y_va = np.asarray(y_val, np.float32).reshape(-1, 1)
+    n = len(y_tr)
+    ds = tf.data.Dataset.from_tensor_slices((x_tr, y_tr))
+    if balanced:
+        parts = [
+            ds.filter(lambda _x, y, c=c: tf.equal(y[0], c)).shuffle(n, seed=seed + 1 + int(c)).repeat()
+            for c in (0.0, 1.0)
+        ]
+        ds = tf.data.Dataset.sample_from_datasets(
+            parts, [0.5, 0.5], seed=seed, rerandomize_each_iteration=True
+        ).take(n)
+    else:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    head_logit.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=loss,
+        metrics=[
+            keras.metrics.AUC(curve="PR", from_logits=True, name="auc_pr"),
+            keras.metrics.AUC(curve="ROC", from_logits=True, name="auc"),
+        ],
+    )
+    before = state.get("best_weights")
+    hist = head_logit.fit(
+        ds,
+        validation_data=(x_va, y_va),
+        epochs=epochs,
+        class_weight=class_weight,
+        callbacks=callbacks,
+        verbose=0,
+    ).history
+    if state.get("best_weights") is not None and state["best_weights"] is not before:
+        head_logit.set_weights(state["best_weights"])
+    graft_head(head, model)
+    full = keras.Model(model.input, model.output["logit"])
+    state["best_weights"] = full.get_weights() if state.get("best_weights") is not None else None
+    return hist

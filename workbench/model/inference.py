@@ -1,0 +1,105 @@
+"""Batch inference over image pairs: logits, probabilities, MC-dropout uncertainty, embeddings.
+
+MC dropout without touching batch normalisation: the builder puts the model's only Dropout
+("head_dropout") between the "embedding" layer and the "logit" layer. So the network up to
+"embedding" runs once in inference mode, and only the tail (head_dropout with ``training=True``,
+then logit and sigmoid) is replayed ``mc_samples`` times. Batch norm statistics are never used in
+training mode, and the K samples cost almost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import ValidationError, WorkbenchError
+from workbench.model.pipeline import Pair
+
+
+class PredictionCancelled(WorkbenchError):
+    """``should_cancel()`` returned true during inference."""
+
+
+def embedding_model(model: Any) -> Any:
+    """A sub-model of a workbench model mapping {"pre", "post"} to the pooled fused "embedding"."""
+    import keras
+
+    try:
+        layer = model.get_layer("embedding")
+    except ValueError:
+        raise ValidationError(
+            f"model {model.name!r} has no 'embedding' layer (not built by the workbench)"
+        ) from None
+    return keras.Model(model.input, layer.output, name="embedding_model")
+
+
+def predict_pairs(
+    model: Any,
+    pairs: Sequence[Pair],
+    batch_size: int = 32,
+    mc_samples: int = 0,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    *,
+    backbone: str | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray | None]:
+    """Predict every pair, in order.
+
+    Returns {"logit": (N,), "probability": (N,), "uncertainty": (N,) MC-dropout standard deviation
+    of the probability over ``mc_samples`` passes, or None when mc_samples == 0, "embedding": (N, D)}.
+    ``backbone`` (picks the preprocessing) defaults to the one encoded in the model's name.
+    ``progress`` gets {"step", "steps", "done", "total"} after each batch; ``should_cancel`` is
+    polled between batches and raises PredictionCancelled.
+    """
+    import keras
+
+    from workbench.model.builder import backbone_from_model
+    from workbench.model.pipeline import make_dataset
+
+    if mc_samples < 0 or batch_size < 1:
+        raise ValidationError("mc_samples must be >= 0 and batch_size >= 1")
+    backbone = backbone or backbone_from_model(model)
+    h, w = (int(v) for v in model.input["pre"].shape[1:3])
+    emb_model = embedding_model(model)
+    dropout = model.get_layer("head_dropout")
+    logit_layer = model.get_layer("logit")
+    n = len(pairs)
+    dim = int(emb_model.output.shape[-1])
+    if n == 0:
+        empty = np.zeros((0,), np.float32)
+        return {
+            "logit": empty,
+            "probability": empty,
+            "uncertainty": None if mc_samples == 0 else empty,
+            "embedding": np.zeros((0, dim), np.float32),
+        }
+    ds = make_dataset(pairs, None, input_size=(w, h), backbone=backbone, batch_size=batch_size, cache=False)
+    steps = -(-n // batch_size)
+    rng = keras.random.SeedGenerator(seed)
+    logits, embeddings, spreads = [], [], []
+    done = 0
+    for step, batch in enumerate(ds, start=1):
+        if should_cancel is not None and should_cancel():
+            raise PredictionCancelled(f"inference cancelled after {done} of {n} pairs")
+        emb = emb_model(batch, training=False)
+        logits.append(np.asarray(logit_layer(emb)).reshape(-1))
+        embeddings.append(np.asarray(emb))
+        if mc_samples:
+            samples = []
+            for _ in range(mc_samples):
+                dropped = keras.random.dropout(emb, dropout.rate, seed=rng) if dropout.rate > 0 else emb
+                samples.append(np.asarray(keras.ops.sigmoid(logit_layer(dropped))).reshape(-1))
+            spreads.append(np.std(np.stack(samples), axis=0))
+        done += int(emb.shape[0])
+        if progress is not None:
+            progress({"step": step, "steps": steps, "done": done, "total": n})
+    logit = np.concatenate(logits).astype(np.float32)
+    return {
+        "logit": logit,
+        "probability": (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32),
+        "uncertainty": np.concatenate(spreads).astype(np.float32) if mc_samples else None,
+        "embedding": np.concatenate(embeddings).astype(np.float32),
+    }

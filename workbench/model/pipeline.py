@@ -1,0 +1,184 @@
+"""tf.data input pipeline for image pairs.
+
+Order of work (training)::
+
+    paths -> decode + resize with workbench.data.images.load_rgb (tf.numpy_function, parallel)
+          -> cache() the uint8 pairs in memory (later epochs do not decode again)
+          -> shuffle (seeded) [-> class-balanced sampling] -> augment the pair (numpy_function, same
+             draw for both images, seed per example) -> preprocess_fn(backbone) -> batch -> prefetch
+
+Elements are ``({"pre": float32 (H, W, 3), "post": ...}, label float32 (1,))``, batched. Evaluation
+and inference skip shuffling and augmentation and keep the input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import ValidationError
+
+Pair = tuple[str | Path, str | Path]
+
+
+def check_pairs(pairs: Sequence[Pair], labels: Sequence[int] | None = None) -> list[tuple[str, str]]:
+    """Validate a list of (pre, post) paths (and labels) up front; return them as strings."""
+    out: list[tuple[str, str]] = []
+    missing = []
+    for i, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise ValidationError(f"pairs[{i}]: expected (pre_path, post_path), got {pair!r}")
+        pre, post = (str(p) for p in pair)
+        for p in (pre, post):
+            if not Path(p).is_file():
+                missing.append(p)
+        out.append((pre, post))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ValidationError(f"image file(s) not found: {', '.join(missing[:3])}{more}")
+    if labels is not None:
+        if len(labels) != len(out):
+            raise ValidationError(f"labels: {len(labels)} labels for {len(out)} pairs")
+        bad = [v for v in labels if v not in (0, 1)]
+        if bad:
+            raise ValidationError(f"labels: must be 0 or 1, got {bad[0]!r}")
+    return out
+
+
+def _init_pillow() -> None:
+    """Register all Pillow plugins before decoding in threads: images.load_rgb reads Image.OPEN, which
+    Pillow fills lazily, and a first call from several threads at once can see it half filled."""
+    from PIL import Image
+
+    Image.init()
+
+
+def load_pair(pre: str | Path, post: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one pair to uint8 (H, W, 3) arrays resized to ``size`` (width, height)."""
+    from workbench.data.images import load_rgb
+
+    return load_rgb(Path(pre), size=tuple(size)), load_rgb(Path(post), size=tuple(size))
+
+
+def load_arrays(
+    pairs: Sequence[Pair], size: tuple[int, int], workers: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode all pairs (threaded) into two uint8 arrays of shape (N, H, W, 3)."""
+    pairs = check_pairs(pairs)
+    _init_pillow()
+    w, h = size
+    if not pairs:
+        empty = np.zeros((0, h, w, 3), np.uint8)
+        return empty, empty.copy()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = list(pool.map(lambda p: load_pair(p[0], p[1], size), pairs))
+    return np.stack([d[0] for d in decoded]), np.stack([d[1] for d in decoded])
+
+
+def _decoded_dataset(pairs: list[tuple[str, str]], size: tuple[int, int]) -> Any:
+    import tensorflow as tf
+
+    _init_pillow()
+    w, h = size
+
+    def _decode(pre: bytes, post: bytes) -> tuple[np.ndarray, np.ndarray]:
+        return load_pair(pre.decode(), post.decode(), (w, h))
+
+    def _map(pre: Any, post: Any) -> tuple[Any, Any]:
+        a, b = tf.numpy_function(_decode, [pre, post], (tf.uint8, tf.uint8), stateful=False)
+        a.set_shape((h, w, 3))
+        b.set_shape((h, w, 3))
+        return a, b
+
+    paths = tf.data.Dataset.from_tensor_slices(([p for p, _ in pairs], [q for _, q in pairs]))
+    return paths.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _augment_map(h: int, w: int) -> Any:
+    import tensorflow as tf
+
+    from workbench.model.augment import augment_pair
+
+    def _aug(pre: np.ndarray, post: np.ndarray, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        return augment_pair(pre, post, int(seed))
+
+    def _map(example: Any, seed: Any) -> tuple[Any, Any]:
+        x, y = example
+        a, b = tf.numpy_function(_aug, [x[0], x[1], seed], (tf.uint8, tf.uint8), stateful=False)
+        a.set_shape((h, w, 3))
+        b.set_shape((h, w, 3))
+        return (a, b), y
+
+    return _map
+
+
+def make_dataset(
+    pairs: Sequence[Pair],
+    labels: Sequence[int] | None = None,
+    *,
+    input_size: tuple[int, int],
+    backbone: str,
+    batch_size: int,
+    training: bool = False,
+    augment: bool = False,
+    balanced: bool = False,
+    seed: int = 0,
+    cache: bool = True,
+) -> Any:
+    """Build a batched, prefetched tf.data.Dataset over image pairs.
+
+    ``training`` shuffles (seeded, reshuffled each epoch); ``augment`` applies the pair augmentation
+    (training only); ``balanced`` draws each example from the negative or positive class with equal
+    probability (``sample_from_datasets``), keeping the epoch length at len(pairs). Without labels
+    the elements are just the input dicts (inference). ``cache`` keeps decoded uint8 pairs in memory.
+    """
+    import tensorflow as tf
+
+    from workbench.model.builder import preprocess_fn
+
+    checked = check_pairs(pairs, labels)
+    if not checked:
+        raise ValidationError("pairs: no image pairs given")
+    if (training or balanced) and labels is None:
+        raise ValidationError("labels: training needs labels")
+    w, h = input_size
+    n = len(checked)
+    ds = _decoded_dataset(checked, (w, h))
+    if labels is not None:
+        y = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(y))
+    else:
+        ds = ds.map(lambda a, b: ((a, b), tf.zeros((1,), tf.float32)))
+    if cache:
+        ds = ds.cache()
+
+    if training:
+        if balanced:
+            y_arr = np.asarray(labels)
+            if y_arr.min() == y_arr.max():
+                raise ValidationError("imbalance: balanced batches need both classes in the training labels")
+            by_class = [
+                ds.filter(lambda _x, y, c=c: tf.equal(y[0], c)).shuffle(n, seed=seed + 1 + int(c)).repeat()
+                for c in (0.0, 1.0)
+            ]
+            ds = tf.data.Dataset.sample_from_datasets(
+                by_class, weights=[0.5, 0.5], seed=seed, rerandomize_each_iteration=True
+            ).take(n)
+        else:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if augment:
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            ds = tf.data.Dataset.zip(ds, seeds).map(_augment_map(h, w), num_parallel_calls=tf.data.AUTOTUNE)
+
+    prep = preprocess_fn(backbone)
+
+    def _prep(x: Any, y: Any) -> Any:
+        inputs = {"pre": prep(tf.cast(x[0], tf.float32)), "post": prep(tf.cast(x[1], tf.float32))}
+        return (inputs, y) if labels is not None else inputs
+
+    ds = ds.map(_prep, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,317 @@
+"""Model registry: every training run is a ``model_versions`` row with an atomically written artifact.
+
+A version is ``training`` while it runs and becomes ``ready`` only after its ``.keras`` file is
+complete (renamed into place, readable as a zip, sha256 recorded). A failed or cancelled run
+leaves a ``failed``/``cancelled`` row and no file under the version's artifact name. The same job
+delivered twice never makes two versions (``model_versions.job_id`` is unique).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from workbench.config import Settings
+from workbench.data.labels import cases_with_labels
+from workbench.db.engine import session_scope
+from workbench.db.models import Case, ModelVersion, utcnow
+from workbench.errors import NotFoundError, ValidationError, WorkbenchError
+
+TRAINABLE_SPLITS = ("train", "pool")  # pool cases join training once an expert labels them
+
+
+@dataclass
+class LabelledPairs:
+    """Labelled cases of one role (train or val): ids, image paths and 0/1 labels, aligned."""
+
+    case_ids: list[int]
+    pairs: list[tuple[str, str]]
+    labels: list[int]
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(self.labels)
+        return {"n": len(self.labels), "negative": c.get(0, 0), "positive": c.get(1, 0)}
+
+
+def training_data(engine: Engine) -> tuple[LabelledPairs, LabelledPairs]:
+    """(train, val) labelled pairs: train = labelled train + pool cases, val = labelled val cases.
+
+    Uses each case's training label (adjudicated where experts disagreed); test cases are never
+    used here.
+    """
+    from workbench.active.agreement import training_labels
+
+    labels = training_labels(engine, splits=(*TRAINABLE_SPLITS, "val"))
+    train = LabelledPairs([], [], [])
+    val = LabelledPairs([], [], [])
+    with session_scope(engine) as s:
+        for case, _value in s.execute(cases_with_labels().where(Case.split.in_((*TRAINABLE_SPLITS, "val")))):
+            value = labels.get(case.id)
+            if value is None:
+                continue
+            target = val if case.split == "val" else train
+            target.case_ids.append(case.id)
+            target.pairs.append((case.pre_path, case.post_path))
+            target.labels.append(int(value))
+    return train, val
+
+
+def artifact_dir(settings: Settings, version_id: int) -> Path:
+    """Folder of a version's files under the (local) artifact root."""
+    root = settings.artifacts
+    if "://" in root:
+        raise WorkbenchError(
+            f"WORKBENCH_ARTIFACT_ROOT={root}: remote artifact roots are not supported yet; "
+            "use a local or shared-volume path"
+        )
+    return Path(root) / "models" / f"v{version_id}"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_artifact(path: Path, expected_sha256: str | None = None) -> str:
+    """Check a ``.keras`` artifact is complete (a readable zip with a config); returns its sha256."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise WorkbenchError(f"model artifact missing or empty: {path}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+            names = set(zf.namelist())
+    except zipfile.BadZipFile as exc:
+        raise WorkbenchError(f"model artifact is not a complete .keras file: {path} ({exc})") from None
+    if bad is not None or "config.json" not in names:
+        raise WorkbenchError(f"model artifact is corrupt: {path} (bad member {bad or 'config.json missing'})")
+    digest = sha256_file(path)
+    if expected_sha256 and digest != expected_sha256:
+        raise WorkbenchError(f"model artifact {path} does not match its recorded sha256")
+    return digest
+
+
+def _configs(params: dict[str, Any]) -> tuple[Any, Any]:
+    """Model and training configuration from job parameters (preset + explicit choices + overrides)."""
+    from workbench.model.config import ModelConfig, TrainConfig, preset
+
+    model_cfg, train_cfg = preset(params.get("preset", "cpu"))
+    m, t = model_cfg.to_dict(), train_cfg.to_dict()
+    t["phases"] = params.get("phases", t["phases"])
+    if params.get("epochs"):
+        t["phase1_epochs"] = params["epochs"]
+    if params.get("fine_tune_epochs"):
+        t["phase2_epochs"] = params["fine_tune_epochs"]
+    t["imbalance"] = params.get("imbalance", t["imbalance"])
+    t["seed"] = params.get("seed", t["seed"])
+    overrides = params.get("overrides") or {}
+    unknown = set(overrides) - {"model", "train"}
+    if unknown:
+        raise ValidationError(
+            f"overrides: unknown section(s) {', '.join(sorted(unknown))} (use model, train)"
+        )
+    m.update(overrides.get("model") or {})
+    t.update(overrides.get("train") or {})
+    return ModelConfig.from_dict(m).validate(), TrainConfig.from_dict(t).validate()
+
+
+def _claim_version(
+    engine: Engine, job_id: int | None, params: dict[str, Any], model_cfg: Any, train_cfg: Any, requester: str
+) -> tuple[int, bool]:
+    """The version row of this run: (id, already_ready). A re-delivered job reuses its row."""
+    with session_scope(engine) as s:
+        if job_id is not None:
+            existing = s.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))
+            if existing is not None:
+                if existing.status == "ready":
+                    return existing.id, True
+                existing.status, existing.error, existing.artifact_uri, existing.artifact_sha256 = (
+                    "training",
+                    None,
+                    None,
+                    None,
+                )
+                return existing.id, False
+        parent_id = params.get("parent_version")
+        if parent_id is not None:
+            parent = s.get(ModelVersion, parent_id)
+            if parent is None or parent.status != "ready":
+                raise WorkbenchError(f"parent version {parent_id} is not a ready model version")
+        version = ModelVersion(
+            parent_id=parent_id,
+            round_id=params.get("round_id"),
+            job_id=job_id,
+            preset=params.get("preset", "cpu"),
+            backbone=model_cfg.backbone,
+            config={"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "params": params},
+            status="training",
+            created_by=requester,
+        )
+        s.add(version)
+        s.flush()
+        return version.id, False
+
+
+def _set_status(engine: Engine, version_id: int, status: str, **values: Any) -> None:
+    with session_scope(engine) as s:
+        version = s.get(ModelVersion, version_id)
+        assert version is not None
+        version.status = status
+        version.finished_at = utcnow()
+        for key, value in values.items():
+            setattr(version, key, value)
+
+
+def train_version(
+    engine: Engine,
+    settings: Settings,
+    params: dict[str, Any],
+    *,
+    job_id: int | None = None,
+    requester: str = "cli",
+    progress: Callable[[float, str], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Train a version from the current labels; returns ``{"model_version": id, ...}``.
+
+    Progress goes to ``progress(fraction, message)``; ``should_cancel()`` is polled between
+    batches, and a cancelled run returns ``{"cancelled": True, ...}`` with the row ``cancelled``.
+    """
+    from workbench.model.training import train
+
+    model_cfg, train_cfg = _configs(params)
+    train_set, val_set = training_data(engine)
+    for name, data in (("training", train_set), ("validation", val_set)):
+        c = data.counts()
+        if c["positive"] == 0 or c["negative"] == 0:
+            raise WorkbenchError(
+                f"{name} data has {c['negative']} negative and {c['positive']} positive labelled case(s); "
+                "training needs both classes: import or label more cases"
+            )
+    version_id, ready = _claim_version(engine, job_id, params, model_cfg, train_cfg, requester)
+    if ready:
+        return {"model_version": version_id, "reused": True}
+    out = artifact_dir(settings, version_id) / "model.keras"
+    for leftover in out.parent.glob(".*.tmp.keras"):  # from an attempt killed while saving
+        leftover.unlink(missing_ok=True)
+    parent_path = None
+    if params.get("parent_version") is not None:
+        parent_path = _ready_artifact(engine, params["parent_version"])
+    total_epochs = train_cfg.phase1_epochs + (train_cfg.phase2_epochs if train_cfg.phases == 2 else 0)
+    done = {"epochs": 0}
+
+    def on_event(event: dict[str, Any]) -> None:
+        if progress is None:
+            return
+        if event.get("event") == "epoch":
+            done["epochs"] += 1
+        frac = min(
+            0.99,
+            (
+                done["epochs"]
+                + (
+                    0
+                    if event.get("event") == "epoch"
+                    else event.get("step", 0) / max(1, event.get("steps", 1))
+                )
+            )
+            / max(1, total_epochs),
+        )
+        metrics = ", ".join(f"{k} {event[k]:.3f}" for k in ("loss", "val_loss", "val_auc_pr") if k in event)
+        progress(
+            frac, f"phase {event.get('phase')} epoch {event.get('epoch')}/{event.get('epochs')}: {metrics}"
+        )
+
+    cache = None
+    if params.get("use_feature_cache"):
+        from workbench.model.features import FeatureCache
+
+        cache = FeatureCache(Path(settings.artifacts) / "features")
+    started = time.monotonic()
+    try:
+        result = train(
+            model_cfg,
+            train_cfg,
+            train_set.pairs,
+            train_set.labels,
+            val_set.pairs,
+            val_set.labels,
+            out,
+            progress=on_event,
+            should_cancel=should_cancel,
+            parent_model_path=parent_path,
+            feature_cache=cache,
+            imagenet_weights_path=str(settings.imagenet_weights) if settings.imagenet_weights else None,
+        )
+    except BaseException as exc:
+        _set_status(engine, version_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    counts = {"train": train_set.counts(), "val": val_set.counts()}
+    if result.cancelled:
+        _set_status(engine, version_id, "cancelled", data_counts=counts, error="cancelled on request")
+        return {"cancelled": True, "model_version": version_id}
+    digest = verify_artifact(out)
+    _set_status(
+        engine,
+        version_id,
+        "ready",
+        artifact_uri=str(out),
+        artifact_sha256=digest,
+        data_counts=counts,
+        metrics={"training": result.to_dict(), "seconds": time.monotonic() - started},
+    )
+    return {
+        "model_version": version_id,
+        "seconds": round(time.monotonic() - started, 1),
+        "val": result.val_metrics,
+    }
+
+
+def _ready_artifact(engine: Engine, version_id: int) -> Path:
+    """Path of a ready version's verified artifact."""
+    with session_scope(engine) as s:
+        version = s.get(ModelVersion, version_id)
+        if version is None:
+            raise NotFoundError(f"no model version {version_id}")
+        if version.status != "ready" or not version.artifact_uri:
+            raise WorkbenchError(f"model version {version_id} is {version.status}, not ready")
+        path, digest = Path(version.artifact_uri), version.artifact_sha256
+    verify_artifact(path, digest)
+    return path
+
+
+def load_version_model(engine: Engine, version_id: int) -> Any:
+    """The Keras model of a ready version (artifact verified against its sha256 first)."""
+    import keras
+
+    return keras.models.load_model(_ready_artifact(engine, version_id), compile=False)
+
+
+def train_job(ctx: Any) -> dict[str, Any]:
+    """Job handler (``train`` kind)."""
+    return train_version(
+        ctx.engine,
+        ctx.settings,
+        ctx.params,
+        job_id=ctx.job_id,
+        requester=ctx.requester,
+        progress=ctx.progress,
+        should_cancel=ctx.should_cancel,
+    )
+
+
+def list_versions(engine: Engine) -> list[ModelVersion]:
+    """All versions, newest first (detached rows for display)."""
+    with session_scope(engine) as s:
+        return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())))

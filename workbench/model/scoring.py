@@ -1,0 +1,117 @@
+"""Inference job: score cases with a version in batches, bulk-writing predictions; resumable.
+
+Each chunk of cases is predicted (with MC-dropout passes for the uncertainty when asked), then
+written in one statement, so a cancelled or killed run keeps what it finished and a re-run skips
+the cases this version already scored. Pooled embeddings are kept per chunk under the version's
+artifact folder for diversity-based acquisition.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, select
+
+from workbench.config import Settings
+from workbench.db.engine import session_scope
+from workbench.db.models import Case
+from workbench.model.predictions import scored_case_ids, write_predictions
+from workbench.model.registry import artifact_dir, load_version_model
+
+CHUNK = 256
+
+
+def _pending(engine: Engine, version_id: int, splits: list[str]) -> list[tuple[int, str, str]]:
+    done = scored_case_ids(engine, version_id)
+    with session_scope(engine) as s:
+        rows = s.execute(
+            select(Case.id, Case.pre_path, Case.post_path).where(Case.split.in_(splits)).order_by(Case.id)
+        ).all()
+    return [(cid, pre, post) for cid, pre, post in rows if cid not in done]
+
+
+def _save_embeddings(folder: Path, case_ids: list[int], embedding: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{case_ids[0]:09d}-{case_ids[-1]:09d}.npz"
+    tmp = folder / f".{uuid.uuid4().hex}.tmp.npz"
+    np.savez(tmp, case_ids=np.asarray(case_ids, dtype=np.int64), embedding=embedding.astype(np.float32))
+    os.replace(tmp, final)
+
+
+def load_embeddings(settings: Settings, version_id: int) -> dict[int, np.ndarray]:
+    """Pooled embeddings a version's inference stored, by case id."""
+    folder = artifact_dir(settings, version_id) / "embeddings"
+    out: dict[int, np.ndarray] = {}
+    for path in sorted(folder.glob("[0-9]*.npz")):
+        with np.load(path) as data:
+            for cid, vec in zip(data["case_ids"], data["embedding"], strict=True):
+                out[int(cid)] = vec
+    return out
+
+
+def infer_version(
+    engine: Engine,
+    settings: Settings,
+    version_id: int,
+    splits: list[str],
+    *,
+    mc_samples: int = 8,
+    batch_size: int = 32,
+    progress: Callable[[float, str], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Score every not-yet-scored case of ``splits``; returns counts (and ``cancelled`` when stopped)."""
+    from workbench.model.inference import PredictionCancelled, predict_pairs
+
+    pending = _pending(engine, version_id, splits)
+    total = len(pending)
+    if total == 0:
+        return {"model_version": version_id, "scored": 0, "skipped_existing": True}
+    model = load_version_model(engine, version_id)
+    emb_dir = artifact_dir(settings, version_id) / "embeddings"
+    scored = 0
+    for start in range(0, total, CHUNK):
+        chunk = pending[start : start + CHUNK]
+
+        def on_batch(event: dict[str, Any], base: int = start) -> None:
+            if progress is not None:
+                done = base + int(event.get("done", 0))
+                progress(done / total, f"scored {done}/{total} pairs")
+
+        try:
+            out = predict_pairs(
+                model,
+                [(pre, post) for _, pre, post in chunk],
+                batch_size=batch_size,
+                mc_samples=mc_samples,
+                progress=on_batch,
+                should_cancel=should_cancel,
+            )
+        except PredictionCancelled:
+            return {"model_version": version_id, "scored": scored, "cancelled": True}
+        ids = [cid for cid, _, _ in chunk]
+        write_predictions(engine, version_id, ids, out["logit"], out["probability"], out["uncertainty"])
+        if out.get("embedding") is not None:
+            _save_embeddings(emb_dir, ids, np.asarray(out["embedding"]))
+        scored += len(chunk)
+    return {"model_version": version_id, "scored": scored, "splits": splits}
+
+
+def infer_job(ctx: Any) -> dict[str, Any]:
+    """Job handler (``infer`` kind)."""
+    p = ctx.params
+    return infer_version(
+        ctx.engine,
+        ctx.settings,
+        p["model_version"],
+        p["splits"],
+        mc_samples=p["mc_samples"],
+        batch_size=p["batch_size"],
+        progress=ctx.progress,
+        should_cancel=ctx.should_cancel,
+    )

@@ -1,0 +1,216 @@
+"""Active-learning rounds: train -> infer -> calibrate -> queue, tied together by a ``rounds`` row.
+
+A round warm-starts from the previous round's model when there is one. Its report tells what the
+labelling bought: labels added, the positive yield of the batch against the pool's estimated base
+rate and against the random audit slice, the training set's class balance and the model's test
+metrics. Rounds never overlap: a second one is refused while one is queued or running.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+
+from workbench.db.engine import session_scope
+from workbench.db.models import Evaluation, Label, ModelVersion, QueueItem, Round, utcnow
+from workbench.errors import ConflictError, NotFoundError
+from workbench.evaluation.bootstrap import wilson_interval
+from workbench.jobs import store
+from workbench.jobs.runner import run_step
+
+
+def ensure_no_active_round(engine: Engine, except_job: int | None = None) -> None:
+    """ConflictError when a round job is already queued or running (rounds never overlap)."""
+    running = store.active_job_of_kind(engine, "round", except_id=except_job)
+    if running is not None:
+        raise ConflictError(f"round job {running} is already queued or running; wait for it or cancel it")
+
+
+def _round_for_job(engine: Engine, job_id: int, params: dict[str, Any]) -> tuple[int, int | None]:
+    """(round id, previous round's ready model version) — a re-delivered job reuses its round row."""
+    with session_scope(engine) as s:
+        rnd = s.scalar(select(Round).where(Round.job_id == job_id))
+        previous = s.scalar(
+            select(Round.model_version_id)
+            .join(ModelVersion, ModelVersion.id == Round.model_version_id)
+            .where(ModelVersion.status == "ready", Round.job_id != job_id)
+            .order_by(Round.number.desc())
+            .limit(1)
+        )
+        if rnd is None:
+            number = (s.scalar(select(func.max(Round.number))) or 0) + 1
+            rnd = Round(
+                number=number,
+                status="running",
+                job_id=job_id,
+                batch_size=params["batch_size"],
+                strategy_mix=params.get("mix"),
+            )
+            s.add(rnd)
+            s.flush()
+        else:
+            rnd.status = "running"
+        return rnd.id, previous
+
+
+def round_job(ctx: Any) -> dict[str, Any]:
+    """Job handler (``round`` kind): the four steps as child jobs, with overall progress."""
+    engine, p = ctx.engine, ctx.params
+    ensure_no_active_round(engine, except_job=ctx.job_id)
+    lost = store.fail_running_children(engine, ctx.job_id, "lost with an earlier attempt of the round")
+    if lost:
+        with session_scope(engine) as s:
+            s.execute(
+                update(ModelVersion)
+                .where(ModelVersion.job_id.in_(lost), ModelVersion.status == "training")
+                .values(status="failed", error="worker lost during training", finished_at=utcnow())
+            )
+    round_id, previous = _round_for_job(engine, ctx.job_id, p)
+    train_params = dict(p["train"], round_id=round_id)
+    if p.get("warm_start", True) and previous is not None and train_params.get("parent_version") is None:
+        train_params["parent_version"] = previous
+    try:
+        trained = run_step(ctx, "train", train_params, 0.0, 0.6)
+        version = trained["model_version"]
+        _update_round(engine, round_id, model_version_id=version)
+        run_step(ctx, "infer", {"model_version": version, "mc_samples": p["mc_samples"]}, 0.6, 0.85)
+        calibrated = run_step(
+            ctx,
+            "calibrate",
+            {"model_version": version, "methods": p["methods"], "policy": p["policy"]},
+            0.85,
+            0.93,
+        )
+        queued = run_step(
+            ctx,
+            "queue",
+            {
+                "model_version": version,
+                "batch_size": p["batch_size"],
+                "round_id": round_id,
+                "mix": p.get("mix"),
+                "second_reads": p.get("second_reads", 0),
+                "relabel": p.get("relabel", 0),
+                "seed": p["train"].get("seed", 0),
+            },
+            0.93,
+            1.0,
+        )
+    except BaseException:
+        _update_round(engine, round_id, status="failed", closed_at=utcnow())
+        raise
+    with session_scope(engine) as s:
+        version_row = s.get(ModelVersion, version)
+        assert version_row is not None
+        calibration_id, threshold = version_row.calibration_id, version_row.threshold
+    _update_round(
+        engine,
+        round_id,
+        status="labelling",
+        calibration_id=calibration_id,
+        threshold=threshold,
+        report={"queue": queued, "selected_calibration": calibrated.get("selected")},
+    )
+    return {"round": round_id, "model_version": version, "queued": queued["queued"], "threshold": threshold}
+
+
+def _update_round(engine: Engine, round_id: int, **values: Any) -> None:
+    with session_scope(engine) as s:
+        s.execute(update(Round).where(Round.id == round_id).values(**values))
+
+
+def round_summary(engine: Engine, round_id: int | None = None) -> dict[str, Any]:
+    """What a round bought so far (latest round by default); every rate with its n and a Wilson interval."""
+    with session_scope(engine) as s:
+        rnd = (
+            s.get(Round, round_id)
+            if round_id
+            else s.scalar(select(Round).order_by(Round.number.desc()).limit(1))
+        )
+        if rnd is None:
+            raise NotFoundError("no round yet: submit one with `workbench submit round`")
+        items = s.scalars(
+            select(QueueItem).where(QueueItem.round_id == rnd.id, QueueItem.kind == "label")
+        ).all()
+        labels = {
+            lab.queue_item_id: lab.value
+            for lab in s.scalars(
+                select(Label).where(Label.queue_item_id.in_([i.id for i in items]), Label.source == "expert")
+            )
+        }
+        version = s.get(ModelVersion, rnd.model_version_id) if rnd.model_version_id else None
+        test_eval = None
+        if version is not None:
+            test_eval = s.scalar(
+                select(Evaluation)
+                .where(Evaluation.model_version_id == version.id, Evaluation.split == "test")
+                .order_by(Evaluation.id.desc())
+                .limit(1)
+            )
+        previous_created = s.scalar(
+            select(Round.created_at).where(Round.number < rnd.number).order_by(Round.number.desc()).limit(1)
+        )
+        since = s.scalar(
+            select(func.count())
+            .select_from(Label)
+            .where(Label.source == "expert", Label.value.is_not(None), Label.created_at >= rnd.created_at)
+        )
+        report = dict(rnd.report or {})
+    by_strategy: dict[str, dict[str, int]] = {}
+    for item in items:
+        row = by_strategy.setdefault(item.strategy, {"queued": 0, "labelled": 0, "positive": 0})
+        row["queued"] += 1
+        value = labels.get(item.id)
+        if value is not None:
+            row["labelled"] += 1
+            row["positive"] += int(value == 1)
+    labelled = sum(r["labelled"] for r in by_strategy.values())
+    positives = sum(r["positive"] for r in by_strategy.values())
+
+    def rate(pos: int, n: int) -> dict[str, Any]:
+        ci = wilson_interval(pos, n) if n else None
+        return {"positive": pos, "n": n, "rate": pos / n if n else None, "wilson": list(ci) if ci else None}
+
+    audit = by_strategy.get("random", {"labelled": 0, "positive": 0})
+    return {
+        "round": rnd.number,
+        "round_id": rnd.id,
+        "status": rnd.status,
+        "model_version": rnd.model_version_id,
+        "threshold": rnd.threshold,
+        "batch": {"queued": len(items), "labelled": labelled},
+        "labels_added_since_round_start": int(since or 0),
+        "previous_round_at": previous_created.isoformat() if previous_created else None,
+        "yield": rate(positives, labelled),
+        "yield_random_audit": rate(audit["positive"], audit["labelled"]),
+        "pool_estimated_base_rate": (report.get("queue") or {}).get("pool_mean_probability"),
+        "by_strategy": by_strategy,
+        "training_set": (version.data_counts or {}).get("train") if version else None,
+        "test_metrics": {
+            "split": "test",
+            "n": test_eval.n,
+            "positives": test_eval.positives,
+            "auroc": test_eval.report.get("auroc"),
+            "auprc": test_eval.report.get("auprc"),
+        }
+        if test_eval
+        else None,
+    }
+
+
+def new_expert_labels_since_last_round(engine: Engine) -> int:
+    """Expert labels recorded since the latest round started (drives the automatic retraining trigger)."""
+    with session_scope(engine) as s:
+        last = s.scalar(select(Round.created_at).order_by(Round.number.desc()).limit(1))
+        q = select(func.count()).select_from(Label).where(Label.source == "expert", Label.value.is_not(None))
+        if last is not None:
+            q = q.where(Label.created_at >= last)
+        return int(s.scalar(q) or 0)
+
+
+def should_start_round(engine: Engine, every_n_labels: int) -> bool:
+    """Whether the automatic trigger fires: N new labels since the last round and no round active."""
+    if every_n_labels <= 0 or new_expert_labels_since_last_round(engine) < every_n_labels:
+        return False
+    return store.active_job_of_kind(engine, "round") is None
