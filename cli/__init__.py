@@ -6,9 +6,10 @@ import json
 
 import typer
 
-from cli import calibration, data, db, jobs, models
+from cli import active, calibration, data, db, jobs, models
 from cli.common import handle_errors, settings
 from cli.demo import demo
+from cli.ui import ui
 from workbench import __version__
 
 app = typer.Typer(
@@ -27,6 +28,11 @@ app.command("train")(models.train)
 app.command("evaluate")(models.evaluate)
 app.command("models")(models.models)
 app.command("calibrate")(calibration.calibrate)
+app.command("label")(active.label)
+app.command("ui")(ui)
+app.add_typer(active.queue_app, name="queue")
+app.add_typer(active.round_app, name="round")
+app.add_typer(active.users_app, name="users")
 app.command("reliability")(calibration.reliability)
 app.command("worker")(jobs.worker)
 app.add_typer(jobs.submit_app, name="submit")

@@ -18,6 +18,7 @@ import streamlit as st  # noqa: E402
 from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
 from ui import state  # noqa: E402
+from ui.pages.login import render_login  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
 
 PAGES = HERE / "pages"
@@ -32,13 +33,6 @@ except (WorkbenchError, SQLAlchemyError) as exc:
     st.error(state.error_text(exc), icon=":material/error:")
     st.stop()
 
-if user is None:
-    page = st.navigation(
-        [st.Page(PAGES / "login.py", title="Log in", icon=":material/login:")], position="hidden"
-    )
-    page.run()
-    st.stop()
-
 pages = [
     st.Page(PAGES / "label.py", title="Label", icon=":material/label:", default=True),
     st.Page(PAGES / "jobs.py", title="Jobs", icon=":material/work_history:"),
@@ -46,6 +40,14 @@ pages = [
     st.Page(PAGES / "models.py", title="Models", icon=":material/model_training:"),
     st.Page(PAGES / "data.py", title="Data", icon=":material/dataset:"),
 ]
+
+import sys as _s; print("APP RUN user=", user, file=_s.stderr)
+if user is None:
+    # Register the pages (hidden) so the requested page is remembered, but show the login form instead.
+    st.navigation(pages, position="hidden")
+    render_login()
+    st.stop()
+
 if user.is_admin:
     pages.append(st.Page(PAGES / "users.py", title="Users", icon=":material/group:"))
 

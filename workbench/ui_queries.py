@@ -22,7 +22,6 @@ from workbench.db.models import (
     Label,
     ModelVersion,
     Prediction,
-    Promotion,
     Round,
 )
 from workbench.errors import NotFoundError, WorkbenchError
@@ -198,15 +197,11 @@ def case_context(engine: Engine, case_id: int, round_id: int | None = None) -> C
     )
 
 
-def promoted_version_id(engine: Engine) -> int | None:
-    """The current best version: the latest promotion's (None when nothing was promoted)."""
-    with session_scope(engine) as s:
-        return s.scalar(select(Promotion.model_version_id).order_by(Promotion.id.desc()).limit(1))
-
-
 def version_rows(engine: Engine) -> list[VersionRow]:
     """Every model version, newest first, with round, calibration, threshold and test report."""
-    best = promoted_version_id(engine)
+    from workbench.export.promotion import current_best
+
+    best = current_best(engine)
     with session_scope(engine) as s:
         versions = list(s.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())))
         rounds = dict(s.execute(select(Round.id, Round.number)).all())

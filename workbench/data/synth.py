@@ -18,10 +18,10 @@ Generative model (all geometry in units of ``s = min(width, height)``, all colou
   - red vessels: 3-8 thin smooth random curves inside the cervix;
   - look-alike white spots: 1-3 irregular whitish blobs (same size and whiteness range as lesions) that
     are present, identical, in *both* images, so whiteness alone is not evidence.
-* **Lesion** (positives only): one irregular blob (union of 3-6 Gaussians, soft edges), diameter 9-20% of
+* **Lesion** (positives only): one irregular blob (union of 4-7 Gaussians, soft edges), diameter 12-20% of
   the cervix diameter, random position inside the cervix, away from look-alike spots. It is normal tissue in
-  pre and blends towards a bright low-saturation white (strength 0.55-0.85) in post.
-* **Hard negatives** (any case, probability 0.4): one faint, small post-only whitening (diameter 3-6% of the
+  pre and blends towards a bright low-saturation white (strength 0.6-0.9) in post.
+* **Hard negatives** (any case, probability 0.4): one faint, small post-only whitening (diameter about 3-5% of the
   cervix diameter, strength 0.10-0.25), well below lesion size and contrast.
 * **Per shot** (pre and post independently): 3-10 small saturated specular highlights at random places; a
   small rigid misalignment (shift ~1.5% s per shot, rotation up to ~1.5 degrees, scale +-2%); exposure gain,
@@ -397,13 +397,13 @@ def _make_scene(frame: _Frame, patient: _Patient, positive: bool, rng: np.random
     spot_centres: list[tuple[float, float, float]] = []
     for _ in range(int(rng.choice([1, 1, 2, 2, 3]))):
         cx, cy = _random_in_cervix(rng, centre, radius, 0.8)
-        r = radius * float(rng.uniform(0.08, 0.22))
+        r = radius * float(rng.uniform(0.10, 0.22))
         _blend(base, _blob(frame, rng, cx, cy, r, parts=(4, 8)), _WHITE, float(rng.uniform(0.55, 0.9)))
         spot_centres.append((cx, cy, r))
 
     post_whitening: list[tuple[np.ndarray, float]] = []
     if positive:
-        r = radius * float(rng.uniform(0.10, 0.20))
+        r = radius * float(rng.uniform(0.12, 0.20))
         for _ in range(20):  # keep the lesion off the look-alike spots so its whitening stays visible
             cx, cy = _random_in_cervix(rng, centre, radius, 0.75)
             if all(math.hypot(cx - sx, cy - sy) > r + sr for sx, sy, sr in spot_centres):
@@ -411,7 +411,7 @@ def _make_scene(frame: _Frame, patient: _Patient, positive: bool, rng: np.random
         post_whitening.append((_blob(frame, rng, cx, cy, r, parts=(4, 8)), float(rng.uniform(0.6, 0.9))))
     if rng.uniform() < 0.4:  # hard negative cue: faint, small post-only whitening (any case)
         cx, cy = _random_in_cervix(rng, centre, radius, 0.8)
-        r = radius * float(rng.uniform(0.03, 0.06))
+        r = radius * float(rng.uniform(0.05, 0.10))
         post_whitening.append((_blob(frame, rng, cx, cy, r, parts=(1, 3)), float(rng.uniform(0.10, 0.25))))
 
     overlay: list[tuple[np.ndarray, np.ndarray, float]] = []
@@ -525,18 +525,32 @@ def _is_our_file(root: Path, path: Path) -> bool:
     return False
 
 
-def _foreign_entries(root: Path) -> list[Path]:
-    """Files or links under ``root`` that this generator did not write (directories are not counted)."""
-    foreign = []
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink() or (path.is_file() and not _is_our_file(root, path)):
-            foreign.append(path)
-        elif path.is_dir():
-            rel = path.relative_to(root).parts
-            ok = rel == (CASES_DIR,) or (len(rel) == 2 and rel[0] == CASES_DIR and _CASE_ID_RE.match(rel[1]))
-            if not ok:
-                foreign.append(path)
-    return foreign
+def _foreign_entries(root: Path, limit: int = 4) -> list[Path]:
+    """Up to ``limit`` entries under ``root`` that this generator did not write.
+
+    Foreign folders are reported, not entered, so pointing ``out`` at a large unrelated tree stays fast.
+    """
+    foreign: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        rel = here.relative_to(root).parts
+        keep = []
+        for name in sorted(dirnames):
+            sub = rel + (name,)
+            ours = sub == (CASES_DIR,) or (len(sub) == 2 and sub[0] == CASES_DIR and _CASE_ID_RE.match(name))
+            if ours and not (here / name).is_symlink():
+                keep.append(name)
+            else:
+                foreign.append(here / name)
+        dirnames[:] = keep
+        foreign.extend(
+            here / name
+            for name in sorted(filenames)
+            if (here / name).is_symlink() or not _is_our_file(root, here / name)
+        )
+        if len(foreign) >= limit:
+            break
+    return sorted(foreign)[:limit]
 
 
 def _case_ids(n: int) -> list[str]:
@@ -600,7 +614,7 @@ Files
 What the data models
   - A pinkish cervix-like disk with a dark os, mucosal texture, a redder zone around the os,
     red vessels, on a dark background. Patients share tissue colour and cervix shape.
-  - Positive cases: one "acetowhite" lesion, an irregular soft-edged blob (9-20% of the cervix
+  - Positive cases: one "acetowhite" lesion, an irregular soft-edged blob (12-20% of the cervix
     diameter) that looks like normal tissue in pre and turns bright and low-saturated in post.
     It can only be recognised by comparing post with pre.
   - Confounders in every case: whitish look-alike spots present in BOTH images at the same
@@ -669,12 +683,12 @@ def generate_dataset(
                 )
             if previous.get("version") == GENERATOR_VERSION and _complete(root, n, fmt):
                 summary = _summary_from_files(root, n)
-                if summary is not None and not _foreign_entries(root):
+                if summary is not None:
                     return summary
         foreign = _foreign_entries(root)
         if foreign:
             shown = ", ".join(str(p.relative_to(root)) for p in foreign[:3])
-            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            more = " and more" if len(foreign) > 3 else ""
             raise ValidationError(
                 f"{root} is not empty and does not look like a synthetic data folder "
                 f"(found {shown}{more}); choose an empty folder"

@@ -84,7 +84,7 @@ def predict_pairs(
     for step, batch in enumerate(ds, start=1):
         if should_cancel is not None and should_cancel():
             raise PredictionCancelled(f"inference cancelled after {done} of {n} pairs")
-        emb = emb_model(batch, training=False)
+        emb = emb_model.predict_on_batch(batch)  # compiled once, inference mode
         logits.append(np.asarray(logit_layer(emb)).reshape(-1))
         embeddings.append(np.asarray(emb))
         if mc_samples:
@@ -93,7 +93,7 @@ def predict_pairs(
                 dropped = keras.random.dropout(emb, dropout.rate, seed=rng) if dropout.rate > 0 else emb
                 samples.append(np.asarray(keras.ops.sigmoid(logit_layer(dropped))).reshape(-1))
             spreads.append(np.std(np.stack(samples), axis=0))
-        done += int(emb.shape[0])
+        done += len(emb)
         if progress is not None:
             progress({"step": step, "steps": steps, "done": done, "total": n})
     logit = np.concatenate(logits).astype(np.float32)

@@ -1,0 +1,169 @@
+"""``workbench queue``, ``workbench label``, ``workbench round``, ``workbench users``: the labelling loop."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from cli.common import engine, fail, handle_errors, settings
+from cli.jobs import _submit
+from workbench.active.building import build_queue
+from workbench.active.leases import claim_next, queue_progress, skip, submit_label, undo_last
+from workbench.rounds import ensure_no_active_round, round_summary
+from workbench.users import add_user, get_user, list_users, set_active
+
+queue_app = typer.Typer(help="Build and inspect the labelling queue.", no_args_is_help=True)
+round_app = typer.Typer(help="Active-learning rounds: start one, see what it bought.", no_args_is_help=True)
+users_app = typer.Typer(help="Users and roles (labeller, admin).", no_args_is_help=True)
+
+KEYS = {"n": 0, "p": 1, "u": None}
+
+
+@queue_app.command("build")
+@handle_errors
+def queue_build(
+    version: int = typer.Argument(..., help="A calibrated model version with pool predictions."),
+    batch_size: int = typer.Option(20, min=1, help="Cases to queue."),
+    mix: str | None = typer.Option(
+        None,
+        help='Strategy mix as JSON, e.g. \'{"near_threshold": 0.5, "likely_positive": 0.35, "random": 0.15}\'.',
+    ),
+    second_reads: int = typer.Option(0, min=0, help="Also queue this many second reads near the threshold."),
+    relabel: int = typer.Option(0, min=0, help="Also queue this many possible label errors for review."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Queue the most informative unlabelled pool cases (each with why it was chosen)."""
+    parsed = None
+    if mix:
+        try:
+            parsed = json.loads(mix)
+        except json.JSONDecodeError as exc:
+            raise fail(f"--mix: not valid JSON ({exc.msg})") from None
+    result = build_queue(
+        engine(),
+        settings(),
+        version,
+        batch_size,
+        mix=parsed,
+        second_reads=second_reads,
+        relabel=relabel,
+        seed=seed,
+    )
+    typer.echo(json.dumps(result, indent=1))
+
+
+@queue_app.command("status")
+@handle_errors
+def queue_status(
+    round_number: int | None = typer.Option(None, "--round", help="Round id (default: all)."),
+) -> None:
+    """Counts of queued, leased and done items, and positives found."""
+    typer.echo(json.dumps(queue_progress(engine(), round_number), indent=1))
+
+
+@handle_errors
+def label(
+    labeller: str = typer.Option(..., "--as", help="Your user name (a registered, active user)."),
+    lease_seconds: int | None = typer.Option(None, min=10, help="Lease length (default: the setting)."),
+) -> None:
+    """Terminal labelling loop for headless servers: n=negative p=positive u=unsure s=skip z=undo q=quit."""
+    eng = engine()
+    get_user(eng, labeller)
+    lease = lease_seconds or settings().lease_seconds
+    while True:
+        item = claim_next(eng, labeller, lease_seconds=lease)
+        if item is None:
+            typer.echo("the queue is empty: an admin can start a round (`workbench submit round`)")
+            return
+        score = f"{item.score:.3f}" if item.score is not None else "-"
+        typer.echo(
+            f"\ncase {item.external_id} [{item.kind}, {item.strategy}: {item.reason or ''}] score {score}\n"
+            f"  pre:  {item.pre_path}\n  post: {item.post_path}"
+        )
+        while True:
+            key = typer.prompt("[n]egative [p]ositive [u]nsure [s]kip [z] undo [q]uit").strip().lower()[:1]
+            if key in KEYS:
+                result = submit_label(eng, item.item_id, labeller, KEYS[key])
+                typer.echo(
+                    f"recorded {['negative', 'positive'][result.value] if result.value is not None else 'unsure'}"
+                )
+                break
+            if key == "s":
+                skip(eng, item.item_id, labeller)
+                typer.echo("skipped: the case goes to someone else")
+                break
+            if key == "z":
+                undone = undo_last(eng, labeller)
+                typer.echo("undid your last label" if undone else "nothing to undo")
+                break
+            if key == "q":
+                typer.echo(f"bye; your lease on {item.external_id} lapses in {lease} s unless you come back")
+                return
+            typer.echo("keys: n p u s z q")
+
+
+@round_app.command("start")
+@handle_errors
+def round_start(
+    preset: str = typer.Option("cpu"),
+    epochs: int | None = typer.Option(None, min=1),
+    batch_size: int = typer.Option(20, min=1),
+    policy: str = typer.Option("sensitivity>=0.9"),
+    seed: int = typer.Option(0),
+    cold: bool = typer.Option(False, "--cold", help="Train from scratch instead of warm-starting."),
+    wait: bool = typer.Option(True, "--wait/--no-wait"),
+    requester: str = typer.Option("cli", "--as"),
+) -> None:
+    """Start a round (train -> infer -> calibrate -> queue) through the workers; refused if one runs."""
+    ensure_no_active_round(engine())
+    params = dict(
+        train=dict(preset=preset, epochs=epochs, seed=seed),
+        batch_size=batch_size,
+        policy=policy,
+        warm_start=not cold,
+    )
+    _submit("round", params, requester, wait)
+
+
+@round_app.command("status")
+@handle_errors
+def round_status(round_id: int | None = typer.Argument(None, help="Round id (default: the latest).")) -> None:
+    """What a round bought: labels, positive yield vs the pool's base rate and the random audit slice."""
+    typer.echo(json.dumps(round_summary(engine(), round_id), indent=1, default=str))
+
+
+@users_app.command("add")
+@handle_errors
+def users_add(
+    username: str,
+    role: str = typer.Option("labeller", help="labeller or admin."),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+) -> None:
+    """Add a user (the password is stored as an argon2 hash)."""
+    user = add_user(engine(), username, password, role)
+    typer.echo(f"added {user.role} {user.username}")
+
+
+@users_app.command("list")
+@handle_errors
+def users_list() -> None:
+    """Users, roles and whether they are active."""
+    for u in list_users(engine()):
+        typer.echo(f"{u.username:<24} {u.role:<9} {'active' if u.active else 'disabled'}")
+
+
+@users_app.command("disable")
+@handle_errors
+def users_disable(username: str) -> None:
+    """Disable a user: no login, no actions (history kept)."""
+    set_active(engine(), username, False)
+    typer.echo(f"disabled {username}")
+
+
+@users_app.command("enable")
+@handle_errors
+def users_enable(username: str) -> None:
+    """Re-enable a disabled user."""
+    set_active(engine(), username, True)
+    typer.echo(f"enabled {username}")

@@ -1,0 +1,185 @@
+"""Calibration: overlay reliability curves of versions x methods, compare them, see the operating point.
+
+Curves, metrics and thresholds are the ones stored by ``workbench calibrate`` (fitted on validation,
+scored where not fitted); the paired comparison bootstraps two choices on the same cases.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from ui import state
+from workbench import ui_queries
+from workbench.calibration.compare import compare_paired
+from workbench.calibration.plots import plot_reliability
+from workbench.calibration.service import load_curves
+from workbench.errors import WorkbenchError
+
+
+def _metric_table(version_ids: list[int], methods: list[str]) -> None:
+    rows = ui_queries.calibration_rows(state.engine(), version_ids, methods)
+    if not rows:
+        st.info("No stored metrics for this choice.")
+        return
+    table = pd.DataFrame(
+        [
+            {
+                "version": r["version"],
+                "method": r["method"] + (" (selected)" if r["selected"] else ""),
+                "split": r["split"],
+                "n": r["n"],
+                "positives": r["positives"],
+                "ECE (15 equal-width bins)": state.fmt_estimate(r["ece"], 4),
+                "ECE (equal-mass bins)": state.fmt_estimate(r["ece_quantile"], 4),
+                "Brier": state.fmt_estimate(r["brier"], 4),
+                "NLL": state.fmt_estimate(r["nll"], 4),
+                "note": r["reason"] or "",
+            }
+            for r in rows
+        ]
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption(
+        "Point value [95% stratified bootstrap interval]. Validation rows are cross-fitted (out-of-fold)."
+    )
+
+
+def _curves(version_ids: list[int], methods: list[str], split: str, binning: str) -> None:
+    curves, missing = [], []
+    eng = state.engine()
+    for vid in version_ids:
+        for method in methods:
+            try:
+                curves.extend(load_curves(eng, [vid], method, split, binning))
+            except WorkbenchError as exc:
+                missing.append(str(exc))
+    for text in missing:
+        st.caption(f"not shown: {text}")
+    if not curves:
+        st.info(f"No stored {split} reliability curves for this choice.")
+        return
+    st.pyplot(plot_reliability(curves))
+
+
+def _paired(options: list[tuple[int, str]]) -> None:
+    st.subheader("Paired comparison")
+    if len(options) < 2:
+        st.info("Pick at least two (version, method) choices above to compare them.")
+        return
+    fmt = lambda o: f"v{o[0]} {o[1]}"  # noqa: E731
+    c = st.columns([2, 2, 1, 1])
+    a = c[0].selectbox("A", options, index=0, format_func=fmt, key="cmp_a")
+    b = c[1].selectbox("B", options, index=1, format_func=fmt, key="cmp_b")
+    split = c[2].selectbox("Split", ["test", "val"], key="cmp_split")
+    n_boot = c[3].number_input("Bootstrap resamples", 100, 10_000, 1000, step=100, key="cmp_boot")
+    if a == b:
+        st.caption("A and B are the same choice.")
+        return
+    y, p_a, p_b = ui_queries.paired_predictions(state.engine(), a, b, split)
+    if y.sum() == 0 or y.sum() == len(y):
+        st.warning(f"The common {split} cases hold one class only (n={len(y)}): no comparison possible.")
+        return
+    result = compare_paired(y, p_a, p_b, n_boot=int(n_boot), split=split)
+    st.caption(f"{split} (n={result['n']}, {result['positives']} positive), same resampled cases for A and B")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "metric": name,
+                    fmt(a): m["a"],
+                    fmt(b): m["b"],
+                    "A − B": m["delta"],
+                    "95% interval": f"[{m['low']:.4f}, {m['high']:.4f}]",
+                    "verdict": m["verdict"].replace("a better", "A better").replace("b better", "B better"),
+                }
+                for name, m in result["metrics"].items()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+def _operating_point(version_ids: list[int]) -> None:
+    st.subheader("Operating point and threshold sweep")
+    vid = st.selectbox("Version", version_ids, format_func=lambda v: f"version {v}", key="thr_version")
+    view = ui_queries.threshold_view(state.engine(), int(vid))
+    if view.threshold is None:
+        st.info(f"Version {vid} has no operating threshold yet.")
+        return
+    st.markdown(
+        f"**Threshold {view.threshold:.3f}** chosen by policy `{view.policy}` on calibrated ({view.method}) "
+        "probabilities."
+    )
+    points = [("chosen on", view.chosen_on), ("reported on", view.test)]
+    rows = [
+        {
+            "": label,
+            "split": f"{p['split']} (n={p['n']}, {p['positives']} positive)",
+            "sensitivity": state.fmt_estimate(p.get("sensitivity"), 2),
+            "specificity": state.fmt_estimate(p.get("specificity"), 2),
+            "precision": state.fmt_estimate(p.get("precision"), 2),
+            "met": p.get("met"),
+            "note": p.get("note") or "",
+        }
+        for label, p in points
+        if p
+    ]
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if not view.evaluations:
+        return
+    split = st.radio("Sweep on", sorted(view.evaluations), horizontal=True, key="thr_split")
+    report = view.evaluations[split]
+    sweep = pd.DataFrame(report.get("sweep", []))
+    if sweep.empty:
+        return
+    st.caption(
+        f"{split} (n={report['n']}, {report['positives']} positive), {report.get('method')} calibration; "
+        f"the chosen threshold {view.threshold:.3f} is marked."
+    )
+    chart = sweep.set_index("threshold")[["accuracy", "precision", "recall", "f1"]]
+    st.line_chart(chart)
+    sweep["chosen"] = (sweep["threshold"] - view.threshold).abs() == (
+        sweep["threshold"] - view.threshold
+    ).abs().min()
+    st.dataframe(sweep, hide_index=True, width="stretch")
+
+
+st.title("Calibration")
+state.require_user()
+with state.page_errors():
+    versions = ui_queries.calibrated_versions(state.engine())
+    if not versions:
+        st.info(
+            "No calibrated model version yet. Calibrate one on the Jobs page (Calibration) or with "
+            "`workbench calibrate VERSION`."
+        )
+        st.stop()
+    by_id = {v.id: v for v in versions}
+    all_methods = sorted({m for v in versions for m in v.methods})
+    c = st.columns([2, 2, 1, 1])
+    chosen = c[0].multiselect(
+        "Model versions",
+        list(by_id),
+        default=list(by_id)[:2],
+        format_func=lambda v: f"version {v}",
+        key="cal_versions",
+    )
+    default_methods = sorted({by_id[v].selected for v in chosen if by_id[v].selected}) or all_methods[:1]
+    methods = c[1].multiselect("Methods", all_methods, default=default_methods, key="cal_methods_pick")
+    split = c[2].radio("Split", ["test", "val"], key="cal_split")
+    binning = c[3].radio("Binning", ["uniform", "quantile"], key="cal_binning")
+    if not chosen or not methods:
+        st.info("Pick at least one version and one method.")
+        st.stop()
+    left, right = st.columns([1, 1])
+    with left:
+        _curves(chosen, methods, split, binning)
+    with right:
+        _metric_table(chosen, methods)
+    with state.page_errors():
+        _paired([(v, m) for v in chosen for m in methods if m in by_id[v].methods])
+    with state.page_errors():
+        _operating_point(chosen)

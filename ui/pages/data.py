@@ -1,0 +1,148 @@
+"""Data: cases per split and label, labelling over rounds, positive yield, expert agreement, import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from ui import state
+from workbench import ui_queries
+from workbench.active.agreement import agreement_report
+from workbench.data.importer import import_source
+from workbench.data.summary import SPLIT_ORDER, split_counts
+from workbench.rounds import round_summary
+from workbench.users import authorize
+
+
+def _splits() -> None:
+    st.subheader("Cases per split and current label")
+    counts = split_counts(state.engine())
+    table = pd.DataFrame([{"split": s, **counts[s]} for s in SPLIT_ORDER])
+    left, right = st.columns([1, 1])
+    left.dataframe(table, hide_index=True, width="stretch")
+    left.caption("'unlabelled' includes cases whose latest answer is Unsure.")
+    right.bar_chart(table.set_index("split")[["negative", "positive", "unlabelled"]])
+
+
+def _rounds() -> None:
+    st.subheader("Labelling over rounds")
+    history = pd.DataFrame(ui_queries.label_history(state.engine()))
+    if len(history) <= 1:
+        st.info("No active-learning round yet (round 0 is the import).")
+    history["positive share"] = history["positive"] / history["labelled"].where(history["labelled"] > 0)
+    left, right = st.columns(2)
+    left.caption("Labelled cases vs unlabelled pool after each round")
+    left.line_chart(history.set_index("round")[["labelled", "pool_unlabelled"]])
+    right.caption("Class balance of the labelled cases after each round")
+    right.bar_chart(history.set_index("round")[["negative", "positive"]])
+    st.dataframe(history, hide_index=True, width="stretch")
+
+    rows = []
+    for rnd in ui_queries.list_rounds(state.engine()):
+        summary = round_summary(state.engine(), rnd.id)
+        y, audit = summary["yield"], summary["yield_random_audit"]
+        base = summary.get("pool_estimated_base_rate")
+
+        def rate(d: dict) -> str:
+            if not d or d.get("rate") is None:
+                return "n/a"
+            ci = d.get("wilson")
+            return f"{d['rate']:.2f} ({d['positive']}/{d['n']})" + (
+                f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+            )
+
+        rows.append(
+            {
+                "round": rnd.number,
+                "status": rnd.status,
+                "model version": rnd.model_version_id,
+                "queued": summary["batch"]["queued"],
+                "labelled": summary["batch"]["labelled"],
+                "positive yield": rate(y),
+                "random audit yield": rate(audit),
+                "pool base rate (est.)": f"{base:.3f}" if base is not None else "n/a",
+            }
+        )
+    if rows:
+        st.caption(
+            "Positive yield of each batch vs the random audit slice and the pool's estimated base rate"
+        )
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def _agreement() -> None:
+    st.subheader("Agreement between labellers")
+    pairs = agreement_report(state.engine())
+    if not pairs:
+        st.info("No two labellers have labelled the same case yet.")
+        return
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "labeller A": p.labeller_a,
+                    "labeller B": p.labeller_b,
+                    "cases in common": p.n_common,
+                    "agree": p.n_agree,
+                    "raw agreement": round(p.raw_agreement, 3),
+                    "Cohen's kappa": None if p.kappa is None else round(p.kappa, 3),
+                }
+                for p in pairs
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+def _import(username: str) -> None:
+    st.subheader("Import cases")
+    st.caption(
+        "A path on the server: a folder with one sub-folder per case (pre.* and post.* images, optional "
+        "labels.csv), or a manifest CSV `case_id,pre_path,post_path[,label][,patient_id][,split]`."
+    )
+    with st.form("form_import"):
+        path = st.text_input("Server path", key="import_path")
+        c = st.columns(2)
+        dry = c[0].checkbox("Dry run (validate only)", key="import_dry")
+        strict = c[1].checkbox("Strict (import nothing if any row is rejected)", key="import_strict")
+        go = st.form_submit_button("Import", type="primary")
+    if not go:
+        return
+    if not path.strip():
+        st.error("Give the path of a folder or manifest CSV on the server.")
+        return
+    with state.page_errors(), st.spinner("Checking every row and image..."):
+        authorize(state.engine(), username, "import")
+        result = import_source(
+            state.engine(), Path(path.strip()).expanduser(), requester=username, strict=strict, dry_run=dry
+        )
+        verb = "would import" if result.dry_run else "imported"
+        st.success(
+            f"{result.format} {result.source}: {verb} {result.imported}, unchanged {result.unchanged}, "
+            f"rejected {len(result.rejected)}"
+        )
+        if result.rejected:
+            st.dataframe(
+                pd.DataFrame(
+                    [{"line": r.line, "case id": r.case_id, "reason": r.reason} for r in result.rejected]
+                ),
+                hide_index=True,
+                width="stretch",
+            )
+        if result.split_counts:
+            st.caption("Imported cases per split and label")
+            st.dataframe(pd.DataFrame(result.split_counts).T.fillna(0).astype(int), width="stretch")
+        if result.report_path:
+            st.caption(f"Per-row report: {result.report_path}")
+
+
+st.title("Data")
+user = state.require_user()
+for section in (_splits, _rounds, _agreement):
+    with state.page_errors():
+        section()
+with state.page_errors():
+    _import(user.username)

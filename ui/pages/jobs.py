@@ -1,0 +1,231 @@
+"""Jobs: submit training, fine-tuning, inference, calibration or a full round; follow and cancel jobs.
+
+Submitting goes through ``submit_job`` (which refuses users whose role does not allow the job); the
+job list refreshes itself every few seconds in a fragment, without rerunning the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from ui import state
+from workbench import ui_queries
+from workbench.jobs import store
+from workbench.jobs.submit import submit_job
+from workbench.model.config import PRESETS
+from workbench.users import authorize
+
+IMBALANCE = ["class_weight", "balanced", "focal", "none"]
+METHODS = ["identity", "temperature", "isotonic", "platt", "beta"]
+DEFAULT_METHODS = ["identity", "temperature", "isotonic", "platt"]
+SPLITS = ["pool", "val", "test", "train"]
+REFRESH_S = 2.0
+
+
+def _submit(kind: str, params: dict[str, Any]) -> None:
+    user = state.require_user()
+    with state.page_errors():
+        job_id = submit_job(state.engine(), kind, params, requester=user.username, send=state.sender())
+        st.success(f"Submitted {kind} job {job_id}: it is queued for a worker.", icon=":material/check:")
+
+
+def _epochs(label: str, key: str) -> int | None:
+    value = st.number_input(
+        f"{label} (0: the preset's default)", min_value=0, max_value=500, value=0, key=key
+    )
+    return int(value) or None
+
+
+def _version_box(label: str, key: str) -> int | None:
+    versions = ui_queries.ready_versions(state.engine())
+    if not versions:
+        st.info("No ready model version yet: train one first.")
+        return None
+    return st.selectbox(label, versions, format_func=lambda v: f"version {v}", key=key)
+
+
+def _train_tab() -> None:
+    with st.form("form_train"):
+        preset = st.selectbox(
+            "Preset", list(PRESETS), key="train_preset", help="cpu: small CNN; card: ResNet50"
+        )
+        phases = st.radio(
+            "Phases", [1, 2], horizontal=True, key="train_phases", help="2: then fine-tune the backbones"
+        )
+        epochs = _epochs("Phase-1 epochs", "train_epochs")
+        ft_epochs = _epochs("Phase-2 epochs", "train_ft_epochs")
+        imbalance = st.selectbox("Class imbalance", IMBALANCE, key="train_imbalance")
+        seed = st.number_input("Seed", min_value=0, value=0, key="train_seed")
+        go = st.form_submit_button("Submit training", type="primary")
+    if go:
+        _submit(
+            "train",
+            dict(
+                preset=preset,
+                phases=int(phases),
+                epochs=epochs,
+                fine_tune_epochs=ft_epochs,
+                imbalance=imbalance,
+                seed=int(seed),
+            ),
+        )
+
+
+def _finetune_tab() -> None:
+    parent = _version_box("Parent version", "ft_parent")
+    if parent is None:
+        return
+    with st.form("form_finetune"):
+        epochs = _epochs("Phase-1 epochs", "ft_epochs")
+        ft_epochs = _epochs("Phase-2 (fine-tuning) epochs", "ft_ft_epochs")
+        imbalance = st.selectbox("Class imbalance", IMBALANCE, key="ft_imbalance")
+        go = st.form_submit_button("Submit fine-tuning", type="primary")
+    if go:
+        preset = next((r.preset for r in ui_queries.version_rows(state.engine()) if r.id == parent), "cpu")
+        _submit(
+            "train",
+            dict(
+                preset=preset,
+                phases=2,
+                epochs=epochs,
+                fine_tune_epochs=ft_epochs,
+                imbalance=imbalance,
+                parent_version=int(parent),
+            ),
+        )
+
+
+def _infer_tab() -> None:
+    version = _version_box("Model version", "infer_version")
+    if version is None:
+        return
+    with st.form("form_infer"):
+        splits = st.multiselect("Splits", SPLITS, default=["pool", "val", "test"], key="infer_splits")
+        mc = st.number_input(
+            "MC-dropout passes (0: none)", min_value=0, max_value=100, value=8, key="infer_mc"
+        )
+        go = st.form_submit_button("Submit inference", type="primary")
+    if go:
+        _submit("infer", dict(model_version=int(version), splits=splits, mc_samples=int(mc)))
+
+
+def _calibrate_tab() -> None:
+    version = _version_box("Model version", "cal_version")
+    if version is None:
+        return
+    with st.form("form_calibrate"):
+        methods = st.multiselect("Methods", METHODS, default=DEFAULT_METHODS, key="cal_methods")
+        policy = st.text_input(
+            "Threshold policy",
+            "sensitivity>=0.9",
+            key="cal_policy",
+            help="e.g. sensitivity>=0.9, max_f1, precision>=0.5",
+        )
+        go = st.form_submit_button("Submit calibration", type="primary")
+    if go:
+        _submit("calibrate", dict(model_version=int(version), methods=methods, policy=policy))
+
+
+def _round_tab() -> None:
+    st.caption(
+        "Train (warm-started from the last round's model) → infer → calibrate → queue a labelling batch."
+    )
+    with st.form("form_round"):
+        preset = st.selectbox("Preset", list(PRESETS), key="round_preset")
+        epochs = _epochs("Phase-1 epochs", "round_epochs")
+        imbalance = st.selectbox("Class imbalance", IMBALANCE, key="round_imbalance")
+        batch = st.number_input("Cases to queue", min_value=1, max_value=10_000, value=20, key="round_batch")
+        policy = st.text_input("Threshold policy", "sensitivity>=0.9", key="round_policy")
+        go = st.form_submit_button("Submit round", type="primary")
+    if go:
+        _submit(
+            "round",
+            dict(
+                train=dict(preset=preset, epochs=epochs, imbalance=imbalance),
+                batch_size=int(batch),
+                policy=policy,
+            ),
+        )
+
+
+def _cancel(job_id: int) -> None:
+    """Button callback: ask a job to stop (admins only, checked by ``authorize``)."""
+    name = state.require_user().username
+
+    def act() -> store.JobView:
+        eng = state.engine()
+        authorize(eng, name, "cancel")
+        return store.request_cancel(eng, job_id)
+
+    view, err = state.run_action(act)
+    if err:
+        state.flash("error", err)
+    elif view.status == "cancelled":
+        state.flash("success", f"Job {job_id} cancelled.")
+    else:
+        state.flash("info", f"Job {job_id}: cancel requested; it stops at its next batch.")
+
+
+@st.fragment(run_every=REFRESH_S)
+def job_list() -> None:
+    """Jobs, newest first; running jobs with a live progress bar and a cancel button."""
+    state.show_flashes()
+    with state.page_errors():
+        jobs = store.list_jobs(state.engine(), limit=50)
+        if not jobs:
+            st.info("No jobs yet.")
+            return
+        for job in [j for j in jobs if not j.done]:
+            with st.container(border=True):
+                head, btn = st.columns([5, 1])
+                head.markdown(f"**#{job.id} {job.kind}** · {job.status} · by {job.requester}")
+                head.progress(job.progress, text=f"{job.progress:.0%} {job.message or ''}".strip())
+                if job.cancel_requested:
+                    btn.caption("cancel requested")
+                else:
+                    btn.button("Cancel", key=f"cancel_{job.id}", on_click=_cancel, args=(job.id,))
+        for job in [j for j in jobs if j.status == "failed"][:5]:
+            st.error(
+                f"Job #{job.id} {job.kind} failed: {job.error or 'no error recorded'}",
+                icon=":material/error:",
+            )
+        table = pd.DataFrame(
+            [
+                {
+                    "id": j.id,
+                    "kind": j.kind,
+                    "status": j.status,
+                    "progress": j.progress,
+                    "requester": j.requester,
+                    "created": j.created_at,
+                    "finished": j.finished_at,
+                    "message": (j.error or j.message or "").splitlines()[0] if (j.error or j.message) else "",
+                }
+                for j in jobs
+            ]
+        )
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)
+            },
+        )
+
+
+st.title("Jobs")
+user = state.require_user()
+if not user.is_admin:
+    st.caption("Submitting and cancelling jobs needs the admin role; the workbench refuses it for labellers.")
+tabs = st.tabs(["Training", "Fine-tuning", "Inference", "Calibration", "Full round"])
+for tab, render in zip(
+    tabs, (_train_tab, _finetune_tab, _infer_tab, _calibrate_tab, _round_tab), strict=True
+):
+    with tab, state.page_errors():
+        render()
+st.subheader("Recent jobs")
+job_list()

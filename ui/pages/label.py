@@ -1,0 +1,190 @@
+"""Label: claim the next queued case under a lease, show the pair, record Negative / Positive / Unsure.
+
+Every answer is written by a button callback (``submit_label``) before the page renders the next case,
+so a label is in the database before the page moves on. Keyboard: N, P, U, S (skip), Z (undo).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import state
+from ui.views import ZOOMS, load_image
+from workbench import ui_queries
+from workbench.active.leases import ClaimedItem, claim_next, queue_progress, skip, submit_label, undo_last
+from workbench.users import authorize
+
+VALUE_NAMES = {0: "Negative", 1: "Positive", None: "Unsure"}
+
+
+def _acting_user() -> str:
+    return state.require_user().username
+
+
+def _answer(item_id: int, external_id: str, value: int | None) -> None:
+    """Button callback: record the answer (runs before the next render)."""
+    name = _acting_user()
+
+    def act():  # type: ignore[no-untyped-def]
+        eng = state.engine()
+        authorize(eng, name, "label")
+        return submit_label(eng, item_id, name, value)
+
+    result, err = state.run_action(act)
+    if err:
+        state.flash("warning", err)
+    elif result.duplicate:
+        state.flash("info", f"Case {external_id} was already saved as {VALUE_NAMES[result.value]}.")
+    else:
+        extra = " It goes back to the queue for another expert." if value is None else ""
+        state.flash("success", f"Saved: case {external_id} = {VALUE_NAMES[value]}.{extra}")
+
+
+def _skip(item_id: int, external_id: str) -> None:
+    name = _acting_user()
+
+    def act() -> None:
+        eng = state.engine()
+        authorize(eng, name, "label")
+        skip(eng, item_id, name)
+
+    _, err = state.run_action(act)
+    if err:
+        state.flash("warning", err)
+    else:
+        state.flash("info", f"Skipped case {external_id}: it goes back to the queue for someone else.")
+
+
+def _undo() -> None:
+    name = _acting_user()
+
+    def act():  # type: ignore[no-untyped-def]
+        eng = state.engine()
+        authorize(eng, name, "label")
+        return undo_last(eng, name, lease_seconds=state.settings().lease_seconds)
+
+    correction, err = state.run_action(act)
+    if err:
+        state.flash("warning", err)
+    elif correction is None:
+        state.flash("info", "Nothing to undo: you have no label left to withdraw.")
+    else:
+        state.flash(
+            "success",
+            f"Undone ({correction.note}); the history is kept and the case is shown again for a new answer.",
+        )
+
+
+def _progress(round_view: ui_queries.RoundView | None) -> None:
+    progress = queue_progress(state.engine(), round_view.id if round_view else None)
+    total, done = progress["total"], progress["done"]
+    scope = f"Round {round_view.number} batch" if round_view else "All queued cases"
+    text = (
+        f"{scope}: {done}/{total} done · {progress['positives_found']} positive found · "
+        f"{progress['unsure']} unsure · {progress['leased']} being labelled"
+    )
+    st.progress(done / total if total else 0.0, text=text)
+
+
+def _images(item: ClaimedItem) -> None:
+    c1, c2 = st.columns([3, 1])
+    view = c1.segmented_control(
+        "View",
+        ["Side by side", "Pre enlarged", "Post enlarged"],
+        default="Side by side",
+        required=True,
+        key="label_view",
+    )
+    zoom = c2.select_slider(
+        "Zoom (centre)", options=list(ZOOMS), value=1.0, key="label_zoom", format_func=lambda z: f"{z:g}x"
+    )
+    shown = [("Pre-stain", item.pre_path), ("Post-stain", item.post_path)]
+    if view == "Pre enlarged":
+        shown = shown[:1]
+    elif view == "Post enlarged":
+        shown = shown[1:]
+    cols = st.columns(len(shown))
+    for col, (caption, path) in zip(cols, shown, strict=True):
+        with col:
+            try:
+                st.image(load_image(path, float(zoom or 1.0)), caption=f"{caption} — {path}", width="stretch")
+            except OSError as exc:
+                st.warning(f"{caption} image cannot be shown: {exc}")
+
+
+def _case_panel(item: ClaimedItem) -> None:
+    ctx = ui_queries.case_context(state.engine(), item.case_id, item.round_id)
+    m = st.columns(4)
+    m[0].metric("Case", item.external_id)
+    if ctx.calibrated is not None:
+        m[1].metric(
+            "Calibrated P(positive)",
+            f"{ctx.calibrated:.3f}",
+            help=f"model version {ctx.version_id}, {ctx.calibration_method or 'uncalibrated'}; raw {ctx.probability:.3f}",
+        )
+    else:
+        m[1].metric("Calibrated P(positive)", "n/a", help=ctx.note)
+    m[2].metric(
+        "Operating threshold",
+        f"{ctx.threshold:.3f}" if ctx.threshold is not None else "n/a",
+        help=ctx.threshold_policy or "no threshold chosen yet",
+    )
+    m[3].metric("Uncertainty", f"{ctx.uncertainty:.3f}" if ctx.uncertainty is not None else "n/a")
+    kind = "" if item.kind == "label" else f" ({item.kind.replace('_', ' ')})"
+    score = f", score {item.score:.3f}" if item.score is not None else ""
+    st.markdown(f"**Why queued{kind}:** `{item.strategy}`{score} — {item.reason or 'no reason recorded'}")
+    if ctx.note:
+        st.caption(ctx.note)
+    st.caption(f"Leased to you until {item.lease_expires_at:%H:%M:%S} UTC.")
+
+
+def _buttons(item: ClaimedItem | None) -> None:
+    cols = st.columns(5)
+    if item is not None:
+        args = (item.item_id, item.external_id)
+        cols[0].button(
+            "Negative", key="btn_negative", shortcut="N", width="stretch", on_click=_answer, args=(*args, 0)
+        )
+        cols[1].button(
+            "Positive",
+            key="btn_positive",
+            shortcut="P",
+            type="primary",
+            width="stretch",
+            on_click=_answer,
+            args=(*args, 1),
+        )
+        cols[2].button(
+            "Unsure", key="btn_unsure", shortcut="U", width="stretch", on_click=_answer, args=(*args, None)
+        )
+        cols[3].button("Skip", key="btn_skip", shortcut="S", width="stretch", on_click=_skip, args=args)
+    cols[4].button(
+        "Undo last", key="btn_undo", shortcut="Z", icon=":material/undo:", width="stretch", on_click=_undo
+    )
+
+
+st.title("Label")
+user = state.require_user()
+state.show_flashes()
+with state.page_errors():
+    round_view = ui_queries.current_round(state.engine())
+    _progress(round_view)
+    item = claim_next(state.engine(), user.username, lease_seconds=state.settings().lease_seconds)
+    if item is None:
+        st.info(
+            "No case is waiting for you: the queue is empty, or every remaining case is leased to "
+            "another expert or was skipped by you.",
+            icon=":material/inbox:",
+        )
+        st.markdown(
+            "An admin can queue a new batch: submit a **Full round** on the Jobs page, or run "
+            "`workbench submit round` on the server."
+        )
+        if user.is_admin:
+            st.page_link("pages/jobs.py", label="Go to Jobs", icon=":material/work_history:")
+        _buttons(None)
+    else:
+        _case_panel(item)
+        _buttons(item)
+        _images(item)
+        st.caption("Keyboard: N Negative · P Positive · U Unsure · S Skip · Z Undo last")

@@ -1,0 +1,302 @@
+"""Export a model version as a self-contained, checksummed bundle folder (and optionally a zip).
+
+Bundle layout::
+
+    model.keras          the verified training artifact (byte copy; loads with safe_mode=True)
+    model.h5             legacy HDF5 copy, only where Keras writes AND reads it back with equal outputs
+    saved_model/         TF SavedModel; signature "serve" (also "serving_default"): inputs "pre" and
+                         "post" (preprocessed float32 batches) -> {"logit", "probability"}
+    calibration.json     selected calibrator: method, parameters (the Calibration row's JSON), fitted on
+    threshold.json       operating threshold, policy, achieved sensitivity/specificity with intervals
+    preprocessing.json   input size, backbone, preprocessing function, channel order, resize method
+    README.md            model card (Hugging Face format, see card.py)
+    manifest.json        sha256 of every other file, provenance, data counts, lineage, label counts
+
+The folder is built under ``out_dir.parent/.tmp-<uuid>`` and renamed into place, so a reader never
+sees half a bundle; an existing non-empty ``out_dir`` is refused. Only admins (or the local
+operator) may export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+
+from workbench.config import Settings
+from workbench.db.engine import session_scope
+from workbench.db.models import ModelVersion, utcnow
+from workbench.errors import ConflictError, WorkbenchError
+from workbench.export.card import collect_facts, preprocessing_spec, render_card
+from workbench.model.registry import artifact_dir, sha256_file, verify_artifact
+from workbench.users import authorize_actor
+
+BUNDLE_FORMAT = "workbench-bundle"
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+H5_TOLERANCE = 1e-5
+
+
+@dataclass
+class BundleInfo:
+    """What an export wrote: the folder, the zip (if any), and every file with its sha256."""
+
+    path: Path
+    model_version: int
+    files: dict[str, str]
+    h5_written: bool
+    h5_note: str | None
+    evaluation_split: str | None
+    zip_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "zip_path": str(self.zip_path) if self.zip_path else None,
+            "model_version": self.model_version,
+            "files": dict(self.files),
+            "h5_written": self.h5_written,
+            "h5_note": self.h5_note,
+            "evaluation_split": self.evaluation_split,
+            "notes": list(self.notes),
+        }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def _probe_inputs(model: Any, backbone: str, n: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic preprocessed inputs in the model's real input domain (random RGB through preprocess)."""
+    from workbench.model.builder import preprocess_fn
+
+    prep = preprocess_fn(backbone)
+    h, w = (int(v) for v in model.input["pre"].shape[1:3])
+    rng = np.random.default_rng(seed)
+    return {
+        side: np.asarray(prep(rng.uniform(0, 255, (n, h, w, 3)).astype(np.float32)), dtype=np.float32)
+        for side in ("pre", "post")
+    }
+
+
+def _outputs(model: Any, x: dict[str, np.ndarray]) -> np.ndarray:
+    out = model(x, training=False)
+    return np.asarray(out["logit"], dtype=np.float64).reshape(-1)
+
+
+def _write_h5(model: Any, target: Path, probe: dict[str, np.ndarray]) -> tuple[bool, str | None]:
+    """Save the legacy .h5 and read it back; keep it only when the outputs match. (written, reason)."""
+    import keras
+
+    try:
+        model.save(target, include_optimizer=False)
+        again = keras.models.load_model(target, compile=False)
+        diff = float(np.max(np.abs(_outputs(again, probe) - _outputs(model, probe))))
+    except Exception as exc:  # noqa: BLE001 - any failure means "no h5", recorded with its reason
+        target.unlink(missing_ok=True)
+        return (
+            False,
+            f"Keras could not write and read back the legacy HDF5 format ({type(exc).__name__}: {exc})",
+        )
+    if not np.isfinite(diff) or diff > H5_TOLERANCE:
+        target.unlink(missing_ok=True)
+        return False, f"the HDF5 round trip changed the outputs (max logit difference {diff:.3g})"
+    return True, None
+
+
+def _write_saved_model(model: Any, target: Path) -> None:
+    """TF SavedModel with one endpoint ``serve(pre, post) -> {"logit", "probability"}``."""
+    import keras
+    import tensorflow as tf
+
+    h, w = (int(v) for v in model.input["pre"].shape[1:3])
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(pre: Any, post: Any) -> dict[str, Any]:
+        out = model({"pre": pre, "post": post}, training=False)
+        return {"logit": out["logit"], "probability": out["probability"]}
+
+    archive.add_endpoint(
+        "serve",
+        serve,
+        input_signature=[
+            tf.TensorSpec((None, h, w, 3), tf.float32, name="pre"),
+            tf.TensorSpec((None, h, w, 3), tf.float32, name="post"),
+        ],
+    )
+    archive.write_out(str(target), verbose=False)
+
+
+def _file_hashes(root: Path) -> dict[str, dict[str, Any]]:
+    """{relative posix path: {"sha256", "bytes"}} for every file under ``root`` except the manifest."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel == MANIFEST:
+            continue
+        out[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return out
+
+
+def _check_target(out_dir: Path, make_zip: bool) -> Path | None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ConflictError(f"export target {out_dir} exists and is not a folder; choose a new folder")
+        if any(out_dir.iterdir()):
+            raise ConflictError(f"export target {out_dir} is not empty; choose a new or empty folder")
+    zip_path = out_dir.with_name(out_dir.name + ".zip") if make_zip else None
+    if zip_path is not None and zip_path.exists():
+        raise ConflictError(f"{zip_path} already exists; remove it or choose another export folder")
+    return zip_path
+
+
+def _zip_folder(folder: Path, zip_path: Path) -> None:
+    """Zip ``folder`` as ``<name>/...`` to ``zip_path`` via a temporary name and rename."""
+    tmp = zip_path.with_name(f".tmp-{uuid.uuid4().hex}.zip")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
+        os.replace(tmp, zip_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_bundle(
+    engine: Engine,
+    settings: Settings,
+    version_id: int,
+    out_dir: Path | str,
+    *,
+    actor: str,
+    make_zip: bool = False,
+    license_id: str = "mit",
+) -> BundleInfo:
+    """Write the bundle of a ready, calibrated version to ``out_dir`` (see the module docstring).
+
+    Raises PermissionDenied (not an admin), NotFoundError, WorkbenchError (not ready, not calibrated,
+    artifact missing or modified) or ConflictError (``out_dir`` not empty, zip already there).
+    """
+    import keras
+
+    authorize_actor(engine, actor, "export")
+    out_dir = Path(out_dir).expanduser().absolute()
+    zip_path = _check_target(out_dir, make_zip)
+    facts = collect_facts(engine, version_id)
+    with session_scope(engine) as s:
+        version = s.get(ModelVersion, version_id)
+        assert version is not None
+        artifact, expected = Path(version.artifact_uri or ""), version.artifact_sha256
+    if artifact.parent != artifact_dir(settings, version_id):
+        # Not fatal (the artifact root may have moved), but worth saying in the manifest.
+        facts.setdefault("notes", []).append(
+            f"artifact {artifact} is outside the configured artifact root {artifact_dir(settings, version_id)}"
+        )
+    verify_artifact(artifact, expected)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        shutil.copyfile(artifact, tmp / "model.keras")
+        if sha256_file(tmp / "model.keras") != expected:
+            raise WorkbenchError(f"copy of {artifact} does not match its recorded sha256 (disk error?)")
+        model = keras.models.load_model(tmp / "model.keras", safe_mode=True, compile=False)
+        backbone = facts["backbone"]
+        input_size = (facts["config"].get("model") or {}).get("input_size")
+        if input_size is None:
+            h, w = (int(v) for v in model.input["pre"].shape[1:3])
+            input_size = [w, h]
+        probe = _probe_inputs(model, backbone)
+        h5_written, h5_note = _write_h5(model, tmp / "model.h5", probe)
+        _write_saved_model(model, tmp / "saved_model")
+
+        calibration = facts["calibration"]
+        _write_json(
+            tmp / "calibration.json",
+            {
+                "method": calibration["method"],
+                "parameters": calibration["parameters"],
+                "fitted_on": calibration["fitted_on"],
+                "selection_rule": calibration["selection_rule"],
+                "input": "raw probability (the model's 'probability' output)",
+                "applies": "workbench.calibration.calibrators.calibrator_from_json(parameters).transform(p)",
+            },
+        )
+        _write_json(tmp / "threshold.json", facts["threshold"])
+        _write_json(tmp / "preprocessing.json", preprocessing_spec(backbone, input_size))
+        h5 = {"written": h5_written, "reason": h5_note}
+        listed = sorted(
+            [p.relative_to(tmp).as_posix() for p in tmp.iterdir() if p.is_file()]
+            + ["saved_model/", "README.md", MANIFEST]
+        )
+        (tmp / "README.md").write_text(
+            render_card(facts, h5=h5, license_id=license_id, files=listed), encoding="utf-8"
+        )
+        files = _file_hashes(tmp)
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_FORMAT_VERSION,
+            "workbench_version": facts["workbench_version"],
+            "created_at": utcnow().isoformat(),
+            "created_by": actor,
+            "model_version": version_id,
+            "source_artifact": {"uri": str(artifact), "sha256": expected},
+            "preset": facts["preset"],
+            "backbone": backbone,
+            "config": facts["config"],
+            "h5": h5,
+            "training_data_counts": facts["data_counts"],
+            "lineage": facts["lineage"],
+            "label_counts": facts["label_counts"],
+            "synthetic_data": facts["synthetic_data"],
+            "notes": facts.get("notes", []),
+            "files": files,
+        }
+        _write_json(tmp / MANIFEST, manifest)
+        try:
+            os.rename(tmp, out_dir)  # replaces an empty folder atomically; fails on a non-empty one
+        except OSError as exc:
+            raise ConflictError(f"cannot move the bundle into {out_dir}: {exc.strerror or exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if zip_path is not None:
+        _zip_folder(out_dir, zip_path)
+    split = "test" if "test" in facts["evaluations"] else ("val" if "val" in facts["evaluations"] else None)
+    return BundleInfo(
+        path=out_dir,
+        model_version=version_id,
+        files={k: v["sha256"] for k, v in files.items()},
+        h5_written=h5_written,
+        h5_note=h5_note,
+        evaluation_split=split,
+        zip_path=zip_path,
+        notes=list(facts.get("notes", [])),
+    )
+
+
+def export_job(ctx: Any) -> dict[str, Any]:
+    """Job handler (``export`` kind): params ``model_version``, ``out_dir``, optional ``zip``."""
+    p = ctx.params
+    ctx.progress(0.05, f"exporting model version {p['model_version']}")
+    info = export_bundle(
+        ctx.engine,
+        ctx.settings,
+        int(p["model_version"]),
+        Path(p["out_dir"]),
+        actor=ctx.requester,
+        make_zip=bool(p.get("zip", False)),
+    )
+    ctx.progress(1.0, f"bundle written to {info.path}")
+    return info.to_dict()

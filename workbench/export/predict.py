@@ -1,0 +1,248 @@
+"""Standalone prediction from an exported bundle: no database, no settings, only the bundle's files.
+
+For library users this is the small Python function to call::
+
+    from workbench.export.predict import load_bundle
+
+    bundle = load_bundle("exports/v7")           # a bundle folder or its .zip
+    result = bundle.predict_pair("case1/pre.jpg", "case1/post.jpg")
+    # {'raw_probability': 0.08, 'logit': -2.4, 'calibrated_probability': 0.11,
+    #  'threshold': 0.09, 'decision': 'positive'}
+    rows = bundle.predict_csv("pairs.csv")        # columns pre_path,post_path[,case_id]
+
+:func:`load_bundle` first checks every file against the sha256 recorded in ``manifest.json`` and
+refuses a missing, modified or unlisted file, naming it; only then does it load the model, with
+``keras.models.load_model(path, safe_mode=True, compile=False)``. Predictions use the workbench's
+own inference function (:func:`workbench.model.inference.predict_pairs`: decode and resize with
+``workbench.model.pipeline.load_pair``, then ``preprocess_fn(backbone)``), so a bundle gives the same
+raw probability as the workbench's stored prediction for the same pair. The calibrator is rebuilt
+from ``calibration.json`` with :func:`~workbench.calibration.calibrators.calibrator_from_json` (pure
+NumPy) and the decision is ``calibrated_probability >= threshold``.
+
+The checksums detect accidental or casual modification; they are not a signature (whoever can
+edit the files can also edit ``manifest.json``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from workbench.calibration.calibrators import Calibrator, calibrator_from_json
+from workbench.errors import ValidationError, WorkbenchError
+from workbench.model.registry import sha256_file
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = "workbench-bundle"
+REQUIRED_FILES = ("model.keras", "calibration.json", "threshold.json", "preprocessing.json")
+#: Keys of one prediction, in CSV column order (predict_csv adds case_id, pre_path and post_path first).
+PREDICTION_FIELDS = ("raw_probability", "logit", "calibrated_probability", "threshold", "decision")
+
+
+def _read_json(root: Path, name: str) -> dict[str, Any]:
+    try:
+        data = json.loads((root / name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkbenchError(f"{name}: cannot read it as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise WorkbenchError(f"{name}: expected a JSON object")
+    return data
+
+
+def verify_bundle(root: Path) -> dict[str, Any]:
+    """Check every file of the bundle folder ``root`` against ``manifest.json``; return the manifest.
+
+    WorkbenchError naming the first problem: manifest missing, a listed file missing or with another
+    sha256, or a file present that the manifest does not list.
+    """
+    root = Path(root)
+    if not (root / MANIFEST).is_file():
+        raise WorkbenchError(f"{root}: no {MANIFEST}; not a workbench bundle folder")
+    manifest = _read_json(root, MANIFEST)
+    if manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
+        raise WorkbenchError(f"{MANIFEST}: not a {BUNDLE_FORMAT} manifest (no 'files' table)")
+    files: dict[str, Any] = manifest["files"]
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise WorkbenchError(f"{MANIFEST}: does not list {name}; the bundle is incomplete")
+    for name, entry in sorted(files.items()):
+        rel = PurePosixPath(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise WorkbenchError(f"{MANIFEST}: unsafe file name {name!r}")
+        path = root.joinpath(*rel.parts)
+        if not path.is_file():
+            raise WorkbenchError(f"{name}: missing from the bundle")
+        expected = entry.get("sha256") if isinstance(entry, dict) else entry
+        if sha256_file(path) != expected:
+            raise WorkbenchError(f"{name}: sha256 mismatch (bundle modified?)")
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {MANIFEST}
+    extra = sorted(present - set(files))
+    if extra:
+        raise WorkbenchError(f"{extra[0]}: not listed in {MANIFEST} (bundle modified?)")
+    return manifest
+
+
+@dataclass
+class Bundle:
+    """A verified, loaded bundle: the Keras model, its calibrator, threshold and preprocessing."""
+
+    path: Path
+    model: Any
+    manifest: dict[str, Any]
+    calibration: dict[str, Any]
+    threshold_info: dict[str, Any]
+    preprocessing: dict[str, Any]
+    calibrator: Calibrator
+
+    @property
+    def threshold(self) -> float:
+        return float(self.threshold_info["value"])
+
+    @property
+    def backbone(self) -> str:
+        return str(self.preprocessing["backbone"])
+
+    @property
+    def model_version(self) -> int | None:
+        return self.manifest.get("model_version")
+
+    def predict_pairs(
+        self, pairs: Sequence[tuple[str | Path, str | Path]], batch_size: int = 32
+    ) -> list[dict[str, Any]]:
+        """Predict a list of (pre, post) image paths, in order (see :meth:`predict_pair` for the keys)."""
+        from workbench.model.inference import predict_pairs
+
+        if not pairs:
+            return []
+        out = predict_pairs(
+            self.model, list(pairs), batch_size=batch_size, mc_samples=0, backbone=self.backbone
+        )
+        raw = np.asarray(out["probability"], dtype=np.float64)
+        calibrated = self.calibrator.transform(raw)
+        t = self.threshold
+        return [
+            {
+                "raw_probability": float(raw[i]),
+                "logit": float(out["logit"][i]),
+                "calibrated_probability": float(calibrated[i]),
+                "threshold": t,
+                "decision": "positive" if calibrated[i] >= t else "negative",
+            }
+            for i in range(raw.shape[0])
+        ]
+
+    def predict_pair(self, pre_path: str | Path, post_path: str | Path) -> dict[str, Any]:
+        """One pair: ``raw_probability``, ``logit``, ``calibrated_probability``, ``threshold`` and
+        ``decision`` ("positive" when the calibrated probability is at least the threshold)."""
+        return self.predict_pairs([(pre_path, post_path)])[0]
+
+    def predict_csv(self, csv_path: str | Path, batch_size: int = 32) -> list[dict[str, Any]]:
+        """Predict every row of a CSV with columns ``pre_path,post_path[,case_id]`` (paths relative to the
+        CSV's folder unless absolute). Each result also holds ``case_id`` (None when the column is
+        absent), ``line`` and the resolved ``pre_path`` and ``post_path``."""
+        path = Path(csv_path)
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                header = [h.strip() for h in (reader.fieldnames or [])]
+                rows = list(reader)
+        except FileNotFoundError:
+            raise ValidationError(f"CSV not found: {path}") from None
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise ValidationError(f"{path}: cannot read the CSV ({exc})") from None
+        missing = [c for c in ("pre_path", "post_path") if c not in header]
+        if missing:
+            raise ValidationError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected pre_path,post_path[,case_id]"
+            )
+        if not rows:
+            raise ValidationError(f"{path}: no rows to predict")
+        base = path.parent
+        items: list[dict[str, Any]] = []
+        for line, row in enumerate(rows, start=2):
+            clean = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            if not clean["pre_path"] or not clean["post_path"]:
+                raise ValidationError(f"{path}, line {line}: pre_path and post_path are required")
+            items.append(
+                {
+                    "case_id": clean.get("case_id") or None,
+                    "line": line,
+                    "pre_path": str(base / clean["pre_path"]),
+                    "post_path": str(base / clean["post_path"]),
+                }
+            )
+        preds = self.predict_pairs([(i["pre_path"], i["post_path"]) for i in items], batch_size=batch_size)
+        return [{**item, **pred} for item, pred in zip(items, preds, strict=True)]
+
+
+def _bundle_root(extracted: Path) -> Path:
+    if (extracted / MANIFEST).is_file():
+        return extracted
+    subdirs = [p for p in extracted.iterdir() if p.is_dir()]
+    if len(subdirs) == 1 and (subdirs[0] / MANIFEST).is_file():
+        return subdirs[0]
+    raise WorkbenchError(f"the zip holds no {MANIFEST} at its top level or in a single folder")
+
+
+def _load_folder(root: Path, shown_path: Path) -> Bundle:
+    import keras
+
+    manifest = verify_bundle(root)
+    calibration = _read_json(root, "calibration.json")
+    threshold_info = _read_json(root, "threshold.json")
+    preprocessing = _read_json(root, "preprocessing.json")
+    try:
+        calibrator = calibrator_from_json(calibration["parameters"])
+        threshold = float(threshold_info["value"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WorkbenchError(f"calibration.json/threshold.json: missing or bad field ({exc})") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise WorkbenchError(f"threshold.json: value {threshold} is not in [0, 1]")
+    try:
+        model = keras.models.load_model(root / "model.keras", safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
+        raise WorkbenchError(f"model.keras: Keras cannot load it ({type(exc).__name__}: {exc})") from None
+    from workbench.model.builder import backbone_from_model
+
+    size = preprocessing.get("input_size") or {}
+    h, w = (int(v) for v in model.input["pre"].shape[1:3])
+    if backbone_from_model(model) != preprocessing.get("backbone") or (
+        size.get("width"),
+        size.get("height"),
+    ) != (w, h):
+        raise WorkbenchError(
+            f"preprocessing.json ({preprocessing.get('backbone')}, {size}) does not match model.keras "
+            f"({backbone_from_model(model)}, {w}x{h})"
+        )
+    return Bundle(shown_path, model, manifest, calibration, threshold_info, preprocessing, calibrator)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Verify (sha256 of every file against manifest.json) and load a bundle folder or ``.zip``.
+
+    Uses no database and no settings. WorkbenchError names the offending file, e.g.
+    ``model.keras: sha256 mismatch (bundle modified?)``.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return _load_folder(path, path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        tmp = Path(tempfile.mkdtemp(prefix="workbench-bundle-"))
+        try:
+            with zipfile.ZipFile(path) as zf:
+                zf.extractall(tmp)  # member names are sanitised by zipfile (no absolute or '..' paths)
+            return _load_folder(_bundle_root(tmp), path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not path.exists():
+        raise WorkbenchError(f"bundle not found: {path}")
+    raise WorkbenchError(f"{path}: not a bundle folder or a .zip of one")
