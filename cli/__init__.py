@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from cli import active, calibration, data, db, jobs, models
+from cli import active, calibration, data, db, export, jobs, models
 from cli.common import handle_errors, settings
 from cli.demo import demo
 from cli.ui import ui
@@ -29,6 +29,9 @@ app.command("evaluate")(models.evaluate)
 app.command("models")(models.models)
 app.command("calibrate")(calibration.calibrate)
 app.command("label")(active.label)
+app.command("promote")(export.promote_cmd)
+app.command("export")(export.export)
+app.command("predict")(export.predict)
 app.command("ui")(ui)
 app.add_typer(active.queue_app, name="queue")
 app.add_typer(active.round_app, name="round")

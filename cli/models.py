@@ -35,8 +35,8 @@ def train(
     eng, cfg = engine(), settings()
     last = {"msg": ""}
 
-    def progress(fraction: float, message: str) -> None:
-        if message != last["msg"] and "epoch" in message and "step" not in message:
+    def progress(fraction: float, message: str, epoch_end: bool = False) -> None:
+        if epoch_end and message != last["msg"]:
             typer.echo(f"[{fraction:4.0%}] {message}")
             last["msg"] = message
 

@@ -31,6 +31,8 @@ def streamlit_command(port: int, host: str) -> list[str]:
         "false",
         "--server.runOnSave",
         "false",
+        "--client.toolbarMode",
+        "viewer",
     ]
 
 

@@ -202,7 +202,7 @@ def test_fresh_process_keras_load_reproduces_stored_prediction(wb: Workbench, tm
 def test_load_bundle_predicts_like_the_workbench(wb: Workbench, tmp_path: Path) -> None:
     bundle = load_bundle(wb.info.path)
     assert bundle.model_version == wb.version_id
-    pairs = _stored(wb)[:4]
+    pairs = _stored(wb)[:3]
     with session_scope(wb.engine) as s:
         threshold = s.get(ModelVersion, wb.version_id).threshold
     for case, pred in pairs:
@@ -306,6 +306,7 @@ def test_model_card_names_split_on_every_metric_line(wb: Workbench) -> None:
         "## Recommendations",
         "## How to Get Started",
         "## Training Details",
+        "## Operating Threshold",
         "## Evaluation",
         "### Threshold sweep",
         "### Confusion matrix",
@@ -463,3 +464,34 @@ def test_best_by_rule_picks_higher_validation_auprc(sqlite_engine: Engine) -> No
     assert chosen == winner
     assert "validation AUPRC" in why and "val (n=20, 4 positive)" in why
     assert f"v{v_uncal}" in why.split("Not considered", 1)[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# The CLI as a user runs it: `workbench predict` needs only the bundle (no database, no settings)
+
+
+def test_workbench_predict_cli_matches_stored_prediction_and_refuses_tampering(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    import json as _json
+
+    from conftest import run_cli
+
+    case, pred = _stored(wb, "test")[0]
+    env = {"WORKBENCH_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}  # unusable: must not be touched
+    res = run_cli(
+        "predict", str(wb.info.path), "--pre", case.pre_path, "--post", case.post_path, "--json", env=env
+    )
+    assert res.returncode == 0, res.stderr
+    out = _json.loads(res.stdout.strip().splitlines()[-1])
+    assert abs(out["raw_probability"] - pred.probability) < 1e-5
+    assert out["decision"] in ("positive", "negative")
+    copy = tmp_path / "tampered"
+    shutil.copytree(wb.info.path, copy)
+    model = copy / "model.keras"
+    data = bytearray(model.read_bytes())
+    data[100] ^= 0xFF
+    model.write_bytes(bytes(data))
+    res = run_cli("predict", str(copy), "--pre", case.pre_path, "--post", case.post_path, env=env)
+    assert res.returncode == 1
+    assert "model.keras: sha256 mismatch" in res.stderr and "Traceback" not in res.stderr

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,14 +20,14 @@ from workbench.active.strategies import Selected
 from workbench.config import load_settings
 from workbench.data.importer import import_source
 from workbench.data.synth import generate_dataset
-from workbench.db.engine import engine_from_settings, session_scope
+from workbench.db.engine import create_db_engine, engine_from_settings, session_scope
 from workbench.db.models import Case, Job, Label, ModelVersion, Promotion, QueueItem, Round, utcnow
 from workbench.db.schema import upgrade
 from workbench.errors import PermissionDenied
 from workbench.jobs import store
 from workbench.jobs.submit import submit_job
 from workbench.model.predictions import write_predictions
-from workbench.users import add_user
+from workbench.users import add_user, authenticate
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 TIMEOUT = 60
@@ -43,18 +46,15 @@ class Seeded:
     case_ids: list[int]
 
 
-def seed_workbench(home_root: Path, n_cases: int = 12) -> Seeded:
-    """Import synthetic pairs (real JPEG files), score the pool with a version, queue it in round 1."""
-    settings = load_settings()
-    engine = engine_from_settings(settings)
+def seed_workbench(root: Path, engine: Engine, n_cases: int = 12) -> Seeded:
+    """Import synthetic pairs (real JPEG files under ``root``), score the pool with a version and queue
+    it in round 1, on an empty database behind ``engine``."""
     upgrade(engine)
     add_user(engine, "alice", PASSWORDS["alice"], "labeller")
     add_user(engine, "bob", PASSWORDS["bob"], "labeller")
     add_user(engine, "root", PASSWORDS["root"], "admin")
-    synth = generate_dataset(
-        home_root / "synth", n=n_cases + 2, unlabelled_fraction=0.86, size=(192, 144), seed=3
-    )
-    import_source(engine, synth.manifest, requester="cli", report_dir=home_root / "reports")
+    synth = generate_dataset(root / "synth", n=n_cases + 2, unlabelled_fraction=0.86, size=(192, 144), seed=3)
+    import_source(engine, synth.manifest, requester="cli", report_dir=root / "reports")
     with session_scope(engine) as s:
         pool = list(s.scalars(select(Case.id).where(Case.split == "pool").order_by(Case.id)))
     assert len(pool) >= 6, "the seed must give a queue to label"
@@ -68,7 +68,9 @@ def seed_workbench(home_root: Path, n_cases: int = 12) -> Seeded:
             .where(ModelVersion.id == version_id)
             .values(threshold=0.3, threshold_policy="sensitivity>=0.9")
         )
-        rnd = Round(number=1, status="labelling", model_version_id=version_id, threshold=0.3, batch_size=len(pool))
+        rnd = Round(
+            number=1, status="labelling", model_version_id=version_id, threshold=0.3, batch_size=len(pool)
+        )
         s.add(rnd)
         s.flush()
         round_id = rnd.id
@@ -77,15 +79,31 @@ def seed_workbench(home_root: Path, n_cases: int = 12) -> Seeded:
         for cid, pi in zip(pool, p, strict=True)
     ]
     items = enqueue(engine, selected, round_id=round_id)
-    return Seeded(engine, settings.home, round_id, version_id, items, pool)
+    return Seeded(engine, root, round_id, version_id, items, pool)
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
+    """One seeded database (and its images) per test session; each test works on a copy of it."""
+    root = tmp_path_factory.mktemp("ui-template")
+    engine = create_db_engine(f"sqlite:///{root / 'workbench.db'}")
+    seeded = seed_workbench(root, engine)
+    engine.dispose()  # checkpoints the WAL into the file that tests copy
+    return seeded
 
 
 @pytest.fixture
-def seeded(tmp_path: Path) -> Seeded:
+def seeded(template: Seeded) -> Iterator[Seeded]:
+    """A fresh copy of the template database in this test's WORKBENCH_HOME (set by conftest)."""
     import workers.app
 
     workers.app.get_app.cache_clear()  # the Celery app must use this test's broker
-    return seed_workbench(tmp_path)
+    settings = load_settings()
+    settings.ensure_home()
+    shutil.copyfile(template.home / "workbench.db", settings.home / "workbench.db")
+    engine = engine_from_settings(settings)
+    yield replace(template, engine=engine, home=settings.home)
+    engine.dispose()
 
 
 def app_as(user: str | None, role: str = "labeller") -> AppTest:
@@ -137,7 +155,7 @@ def test_label_lands_in_the_database_with_the_user_name(seeded: Seeded) -> None:
     assert metric(at, "Operating threshold") == "0.300"
     assert "near_threshold" in texts(at.markdown)
     assert "0/" in at.get("progress")[0].proto.text
-    assert len(at.get("imgs")) == 1 and len(at.get("imgs")[0].proto.imgs) == 2  # pre and post side by side
+    assert len(at.image) == 2  # pre and post side by side
 
     at.button(key="btn_positive").click().run()
     labels = expert_labels(seeded.engine)
@@ -236,7 +254,7 @@ def test_a_labeller_cannot_submit_training(seeded: Seeded) -> None:
     with pytest.raises(PermissionDenied, match="only an admin may train"):
         submit_job(seeded.engine, "train", {}, requester="alice", send=workers.app.send_job)
     at = app_as("alice")
-    at.switch_page("pages/jobs.py").run()
+    at.switch_page("app_pages/jobs.py").run()
     assert not at.exception
     at.button(key="FormSubmitter:form_train-Submit training").click().run()
     assert "only an admin may train" in texts(at.error)
@@ -245,12 +263,14 @@ def test_a_labeller_cannot_submit_training(seeded: Seeded) -> None:
 
 def test_admin_submits_then_cancels_a_job_through_the_real_broker(seeded: Seeded) -> None:
     at = app_as("root", "admin")
-    at.switch_page("pages/jobs.py").run()
+    at.switch_page("app_pages/jobs.py").run()
     at.number_input(key="train_epochs").set_value(3)
     at.button(key="FormSubmitter:form_train-Submit training").click().run()
     assert not at.exception and not at.error, texts(at.error)
     jobs = store.list_jobs(seeded.engine)
-    assert [(j.kind, j.status, j.requester, j.params["epochs"]) for j in jobs] == [("train", "queued", "root", 3)]
+    assert [(j.kind, j.status, j.requester, j.params["epochs"]) for j in jobs] == [
+        ("train", "queued", "root", 3)
+    ]
     job_id = jobs[0].id
     assert f"Submitted train job {job_id}" in texts(at.success)
     with session_scope(seeded.engine) as s:
@@ -272,7 +292,7 @@ def test_broker_down_shows_one_clear_error(seeded: Seeded, monkeypatch: pytest.M
 
     get_settings.cache_clear()
     at = app_as("root", "admin")
-    at.switch_page("pages/jobs.py").run()
+    at.switch_page("app_pages/jobs.py").run()
     at.button(key="FormSubmitter:form_train-Submit training").click().run()
     assert not at.exception
     assert "broker unreachable" in texts(at.error)
@@ -310,22 +330,25 @@ def _calibrated_versions(seeded: Seeded) -> list[int]:
 def test_calibration_page_overlays_and_compares_two_versions(seeded: Seeded) -> None:
     v1, v2 = _calibrated_versions(seeded)
     at = app_as("alice")
-    at.switch_page("pages/calibration.py").run()
+    at.switch_page("app_pages/calibration.py").run()
     assert not at.exception and not at.error, texts(at.error)
     assert sorted(at.multiselect(key="cal_versions").value) == sorted([v1, v2])
     at.multiselect(key="cal_methods_pick").set_value(["identity", "temperature"]).run()
     assert not at.exception
-    assert len(at.get("imgs")) >= 1  # the reliability figure
+    assert len(at.image) >= 1  # the reliability figure
     metrics = at.dataframe[0].value
     assert set(metrics["version"]) == {v1, v2}
     assert {"ECE (15 equal-width bins)", "ECE (equal-mass bins)", "Brier", "NLL", "n"} <= set(metrics.columns)
     assert set(metrics["split"]) >= {"test"}
+    at.button(key="cmp_go").click().run()
     paired = at.dataframe[1].value
     assert list(paired["metric"]) == ["brier", "nll", "ece"]
     assert set(paired["verdict"]) <= {"A better", "B better", "inconclusive"}
     # v1 (over-confident, T=3) uncalibrated is worse than v2 uncalibrated on Brier: B better.
     at.selectbox(key="cmp_a").set_value((v1, "identity"))
     at.selectbox(key="cmp_b").set_value((v2, "identity")).run()
+    assert len(at.dataframe) == 3  # inputs changed: the old comparison is no longer shown
+    at.button(key="cmp_go").click().run()
     paired = at.dataframe[1].value
     brier = paired[paired["metric"] == "brier"].iloc[0]
     assert brier["A − B"] > 0
@@ -335,7 +358,7 @@ def test_calibration_page_overlays_and_compares_two_versions(seeded: Seeded) -> 
 
 def test_models_page_promotes_for_admins_only(seeded: Seeded) -> None:
     at = app_as("alice")
-    at.switch_page("pages/models.py").run()
+    at.switch_page("app_pages/models.py").run()
     assert not at.exception
     table = at.dataframe[0].value
     assert seeded.version_id in set(table["version"])
@@ -344,15 +367,28 @@ def test_models_page_promotes_for_admins_only(seeded: Seeded) -> None:
     assert "only an admin may promote" in texts(at.error)
 
     at = app_as("root", "admin")
-    at.switch_page("pages/models.py").run()
+    at.switch_page("app_pages/models.py").run()
     at.text_input(key="promote_reason").input("best so far")
     at.button(key="FormSubmitter:form_promote-Promote").click().run()
     assert not at.error, texts(at.error)
     with session_scope(seeded.engine) as s:
         promo = s.scalar(select(Promotion))
-        assert (promo.model_version_id, promo.promoted_by, promo.reason) == (seeded.version_id, "root", "best so far")
+        assert (promo.model_version_id, promo.promoted_by, promo.reason) == (
+            seeded.version_id,
+            "root",
+            "best so far",
+        )
     at.run()
     assert "current best" in " ".join(at.dataframe[0].value["status"])
+    # A version without a calibrated artifact cannot be exported: one clear line, no traceback.
+    at.button(key="export_build").click().run()
+    assert not at.exception and len(at.error) == 1
+    assert f"version {seeded.version_id}" in texts(at.error).lower()
+
+    alice = app_as("alice")
+    alice.switch_page("app_pages/models.py").run()
+    alice.button(key="export_build").click().run()
+    assert "only an admin may export" in texts(alice.error)
 
 
 def test_data_page_shows_counts_and_imports_for_admins(seeded: Seeded, tmp_path: Path) -> None:
@@ -360,7 +396,7 @@ def test_data_page_shows_counts_and_imports_for_admins(seeded: Seeded, tmp_path:
     with session_scope(seeded.engine) as s:
         before = len(s.scalars(select(Case.id)).all())
     at = app_as("alice")
-    at.switch_page("pages/data.py").run()
+    at.switch_page("app_pages/data.py").run()
     assert not at.exception and not at.error, texts(at.error)
     counts = at.dataframe[0].value.set_index("split")
     assert counts.loc["pool", "total"] == len(seeded.case_ids)
@@ -370,10 +406,44 @@ def test_data_page_shows_counts_and_imports_for_admins(seeded: Seeded, tmp_path:
     assert "only an admin may import" in texts(at.error)
 
     at = app_as("root", "admin")
-    at.switch_page("pages/data.py").run()
+    at.switch_page("app_pages/data.py").run()
     at.text_input(key="import_path").input(str(more.manifest))
     at.button(key="FormSubmitter:form_import-Import").click().run()
+    assert "imported 0, unchanged 0, rejected 4" in texts(at.success)  # the case ids are taken
+    report = at.dataframe[-1].value
+    assert list(report.columns) == ["line", "case id", "reason"] and len(report) == 4
+    assert set(report["reason"]) == {"case id already imported with different image content"}
+
+    renamed = more.manifest.with_name("renamed.csv")
+    renamed.write_text(re.sub(r"(?m)^synth-", "extra-", more.manifest.read_text()))  # new ids, same files
+    at.text_input(key="import_path").input(str(renamed))
+    at.button(key="FormSubmitter:form_import-Import").click().run()
     assert not at.error, texts(at.error)
-    assert "imported 4" in texts(at.success)
+    assert "imported 4, unchanged 0, rejected 0" in texts(at.success)
     with session_scope(seeded.engine) as s:
         assert len(s.scalars(select(Case.id)).all()) == before + 4
+
+
+def test_admin_manages_users_and_a_disabled_user_is_logged_out(seeded: Seeded) -> None:
+    alice = app_as("alice")
+    assert metric(alice, "Case").startswith("synth-")
+    with pytest.raises(ValueError):  # the Users page is not even registered for a labeller
+        alice.switch_page("app_pages/users.py")
+
+    at = app_as("root", "admin")
+    at.switch_page("app_pages/users.py").run()
+    at.text_input(key="new_user_name").input("carol")
+    at.text_input(key="new_user_pw").input("carol-password")
+    at.button(key="FormSubmitter:form_add_user-Add user").click().run()
+    assert not at.error, texts(at.error)
+    assert "User carol added as labeller." in texts(at.success)
+    assert "carol" in set(at.dataframe[0].value["user"])
+    assert authenticate(seeded.engine, "carol", "carol-password") is not None
+
+    at.selectbox(key="active_user").set_value("alice")
+    at.radio(key="active_value").set_value("disabled")
+    at.button(key="FormSubmitter:form_active-Apply").click().run()
+    assert "User alice is now disabled." in texts(at.success)
+    alice.run()  # alice's next click: her session ends and the login form is back
+    assert not alice.metric and "alice is unknown or disabled" in texts(alice.warning)
+    assert alice.text_input(key="login_username") is not None

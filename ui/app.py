@@ -18,10 +18,10 @@ import streamlit as st  # noqa: E402
 from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
 from ui import state  # noqa: E402
-from ui.pages.login import render_login  # noqa: E402
+from ui.login import render_login  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
 
-PAGES = HERE / "pages"
+PAGES = HERE / "app_pages"  # not "pages/": that name switches Streamlit to its old directory-based routing
 
 st.set_page_config(page_title="Cervical pair workbench", page_icon=":material/biotech:", layout="wide")
 
@@ -41,7 +41,7 @@ pages = [
     st.Page(PAGES / "data.py", title="Data", icon=":material/dataset:"),
 ]
 
-import sys as _s; print("APP RUN user=", user, file=_s.stderr)
+
 if user is None:
     # Register the pages (hidden) so the requested page is remembered, but show the login form instead.
     st.navigation(pages, position="hidden")

@@ -18,15 +18,13 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from workbench import __version__
 from workbench.db.engine import session_scope
 from workbench.db.models import Calibration, Case, Evaluation, Label, ModelVersion, Round
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.evaluation.report import split_context
-
-SYNTH_ID = re.compile(r"^synth-\d{5,}$")
 
 #: What the backbone expects after decoding (RGB uint8 resized to input_size, cast to float32).
 PREPROCESSING: dict[str, dict[str, str]] = {
@@ -46,7 +44,7 @@ PREPROCESSING: dict[str, dict[str, str]] = {
         "channel_order": "RGB",
     },
     "small_cnn": {
-        "function": "workbench.model.builder._scale_unit (x / 127.5 - 1)",
+        "function": "x / 127.5 - 1 (the workbench's small_cnn scaling)",
         "mode": "RGB scaled to [-1, 1]",
         "channel_order": "RGB",
     },
@@ -85,6 +83,7 @@ def preprocessing_spec(backbone: str, input_size: list[int] | tuple[int, int]) -
         "decode_and_resize": RESIZE_METHOD,
         "dtype": "uint8 RGB cast to float32 (values 0-255) before the function",
         **PREPROCESSING[backbone],
+        "implementation": f"workbench.model.builder.preprocess_fn({backbone!r})",
         "outputs": {"logit": "(batch, 1) float32", "probability": "(batch, 1) float32, sigmoid(logit)"},
         "reference_implementation": "workbench.model.inference.predict_pairs (used by workbench predict)",
     }
@@ -159,7 +158,8 @@ def collect_facts(engine: Engine, version_id: int) -> dict[str, Any]:
                 Evaluation.model_version_id == version_id, Evaluation.method == selected.method
             )
         ).all()
-        external_ids = s.scalars(select(Case.external_id)).all()
+        n_cases = s.scalar(select(func.count(Case.id))) or 0
+        n_not_synthetic = s.scalar(select(func.count(Case.id)).where(~Case.external_id.like("synth-%"))) or 0
         report = version.threshold_report or {}
         return {
             "workbench_version": __version__,
@@ -205,12 +205,16 @@ def collect_facts(engine: Engine, version_id: int) -> dict[str, Any]:
             },
             "lineage": _lineage(s, version),
             "label_counts": _label_counts(s, version.created_at),
-            "synthetic_data": bool(external_ids) and all(SYNTH_ID.match(e) for e in external_ids),
+            "synthetic_data": n_cases > 0 and n_not_synthetic == 0,
         }
 
 
 # ------------------------------------------------------------------------------------------------
 # Rendering
+
+
+def _size(size: Any) -> str:
+    return f"{size[0]}x{size[1]}" if isinstance(size, list | tuple) and len(size) == 2 else "unknown size"
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -328,10 +332,24 @@ def _calibration_rows(facts: dict[str, Any], split: str) -> list[str]:
     return header + rows
 
 
+def _threshold_section(facts: dict[str, Any]) -> list[str]:
+    cal = facts["calibration"]
+    thr = facts["threshold"]
+    lines = [
+        "## Operating Threshold",
+        "",
+        f"- Threshold {thr['value']:.4f} on the {cal['method']}-calibrated probability, policy "
+        f"`{thr['policy']}`, chosen on {_point_context(thr.get('chosen_on'))}; a case is positive when its "
+        "calibrated probability is at least the threshold (`threshold.json`).",
+    ]
+    lines += _operating_point_lines(thr.get("chosen_on"), "Chosen on")
+    lines += _operating_point_lines(thr.get("reported_on"), "Reported on")
+    return lines
+
+
 def _evaluation_section(facts: dict[str, Any]) -> list[str]:
     split = _eval_split(facts)
     cal = facts["calibration"]
-    thr = facts["threshold"]
     lines = ["## Evaluation", ""]
     evaluations = facts.get("evaluations") or {}
     for name in ("test", "val"):
@@ -359,8 +377,8 @@ def _evaluation_section(facts: dict[str, Any]) -> list[str]:
         )
     pct = int(round(float(rep.get("level", 0.95)) * 100))
     lines += [
-        f"- Probabilities: calibrated with `{cal['method']}` (fitted on {cal['fitted_on']['split']}, "
-        f"not on {split} unless it is the same split).",
+        f"- Probabilities: raw model outputs passed through the `{cal['method']}` calibrator fitted on "
+        f"the {cal['fitted_on']['split']} split.",
         f"- Intervals: {pct}% stratified bootstrap percentile ({rep.get('n_boot')} resamples); "
         "Wilson score intervals for proportions.",
         "",
@@ -368,21 +386,13 @@ def _evaluation_section(facts: dict[str, Any]) -> list[str]:
         "",
         f"- {ctx}: AUROC {_est(rep.get('auroc'))}",
         f"- {ctx}: AUPRC (average precision) {_est(rep.get('auprc'))}",
-        f"- {ctx}: Sensitivity at threshold {t} {_est(rep.get('sensitivity'))}",
-        f"- {ctx}: Specificity at threshold {t} {_est(rep.get('specificity'))}",
-        f"- {ctx}: Accuracy at threshold {t} {_est(rep.get('accuracy'))}",
-        f"- {ctx}: Precision at threshold {t} {_est(rep.get('precision'))}",
-        f"- {ctx}: Recall at threshold {t} {_est(rep.get('recall'))}",
-        f"- {ctx}: F1 at threshold {t} {_est(rep.get('f1'))}",
-        "",
-        "### Operating threshold",
-        "",
-        f"- Threshold {thr['value']:.4f} on the {cal['method']}-calibrated probability, policy "
-        f"`{thr['policy']}`, chosen on {_point_context(thr.get('chosen_on'))}; a case is positive when its "
-        "calibrated probability is at least the threshold.",
+        f"- {ctx}: Sensitivity at threshold {t}: {_est(rep.get('sensitivity'))}",
+        f"- {ctx}: Specificity at threshold {t}: {_est(rep.get('specificity'))}",
+        f"- {ctx}: Accuracy at threshold {t}: {_est(rep.get('accuracy'))}",
+        f"- {ctx}: Precision at threshold {t}: {_est(rep.get('precision'))}",
+        f"- {ctx}: Recall at threshold {t}: {_est(rep.get('recall'))}",
+        f"- {ctx}: F1 at threshold {t}: {_est(rep.get('f1'))}",
     ]
-    lines += _operating_point_lines(thr.get("chosen_on"), "Chosen on")
-    lines += _operating_point_lines(thr.get("reported_on"), "Reported on")
     cm = rep["confusion"]
     lines += [
         "",
@@ -435,7 +445,7 @@ def _training_section(facts: dict[str, Any]) -> list[str]:
         "",
         "### Preprocessing",
         "",
-        f"- Resize to {model.get('input_size')} (width, height): {RESIZE_METHOD}.",
+        f"- Resize to {_size(model.get('input_size'))} (width x height): {RESIZE_METHOD}.",
         f"- Normalise with `{PREPROCESSING.get(facts['backbone'], {}).get('function', 'unknown')}`; see `preprocessing.json`.",
         f"- Augmentation: {'the same geometric transform on both images of a pair' if train.get('augment') else 'none'}.",
         "",
@@ -513,7 +523,8 @@ def render_card(
         f"- Exported by: cervical pair workbench {facts.get('workbench_version')}; model version {vid}, "
         f"trained by {facts.get('created_by')} at {facts.get('created_at')}.",
         "- Model type: convolutional backbones with attention fusion (Keras 3 functional model, stock layers only).",
-        f"- Input: two RGB images resized to {model.get('input_size')} (width, height); see `preprocessing.json`.",
+        f"- Input: two RGB images resized to {_size(model.get('input_size'))} (width x height); see "
+        "`preprocessing.json`.",
         "- Output: logit and probability of the Positive class; calibrated probability and decision via "
         "`calibration.json` and `threshold.json`.",
         f"- Preset: {facts.get('preset')}; backbone: {backbone}; parent version: {facts.get('parent') or 'none'}.",
@@ -601,6 +612,8 @@ def render_card(
     ]
     lines += _training_section(facts)
     lines.append("")
+    lines += _threshold_section(facts)
+    lines.append("")
     lines += _evaluation_section(facts)
     lines += [
         "",
@@ -611,4 +624,4 @@ def render_card(
         "- Software: TensorFlow/Keras 3; calibration fitted with netcal, applied with NumPy.",
         "",
     ]
-    return "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"

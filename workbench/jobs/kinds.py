@@ -58,6 +58,7 @@ KINDS: dict[str, JobKind] = {
         JobKind(
             "round", GPU, "workbench.rounds:round_job", p.RoundParams, "train, infer, calibrate, queue", True
         ),
+        JobKind("export", CPU, "workbench.export.bundle:export_job", p.ExportParams, "export a bundle"),
         JobKind("sleep", CPU, "workbench.jobs.diagnostics:sleep_job", p.SleepParams, "diagnostic sleep"),
     )
 }

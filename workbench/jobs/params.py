@@ -82,6 +82,14 @@ class RoundParams(_Params):
     warm_start: bool = True
 
 
+class ExportParams(_Params):
+    """Export a version as a bundle folder (and optionally a zip) on the server."""
+
+    model_version: int
+    out_dir: str
+    zip: bool = False
+
+
 class SleepParams(_Params):
     """A diagnostic job that sleeps in steps (checks the worker path without a model)."""
 

@@ -9,6 +9,7 @@ training mode, and the K samples cost almost nothing.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 

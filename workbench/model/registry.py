@@ -180,12 +180,12 @@ def train_version(
     *,
     job_id: int | None = None,
     requester: str = "cli",
-    progress: Callable[[float, str], None] | None = None,
+    progress: Callable[[float, str, bool], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train a version from the current labels; returns ``{"model_version": id, ...}``.
 
-    Progress goes to ``progress(fraction, message)``; ``should_cancel()`` is polled between
+    Progress goes to ``progress(fraction, message, force)`` (force: an epoch ended); ``should_cancel()`` is polled between
     batches, and a cancelled run returns ``{"cancelled": True, ...}`` with the row ``cancelled``.
     """
     from workbench.model.training import train
@@ -214,24 +214,14 @@ def train_version(
     def on_event(event: dict[str, Any]) -> None:
         if progress is None:
             return
-        if event.get("event") == "epoch":
+        epoch_end = event.get("event") == "epoch"
+        if epoch_end:
             done["epochs"] += 1
-        frac = min(
-            0.99,
-            (
-                done["epochs"]
-                + (
-                    0
-                    if event.get("event") == "epoch"
-                    else event.get("step", 0) / max(1, event.get("steps", 1))
-                )
-            )
-            / max(1, total_epochs),
-        )
+        within = 0.0 if epoch_end else event.get("step", 0) / max(1, event.get("steps", 1))
+        frac = min(0.99, (done["epochs"] + within) / max(1, total_epochs))
         metrics = ", ".join(f"{k} {event[k]:.3f}" for k in ("loss", "val_loss", "val_auc_pr") if k in event)
-        progress(
-            frac, f"phase {event.get('phase')} epoch {event.get('epoch')}/{event.get('epochs')}: {metrics}"
-        )
+        message = f"phase {event.get('phase')} epoch {event.get('epoch')}/{event.get('epochs')}: {metrics}"
+        progress(frac, message, epoch_end)  # epoch ends are always written
 
     cache = None
     if params.get("use_feature_cache"):

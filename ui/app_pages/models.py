@@ -5,8 +5,7 @@ Promotion and export are admin actions, refused by the workbench functions for a
 
 from __future__ import annotations
 
-import io
-import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ import streamlit as st
 
 from ui import state
 from workbench import ui_queries
+from workbench.errors import WorkbenchError
 from workbench.export.promotion import best_by_rule, current_best, promote, promotion_history
-from workbench.users import authorize
 
 TEST_METRICS = ("auroc", "auprc", "sensitivity", "specificity")
 
@@ -64,8 +63,11 @@ def _promote(rows: list[ui_queries.VersionRow], username: str) -> None:
     if not ready:
         st.info("No ready version to promote yet.")
         return
-    with state.page_errors():
+    try:
         suggested, why = best_by_rule(state.engine())
+    except WorkbenchError as exc:  # nothing qualifies yet: a hint, not an error
+        st.caption(f"No suggestion yet: {exc}")
+    else:
         st.caption(f"Suggested by the selection rule: version {suggested}")
         with st.expander("Why this suggestion"):
             st.text(why)
@@ -83,15 +85,6 @@ def _promote(rows: list[ui_queries.VersionRow], username: str) -> None:
             st.dataframe(pd.DataFrame(history), hide_index=True, width="stretch")
 
 
-def _zip_folder(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder.parent))
-    return buf.getvalue()
-
-
 def _export(username: str) -> None:
     st.subheader("Export the current best")
     best = current_best(state.engine())
@@ -101,24 +94,30 @@ def _export(username: str) -> None:
     try:
         from workbench.export.bundle import export_bundle
     except ImportError:
-        st.info(
-            "Export bundles are not available in this installation yet (workbench.export.bundle is missing)."
-        )
+        st.info("Export bundles are not available in this installation (workbench.export.bundle is missing).")
         return
+    st.caption(
+        f"Version {best}: the Keras model (.keras, and .h5 where possible), a SavedModel, calibration.json, "
+        "the threshold and its policy, and a model card."
+    )
     if st.button(f"Build the export bundle of version {best}", key="export_build"):
-        with state.page_errors():
-            authorize(state.engine(), username, "export")
-            out = Path(state.settings().home) / "exports" / f"model-v{best}"
-            result = export_bundle(state.engine(), state.settings(), best, out, actor=username)
-            folder = Path(getattr(result, "path", result))
-            st.session_state["export_zip"] = (best, folder.name, _zip_folder(folder))
-            st.success(f"Bundle written to {folder}")
+        with state.page_errors(), st.spinner("Writing and checking the bundle..."):
+            cfg = state.settings()
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            out = Path(cfg.home) / "exports" / f"model-v{best}-{stamp}"
+            info = export_bundle(state.engine(), cfg, best, out, actor=username, make_zip=True)
+            st.session_state["export_zip"] = (best, str(info.zip_path))
+            st.success(f"Bundle written to {info.path}")
+            for note in [info.h5_note, *info.notes]:
+                if note:
+                    st.caption(note)
     ready = st.session_state.get("export_zip")
-    if ready and ready[0] == best:
+    if ready and ready[0] == best and Path(ready[1]).is_file():
+        zip_path = Path(ready[1])
         st.download_button(
-            f"Download {ready[1]}.zip",
-            ready[2],
-            file_name=f"{ready[1]}.zip",
+            f"Download {zip_path.name}",
+            zip_path.read_bytes(),
+            file_name=zip_path.name,
             mime="application/zip",
             key="export_dl",
         )

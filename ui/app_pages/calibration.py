@@ -51,7 +51,11 @@ def _curves(version_ids: list[int], methods: list[str], split: str, binning: str
     for vid in version_ids:
         for method in methods:
             try:
-                curves.extend(load_curves(eng, [vid], method, split, binning))
+                # The plot adds the split, n and positives to each legend entry itself.
+                curves.extend(
+                    (f"v{vid} {method}", curve)
+                    for _, curve in load_curves(eng, [vid], method, split, binning)
+                )
             except WorkbenchError as exc:
                 missing.append(str(exc))
     for text in missing:
@@ -76,11 +80,21 @@ def _paired(options: list[tuple[int, str]]) -> None:
     if a == b:
         st.caption("A and B are the same choice.")
         return
-    y, p_a, p_b = ui_queries.paired_predictions(state.engine(), a, b, split)
-    if y.sum() == 0 or y.sum() == len(y):
-        st.warning(f"The common {split} cases hold one class only (n={len(y)}): no comparison possible.")
+    request = (a, b, split, int(n_boot))
+    if st.button("Compare A and B", key="cmp_go", type="primary"):
+        y, p_a, p_b = ui_queries.paired_predictions(state.engine(), a, b, split)
+        if y.sum() == 0 or y.sum() == len(y):
+            st.warning(f"The common {split} cases hold one class only (n={len(y)}): no comparison possible.")
+            return
+        st.session_state["cmp_result"] = (
+            request,
+            compare_paired(y, p_a, p_b, n_boot=int(n_boot), split=split),
+        )
+    done = st.session_state.get("cmp_result")
+    if not done or done[0] != request:
+        st.caption("Bootstraps the difference on the same resampled cases (a few seconds).")
         return
-    result = compare_paired(y, p_a, p_b, n_boot=int(n_boot), split=split)
+    result = done[1]
     st.caption(f"{split} (n={result['n']}, {result['positives']} positive), same resampled cases for A and B")
     st.dataframe(
         pd.DataFrame(
@@ -174,11 +188,10 @@ with state.page_errors():
     if not chosen or not methods:
         st.info("Pick at least one version and one method.")
         st.stop()
-    left, right = st.columns([1, 1])
-    with left:
+    plot, _ = st.columns([3, 2])
+    with plot:
         _curves(chosen, methods, split, binning)
-    with right:
-        _metric_table(chosen, methods)
+    _metric_table(chosen, methods)
     with state.page_errors():
         _paired([(v, m) for v in chosen for m in methods if m in by_id[v].methods])
     with state.page_errors():

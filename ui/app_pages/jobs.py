@@ -49,16 +49,18 @@ def _version_box(label: str, key: str) -> int | None:
 
 def _train_tab() -> None:
     with st.form("form_train"):
-        preset = st.selectbox(
+        c = st.columns(3)
+        preset = c[0].selectbox(
             "Preset", list(PRESETS), key="train_preset", help="cpu: small CNN; card: ResNet50"
         )
-        phases = st.radio(
-            "Phases", [1, 2], horizontal=True, key="train_phases", help="2: then fine-tune the backbones"
-        )
-        epochs = _epochs("Phase-1 epochs", "train_epochs")
-        ft_epochs = _epochs("Phase-2 epochs", "train_ft_epochs")
-        imbalance = st.selectbox("Class imbalance", IMBALANCE, key="train_imbalance")
-        seed = st.number_input("Seed", min_value=0, value=0, key="train_seed")
+        phases = c[1].radio("Phases", [1, 2], horizontal=True, key="train_phases", help="2: then fine-tune")
+        imbalance = c[2].selectbox("Class imbalance", IMBALANCE, key="train_imbalance")
+        c = st.columns(3)
+        with c[0]:
+            epochs = _epochs("Phase-1 epochs", "train_epochs")
+        with c[1]:
+            ft_epochs = _epochs("Phase-2 epochs", "train_ft_epochs")
+        seed = c[2].number_input("Seed", min_value=0, value=0, key="train_seed")
         go = st.form_submit_button("Submit training", type="primary")
     if go:
         _submit(

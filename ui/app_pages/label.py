@@ -6,6 +6,8 @@ so a label is in the database before the page moves on. Keyboard: N, P, U, S (sk
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from ui import state
@@ -107,7 +109,9 @@ def _images(item: ClaimedItem) -> None:
     for col, (caption, path) in zip(cols, shown, strict=True):
         with col:
             try:
-                st.image(load_image(path, float(zoom or 1.0)), caption=f"{caption} — {path}", width="stretch")
+                image = load_image(path, float(zoom or 1.0))
+                where = "/".join(Path(path).parts[-2:])
+                st.image(image, caption=f"{caption} ({where}, {image.width}x{image.height})", width="stretch")
             except OSError as exc:
                 st.warning(f"{caption} image cannot be shown: {exc}")
 
@@ -149,7 +153,6 @@ def _buttons(item: ClaimedItem | None) -> None:
             "Positive",
             key="btn_positive",
             shortcut="P",
-            type="primary",
             width="stretch",
             on_click=_answer,
             args=(*args, 1),
@@ -167,9 +170,8 @@ st.title("Label")
 user = state.require_user()
 state.show_flashes()
 with state.page_errors():
-    round_view = ui_queries.current_round(state.engine())
-    _progress(round_view)
     item = claim_next(state.engine(), user.username, lease_seconds=state.settings().lease_seconds)
+    _progress(ui_queries.current_round(state.engine()))
     if item is None:
         st.info(
             "No case is waiting for you: the queue is empty, or every remaining case is leased to "
@@ -181,7 +183,7 @@ with state.page_errors():
             "`workbench submit round` on the server."
         )
         if user.is_admin:
-            st.page_link("pages/jobs.py", label="Go to Jobs", icon=":material/work_history:")
+            st.page_link("app_pages/jobs.py", label="Go to Jobs", icon=":material/work_history:")
         _buttons(None)
     else:
         _case_panel(item)

@@ -9,8 +9,26 @@ import streamlit as st
 from ui import state
 from workbench.users import add_user, authorize, list_users, set_active
 
+
+def _act(fn, done: str) -> None:  # type: ignore[no-untyped-def]
+    """Run an admin action as the logged-in user; on success show ``done`` after a rerun."""
+    name = state.require_user().username
+
+    def checked():  # type: ignore[no-untyped-def]
+        authorize(state.engine(), name, "users")
+        return fn()
+
+    _, err = state.run_action(checked)
+    if err:
+        st.error(err)
+    else:
+        state.flash("success", done)
+        st.rerun()
+
+
 st.title("Users")
 user = state.require_user()
+state.show_flashes()
 with state.page_errors():
     authorize(state.engine(), user.username, "users")
     people = list_users(state.engine())
@@ -19,6 +37,7 @@ with state.page_errors():
         hide_index=True,
         width="stretch",
     )
+    st.caption("The same from a shell: `workbench users add/list/disable`.")
     left, right = st.columns(2)
     with left, st.form("form_add_user", clear_on_submit=True):
         st.markdown("**Add a user**")
@@ -28,17 +47,14 @@ with state.page_errors():
         )
         role = st.radio("Role", ["labeller", "admin"], horizontal=True, key="new_user_role")
         if st.form_submit_button("Add user", type="primary"):
-            with state.page_errors():
-                authorize(state.engine(), user.username, "users")
-                add_user(state.engine(), name, password, role)
-                st.success(f"User {name} added as {role}.")
+            _act(lambda: add_user(state.engine(), name, password, role), f"User {name} added as {role}.")
     with right, st.form("form_active"):
         st.markdown("**Disable or re-enable a user**")
         others = [u.username for u in people if u.username != user.username]
         target = st.selectbox("User", others, key="active_user")
         enable = st.radio("Set to", ["disabled", "active"], horizontal=True, key="active_value")
         if st.form_submit_button("Apply") and target:
-            with state.page_errors():
-                authorize(state.engine(), user.username, "users")
-                view = set_active(state.engine(), target, enable == "active")
-                st.success(f"User {view.username} is now {'active' if view.active else 'disabled'}.")
+            _act(
+                lambda: set_active(state.engine(), target, enable == "active"),
+                f"User {target} is now {'active' if enable == 'active' else 'disabled'}.",
+            )

@@ -1,0 +1,117 @@
+"""Training and inference as jobs through a real worker process, on both brokers; crash and cancel safety."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import Stack, run_cli
+from workbench.data.importer import import_source
+from workbench.data.synth import generate_dataset
+from workbench.db.engine import session_scope
+from workbench.db.models import Job, ModelVersion, Prediction
+from workbench.jobs import store
+from workbench.model.registry import sha256_file
+
+TINY = json.dumps(
+    {
+        "model": {"input_size": [32, 32], "token_dim": 16, "heads": 2, "key_dim": 8, "cnn_width": 8},
+        "train": {"phase1_batch": 8, "patience": 100},
+    }
+)
+
+
+@pytest.fixture
+def data_stack(stack: Stack, tmp_path: Path) -> Stack:
+    summary = generate_dataset(tmp_path / "synth", n=60, positive_rate=0.25, seed=1, size=(48, 48))
+    import_source(stack.engine, summary.manifest)
+    return stack
+
+
+def _job_id(stdout: str) -> int:
+    return int(next(ln for ln in stdout.splitlines() if ln.startswith("submitted")).split()[-1])
+
+
+def _wait(stack: Stack, job_id: int, until, timeout: float = 300) -> store.JobView:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = store.get_job(stack.engine, job_id)
+        if until(job):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id}: {store.get_job(stack.engine, job_id)}\n{stack.worker.log()[-3000:]}")
+
+
+def _versions(stack: Stack) -> list[ModelVersion]:
+    with session_scope(stack.engine) as s:
+        return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+
+def test_train_then_infer_through_the_cli(data_stack: Stack) -> None:
+    res = run_cli("submit", "train", "--epochs", "2", "--overrides", TINY, "--wait", timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:] + data_stack.worker.log()[-3000:]
+    job = store.get_job(data_stack.engine, _job_id(res.stdout))
+    assert job.status == "succeeded" and job.progress == 1.0 and "epoch 2/2" in job.message
+    (version,) = _versions(data_stack)
+    assert job.result["model_version"] == version.id and version.job_id == job.id
+    assert version.status == "ready" and sha256_file(Path(version.artifact_uri)) == version.artifact_sha256
+    res = run_cli("submit", "infer", str(version.id), "--mc-samples", "3", "--wait", timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    infer = store.get_job(data_stack.engine, _job_id(res.stdout))
+    with session_scope(data_stack.engine) as s:
+        n = s.scalar(
+            select(func.count()).select_from(Prediction).where(Prediction.model_version_id == version.id)
+        )
+        spread = s.scalars(
+            select(Prediction.uncertainty).where(Prediction.model_version_id == version.id)
+        ).all()
+    assert infer.result["scored"] == n > 0
+    assert all(u is not None and u >= 0 for u in spread)
+    # Resumable: a second inference job finds nothing left to score.
+    res = run_cli("submit", "infer", str(version.id), "--wait", timeout=600)
+    assert store.get_job(data_stack.engine, _job_id(res.stdout)).result["scored"] == 0
+
+
+def test_worker_killed_mid_training_leaves_no_half_artifact(data_stack: Stack) -> None:
+    res = run_cli("submit", "train", "--epochs", "40", "--overrides", TINY)
+    job_id = _job_id(res.stdout)
+    _wait(data_stack, job_id, lambda j: j.status == "running" and "epoch" in (j.message or ""))
+    data_stack.worker.kill()
+    (version,) = _versions(data_stack)
+    assert version.status == "training" and version.artifact_uri is None
+    data_stack.worker.start()
+    job = _wait(data_stack, job_id, lambda j: j.done, timeout=600)
+    assert job.status == "succeeded", job.error
+    assert job.attempts == 2
+    versions = _versions(data_stack)
+    assert len(versions) == 1  # the re-run reused the version row of its job
+    (version,) = versions
+    assert version.status == "ready" and sha256_file(Path(version.artifact_uri)) == version.artifact_sha256
+    folder = Path(version.artifact_uri).parent
+    assert [p.name for p in folder.iterdir() if p.suffix == ".keras"] == ["model.keras"]
+    with session_scope(data_stack.engine) as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_cancel_running_training_within_an_epoch(data_stack: Stack) -> None:
+    res = run_cli("submit", "train", "--epochs", "200", "--overrides", TINY)
+    job_id = _job_id(res.stdout)
+    job = _wait(data_stack, job_id, lambda j: j.status == "running" and "epoch 2/" in (j.message or ""))
+    epoch_at_cancel = int(job.message.split("epoch ")[1].split("/")[0])
+    assert run_cli("jobs", "cancel", str(job_id)).returncode == 0
+    job = _wait(data_stack, job_id, lambda j: j.done, timeout=120)
+    assert job.status == "cancelled"
+    last_epoch = (
+        int(job.message.split("epoch ")[1].split("/")[0])
+        if "epoch" in (job.message or "")
+        else epoch_at_cancel
+    )
+    assert last_epoch <= epoch_at_cancel + 1
+    (version,) = _versions(data_stack)
+    assert version.status == "cancelled" and version.artifact_uri is None
+    folder = Path(data_stack.env["WORKBENCH_HOME"]) / "artifacts" / "models" / f"v{version.id}"
+    assert not list(folder.glob("*.keras")) if folder.exists() else True
