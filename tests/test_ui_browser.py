@@ -131,14 +131,22 @@ def _case_on_screen(page) -> str:  # type: ignore[no-untyped-def]
     return page.get_by_test_id("stMetricValue").first.inner_text().strip()
 
 
-def _press_and_wait(page, key: str, case: str) -> None:  # type: ignore[no-untyped-def]
-    """Press a shortcut, then wait until the page confirms the answer for ``case`` and shows another case."""
+def _wait_settled(page, previous: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    """Wait until a case other than ``previous`` is fully rendered (its post image is drawn last, after
+    the buttons, so the shortcuts are bound to it); returns its id."""
+    deadline = time.monotonic() + 30
+    while (case := _case_on_screen(page)) == previous:
+        assert time.monotonic() < deadline, f"case {previous} still on screen"
+        time.sleep(0.1)
+    page.get_by_text(f"{case}/post.jpg").wait_for(timeout=30_000)
+    return case
+
+
+def _press_and_wait(page, key: str, case: str) -> str:  # type: ignore[no-untyped-def]
+    """Press a shortcut, wait until the page confirms the answer for ``case`` and shows the next case."""
     page.keyboard.press(key)
     page.get_by_text(f"Saved: case {case} =").wait_for(timeout=30_000)
-    deadline = time.monotonic() + 30
-    while _case_on_screen(page) == case:
-        assert time.monotonic() < deadline, f"case {case} still on screen after pressing {key}"
-        time.sleep(0.1)
+    return _wait_settled(page, case)
 
 
 def _expert_labels(engine: Engine) -> list[tuple[str, int | None, str]]:
@@ -160,10 +168,11 @@ def test_label_three_cases_with_keyboard_shortcuts_only(server: Server, browser)
     try:
         _log_in(page, server.url, "alice")
         done = []
+        case = _wait_settled(page)
         for key in ("n", "p", "n"):
-            case = _case_on_screen(page)
-            _press_and_wait(page, key, case)
+            nxt = _press_and_wait(page, key, case)
             done.append((case, VALUES[key], "alice"))
+            case = nxt
         assert _expert_labels(server.engine) == done
         assert len({case for case, _, _ in done}) == 3
         page.get_by_test_id("stImage").first.wait_for()
@@ -182,14 +191,15 @@ def test_two_labellers_at_once_never_get_the_same_case(server: Server, browser) 
         for page, user in zip(pages, ("alice", "bob"), strict=True):
             _log_in(page, server.url, user)
         seen: dict[str, list[str]] = {"alice": [], "bob": []}
+        shown = {user: _wait_settled(page) for user, page in zip(seen, pages, strict=True)}
         for _ in range(3):
-            shown = {user: _case_on_screen(page) for user, page in zip(seen, pages, strict=True)}
             assert shown["alice"] != shown["bob"]
             for page in pages:  # both answer before either page has moved on
                 page.keyboard.press("n")
-            for (user, page), case in zip(zip(seen, pages, strict=True), shown.values(), strict=True):
-                page.get_by_text(f"Saved: case {case} =").wait_for(timeout=30_000)
-                seen[user].append(case)
+            for user, page in zip(seen, pages, strict=True):
+                page.get_by_text(f"Saved: case {shown[user]} =").wait_for(timeout=30_000)
+                seen[user].append(shown[user])
+                shown[user] = _wait_settled(page, shown[user])
         assert not set(seen["alice"]) & set(seen["bob"])
         new = _expert_labels(server.engine)[before:]
         assert sorted((case, who) for case, _, who in new) == sorted(
