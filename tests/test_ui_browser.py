@@ -132,13 +132,13 @@ def _case_on_screen(page) -> str:  # type: ignore[no-untyped-def]
 
 
 def _wait_settled(page, previous: str | None = None) -> str:  # type: ignore[no-untyped-def]
-    """Wait until a case other than ``previous`` is fully rendered (its post image is drawn last, after
-    the buttons, so the shortcuts are bound to it); returns its id."""
+    """Wait until a case other than ``previous`` is fully rendered (the keyboard hint naming it comes
+    last, after the buttons, so the shortcuts are bound to it); returns its id."""
     deadline = time.monotonic() + 30
     while (case := _case_on_screen(page)) == previous:
         assert time.monotonic() < deadline, f"case {previous} still on screen"
         time.sleep(0.1)
-    page.get_by_text(f"{case}/post.jpg").wait_for(timeout=30_000)
+    page.get_by_text(f"Keyboard for case {case}:").wait_for(timeout=30_000)
     return case
 
 

@@ -187,6 +187,10 @@ with state.page_errors():
         _buttons(None)
     else:
         _case_panel(item)
-        _buttons(item)
+        above_images = st.container()
         _images(item)
-        st.caption("Keyboard: N Negative · P Positive · U Unsure · S Skip · Z Undo last")
+        with above_images:  # shown above the images, but bound to this case only once they are sent
+            _buttons(item)
+        st.caption(
+            f"Keyboard for case {item.external_id}: N Negative · P Positive · U Unsure · S Skip · Z Undo last"
+        )

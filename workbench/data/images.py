@@ -39,6 +39,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from workbench.errors import ValidationError
 
+# Register every Pillow plugin now: Pillow fills Image.OPEN lazily, and a first decode from several
+# threads at once (import, the training pipeline) can see it half filled and refuse a valid file.
+Image.init()
+
 MAX_PIXELS: int = 50_000_000
 """Largest accepted image (width x height, in pixels); anything larger is treated as a decompression bomb."""
 

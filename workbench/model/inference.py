@@ -23,17 +23,28 @@ class PredictionCancelled(WorkbenchError):
     """``should_cancel()`` returned true during inference."""
 
 
+_EMBEDDING_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def embedding_model(model: Any) -> Any:
-    """A sub-model of a workbench model mapping {"pre", "post"} to the pooled fused "embedding"."""
+    """A sub-model of a workbench model mapping {"pre", "post"} to the pooled fused "embedding".
+
+    Kept per model (weakly), so repeated predict_pairs calls reuse its compiled predict function.
+    """
     import keras
 
+    cached = _EMBEDDING_MODELS.get(model)
+    if cached is not None:
+        return cached
     try:
         layer = model.get_layer("embedding")
     except ValueError:
         raise ValidationError(
             f"model {model.name!r} has no 'embedding' layer (not built by the workbench)"
         ) from None
-    return keras.Model(model.input, layer.output, name="embedding_model")
+    sub = keras.Model(model.input, layer.output, name="embedding_model")
+    _EMBEDDING_MODELS[model] = sub
+    return sub
 
 
 def predict_pairs(

@@ -49,14 +49,6 @@ def check_pairs(pairs: Sequence[Pair], labels: Sequence[int] | None = None) -> l
     return out
 
 
-def _init_pillow() -> None:
-    """Register all Pillow plugins before decoding in threads: images.load_rgb reads Image.OPEN, which
-    Pillow fills lazily, and a first call from several threads at once can see it half filled."""
-    from PIL import Image
-
-    Image.init()
-
-
 def load_pair(pre: str | Path, post: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Decode one pair to uint8 (H, W, 3) arrays resized to ``size`` (width, height)."""
     from workbench.data.images import load_rgb
@@ -69,7 +61,6 @@ def load_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode all pairs (threaded) into two uint8 arrays of shape (N, H, W, 3)."""
     pairs = check_pairs(pairs)
-    _init_pillow()
     w, h = size
     if not pairs:
         empty = np.zeros((0, h, w, 3), np.uint8)
@@ -82,7 +73,6 @@ def load_arrays(
 def _decoded_dataset(pairs: list[tuple[str, str]], size: tuple[int, int]) -> Any:
     import tensorflow as tf
 
-    _init_pillow()
     w, h = size
 
     def _decode(pre: bytes, post: bytes) -> tuple[np.ndarray, np.ndarray]:
