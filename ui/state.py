@@ -123,12 +123,10 @@ def show_flashes() -> None:
 
 
 def oidc_configured() -> bool:
-    """Whether an OIDC provider is configured (an ``[auth]`` section in Streamlit's secrets)."""
+    """Whether an OIDC provider is configured: Streamlit's secrets hold an ``[auth]`` section."""
     try:
-        from streamlit.auth_util import get_secrets_auth_section
-
-        return bool(get_secrets_auth_section())
-    except Exception:  # no secrets file, or an unreadable one: password login
+        return "auth" in st.secrets
+    except Exception:  # no secrets file (or an unreadable one): password login
         return False
 
 

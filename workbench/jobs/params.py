@@ -80,6 +80,7 @@ class RoundParams(_Params):
     second_reads: int = Field(default=0, ge=0, le=10_000)
     relabel: int = Field(default=0, ge=0, le=10_000)
     warm_start: bool = True
+    feature_cache: bool = True  # a warm-started round trains the head on cached frozen-backbone features
 
 
 class ExportParams(_Params):

@@ -64,9 +64,7 @@ class FeatureCache:
         """Feature maps (N, h, w, C) float32 for the images at ``paths``; computes and stores misses."""
         from workbench.data.images import load_rgb, sha256_file
         from workbench.model.builder import preprocess_fn
-        from workbench.model.pipeline import _init_pillow
 
-        _init_pillow()
         backbone_id = backbone_id or backbone_identity(backbone)
         folder = self.folder(backbone_id, input_size)
         folder.mkdir(parents=True, exist_ok=True)

@@ -66,13 +66,14 @@ def infer_version(
     should_cancel: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Score every not-yet-scored case of ``splits``; returns counts (and ``cancelled`` when stopped)."""
-    from workbench.model.inference import PredictionCancelled, predict_pairs
+    from workbench.model.inference import PredictionCancelled, predict_cached, predict_pairs
 
     pending = _pending(engine, version_id, splits)
     total = len(pending)
     if total == 0:
         return {"model_version": version_id, "scored": 0, "skipped_existing": True}
     model = load_version_model(engine, version_id)
+    cached = _cached_predictor(engine, settings, version_id)
     emb_dir = artifact_dir(settings, version_id) / "embeddings"
     scored = 0
     for start in range(0, total, CHUNK):
@@ -83,15 +84,28 @@ def infer_version(
                 done = base + int(event.get("done", 0))
                 progress(done / total, f"scored {done}/{total} pairs")
 
+        pairs = [(pre, post) for _, pre, post in chunk]
         try:
-            out = predict_pairs(
-                model,
-                [(pre, post) for _, pre, post in chunk],
-                batch_size=batch_size,
-                mc_samples=mc_samples,
-                progress=on_batch,
-                should_cancel=should_cancel,
-            )
+            if cached is not None:
+                cfg, cache = cached
+                out = predict_cached(
+                    model,
+                    cfg,
+                    cache,
+                    pairs,
+                    mc_samples=mc_samples,
+                    progress=on_batch,
+                    should_cancel=should_cancel,
+                )
+            else:
+                out = predict_pairs(
+                    model,
+                    pairs,
+                    batch_size=batch_size,
+                    mc_samples=mc_samples,
+                    progress=on_batch,
+                    should_cancel=should_cancel,
+                )
         except PredictionCancelled:
             return {"model_version": version_id, "scored": scored, "cancelled": True}
         ids = [cid for cid, _, _ in chunk]
@@ -99,7 +113,26 @@ def infer_version(
         if out.get("embedding") is not None:
             _save_embeddings(emb_dir, ids, np.asarray(out["embedding"]))
         scored += len(chunk)
-    return {"model_version": version_id, "scored": scored, "splits": splits}
+    return {
+        "model_version": version_id,
+        "scored": scored,
+        "splits": splits,
+        "feature_cache": cached is not None,
+    }
+
+
+def _cached_predictor(engine: Engine, settings: Settings, version_id: int) -> tuple[Any, Any] | None:
+    """(model config, feature cache) when the version was trained on cached frozen-backbone features."""
+    from workbench.db.models import ModelVersion
+    from workbench.model.config import ModelConfig
+    from workbench.model.features import FeatureCache
+
+    with session_scope(engine) as s:
+        version = s.get(ModelVersion, version_id)
+        config = dict(version.config or {}) if version else {}
+    if not (config.get("params") or {}).get("use_feature_cache"):
+        return None
+    return ModelConfig.from_dict(config["model"]), FeatureCache(Path(settings.artifacts) / "features")
 
 
 def infer_job(ctx: Any) -> dict[str, Any]:
