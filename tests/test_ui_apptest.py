@@ -477,11 +477,6 @@ def test_with_an_oidc_provider_the_identity_comes_from_st_user(seeded: Seeded) -
     assert [(r.labeller, r.value) for r in expert_labels(seeded.engine)] == [("dana@example.org", 0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workbench.users.ensure_oidc_user builds User() without active=True and reads the unset "
-    "default (None) as 'disabled' before the flush",
-)
 def test_a_first_oidc_login_creates_a_labeller(seeded: Seeded) -> None:
     at = oidc_app({"is_logged_in": True, "email": "erin@example.org"})
     assert not at.error, texts(at.error)

@@ -103,7 +103,7 @@ def ensure_oidc_user(engine: Engine, username: str) -> UserView:
     with session_scope(engine) as s:
         user = s.scalar(select(User).where(User.username == username))
         if user is None:
-            user = User(username=_check_username(username), password_hash=None, role="labeller")
+            user = User(username=_check_username(username), password_hash=None, role="labeller", active=True)
             s.add(user)
         if not user.active:
             raise PermissionDenied(f"user {username!r} is disabled")

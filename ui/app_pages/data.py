@@ -13,7 +13,6 @@ from workbench.active.agreement import agreement_report
 from workbench.data.importer import import_source
 from workbench.data.summary import SPLIT_ORDER, split_counts
 from workbench.rounds import round_summary
-from workbench.users import authorize
 
 
 def _splits() -> None:
@@ -115,7 +114,6 @@ def _import(username: str) -> None:
         st.error("Give the path of a folder or manifest CSV on the server.")
         return
     with state.page_errors(), st.spinner("Checking every row and image..."):
-        authorize(state.engine(), username, "import")
         result = import_source(
             state.engine(), Path(path.strip()).expanduser(), requester=username, strict=strict, dry_run=dry
         )

@@ -16,7 +16,6 @@ from workbench import ui_queries
 from workbench.jobs import store
 from workbench.jobs.submit import submit_job
 from workbench.model.config import PRESETS
-from workbench.users import authorize
 
 IMBALANCE = ["class_weight", "balanced", "focal", "none"]
 METHODS = ["identity", "temperature", "isotonic", "platt", "beta"]
@@ -154,13 +153,11 @@ def _round_tab() -> None:
 
 
 def _cancel(job_id: int) -> None:
-    """Button callback: ask a job to stop (admins only, checked by ``authorize``)."""
+    """Button callback: ask a job to stop (admins only, checked inside ``request_cancel``)."""
     name = state.require_user().username
 
     def act() -> store.JobView:
-        eng = state.engine()
-        authorize(eng, name, "cancel")
-        return store.request_cancel(eng, job_id)
+        return store.request_cancel(state.engine(), job_id, actor=name)
 
     view, err = state.run_action(act)
     if err:

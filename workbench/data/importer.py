@@ -136,6 +136,9 @@ def import_source(
 
     ``strict``: import nothing when any row is rejected. ``dry_run``: validate and report only.
     """
+    from workbench.users import authorize_actor
+
+    authorize_actor(engine, requester, "import")
     source = read_source(path)
     result = ImportResult(source=str(source.path), format=source.format, dry_run=dry_run)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

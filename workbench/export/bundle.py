@@ -187,12 +187,12 @@ def export_bundle(
     Raises PermissionDenied (not an admin), NotFoundError, WorkbenchError (not ready, not calibrated,
     artifact missing or modified) or ConflictError (``out_dir`` not empty, zip already there).
     """
-    import keras
-
     authorize_actor(engine, actor, "export")
     out_dir = Path(out_dir).expanduser().absolute()
     zip_path = _check_target(out_dir, make_zip)
     facts = collect_facts(engine, version_id)
+    import keras  # only once the request is known to be allowed and exportable
+
     with session_scope(engine) as s:
         version = s.get(ModelVersion, version_id)
         assert version is not None

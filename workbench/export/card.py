@@ -138,10 +138,12 @@ def collect_facts(engine: Engine, version_id: int) -> dict[str, Any]:
         version = s.get(ModelVersion, version_id)
         if version is None:
             raise NotFoundError(f"no model version {version_id}")
-        if version.status != "ready" or not version.artifact_uri:
+        if version.status != "ready":
             raise WorkbenchError(
                 f"model version {version_id} is {version.status}, not ready: nothing to export"
             )
+        if not version.artifact_uri:
+            raise WorkbenchError(f"model version {version_id} has no recorded artifact: nothing to export")
         if version.calibration_id is None or version.threshold is None:
             raise WorkbenchError(
                 f"model version {version_id} has no calibration and threshold yet: run "

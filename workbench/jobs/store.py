@@ -157,8 +157,14 @@ def cancel_requested(engine: Engine, job_id: int) -> bool:
         return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
-def request_cancel(engine: Engine, job_id: int) -> JobView:
-    """Ask a job to stop: a queued job is cancelled at once; a running one stops at its next batch."""
+def request_cancel(engine: Engine, job_id: int, actor: str = "cli") -> JobView:
+    """Ask a job to stop: a queued job is cancelled at once; a running one stops at its next batch.
+
+    Only an admin (or the local operator) may cancel.
+    """
+    from workbench.users import authorize_actor
+
+    authorize_actor(engine, actor, "cancel")
     with session_scope(engine) as s:
         job = s.get(Job, job_id)
         if job is None:
