@@ -70,7 +70,9 @@ def round_job(ctx: Any) -> dict[str, Any]:
     train_params = dict(p["train"], round_id=round_id)
     if p.get("warm_start", True) and previous is not None and train_params.get("parent_version") is None:
         train_params["parent_version"] = previous
-        train_params["use_feature_cache"] = train_params.get("use_feature_cache") or p.get("feature_cache", True)
+        train_params["use_feature_cache"] = train_params.get("use_feature_cache") or p.get(
+            "feature_cache", True
+        )
     try:
         trained = run_step(ctx, "train", train_params, 0.0, 0.6)
         version = trained["model_version"]
