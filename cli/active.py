@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from cli.common import engine, fail, handle_errors, settings
+from cli.common import engine, handle_errors, parse_json_option, settings
 from cli.jobs import _submit
 from workbench.active.building import build_queue
 from workbench.active.leases import claim_next, queue_progress, skip, submit_label, undo_last
@@ -34,12 +34,7 @@ def queue_build(
     seed: int = typer.Option(0),
 ) -> None:
     """Queue the most informative unlabelled pool cases (each with why it was chosen)."""
-    parsed = None
-    if mix:
-        try:
-            parsed = json.loads(mix)
-        except json.JSONDecodeError as exc:
-            raise fail(f"--mix: not valid JSON ({exc.msg})") from None
+    parsed = parse_json_option(mix, "--mix") or None
     result = build_queue(
         engine(),
         settings(),

@@ -57,3 +57,48 @@ def handle_errors(fn: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def parse_json_option(text: str | None, option: str) -> dict[str, Any]:
+    """A JSON-object option value ({} when absent); one clear error naming the option otherwise."""
+    import json
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(f"{option}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise fail(f"{option}: expected a JSON object")
+    return value
+
+
+def train_params(
+    preset: str,
+    phases: int,
+    epochs: int | None,
+    fine_tune_epochs: int | None,
+    imbalance: str,
+    seed: int,
+    parent: int | None,
+    feature_cache: bool,
+    overrides: str | None,
+) -> dict[str, Any]:
+    """Validated parameters of a training run, the same for `workbench train` and `submit train`."""
+    from workbench.jobs.params import TrainParams, validate_params
+
+    return validate_params(
+        TrainParams,
+        dict(
+            preset=preset,
+            phases=phases,
+            epochs=epochs,
+            fine_tune_epochs=fine_tune_epochs,
+            imbalance=imbalance,
+            seed=seed,
+            parent_version=parent,
+            use_feature_cache=feature_cache,
+            overrides=parse_json_option(overrides, "--overrides"),
+        ),
+    )

@@ -13,7 +13,7 @@ import typer
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from cli.common import engine, fail, handle_errors
+from cli.common import engine, fail, handle_errors, train_params
 from workbench.jobs import store
 from workbench.jobs.kinds import QUEUES
 from workbench.jobs.submit import submit_job
@@ -105,18 +105,6 @@ def wait_for(eng: Engine, job_id: int, poll_s: float = 1.0) -> store.JobView:
     return view
 
 
-def _parse_json(text: str | None, what: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise fail(f"{what}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(value, dict):
-        raise fail(f"{what}: expected a JSON object")
-    return value
-
-
 @submit_app.command("train")
 @handle_errors
 def submit_train(
@@ -137,16 +125,8 @@ def submit_train(
     requester: str = typer.Option("cli", "--as", help="Who submits."),
 ) -> None:
     """Train a model version."""
-    params = dict(
-        preset=preset,
-        phases=phases,
-        epochs=epochs,
-        fine_tune_epochs=fine_tune_epochs,
-        imbalance=imbalance,
-        seed=seed,
-        parent_version=parent,
-        use_feature_cache=feature_cache,
-        overrides=_parse_json(overrides, "--overrides"),
+    params = train_params(
+        preset, phases, epochs, fine_tune_epochs, imbalance, seed, parent, feature_cache, overrides
     )
     _submit("train", params, requester, wait)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import engine, handle_errors, settings
+from cli.common import engine, handle_errors, settings, train_params
 from workbench.evaluation.report import format_report
 from workbench.model.evaluate import evaluate_version
 from workbench.model.registry import list_versions, train_version
@@ -25,13 +25,17 @@ def train(
     seed: int = typer.Option(0, help="Seed; the same seed repeats a CPU run."),
     parent: int | None = typer.Option(None, help="Warm-start from this ready version."),
     feature_cache: bool = typer.Option(False, "--feature-cache", help="Phase 1 on cached backbone features."),
+    overrides: str | None = typer.Option(
+        None, help='JSON of config overrides, e.g. \'{"model": {"dropout": 0.3}}\'.'
+    ),
     evaluate_on: str = typer.Option(
         "test", "--evaluate-on", help="Split to report on after training ('' for none)."
     ),
 ) -> None:
     """Train a version in this process (no worker needed), then report on the test split."""
-    if imbalance not in ("class_weight", "balanced", "focal", "none"):
-        raise typer.BadParameter("use class_weight, balanced, focal or none", param_hint="--imbalance")
+    params = train_params(
+        preset, phases, epochs, fine_tune_epochs, imbalance, seed, parent, feature_cache, overrides
+    )
     eng, cfg = engine(), settings()
     last = {"msg": ""}
 
@@ -40,16 +44,6 @@ def train(
             typer.echo(f"[{fraction:4.0%}] {message}")
             last["msg"] = message
 
-    params = dict(
-        preset=preset,
-        phases=phases,
-        epochs=epochs,
-        fine_tune_epochs=fine_tune_epochs,
-        imbalance=imbalance,
-        seed=seed,
-        parent_version=parent,
-        use_feature_cache=feature_cache,
-    )
     result = train_version(eng, cfg, params, progress=progress)
     version = result["model_version"]
     if result.get("cancelled"):

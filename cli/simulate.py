@@ -9,7 +9,12 @@ from typing import Any
 import typer
 
 from cli.common import handle_errors
-from workbench.active.simulate import DEFAULT_STRATEGIES
+from workbench.active.simulate import (
+    DEFAULT_FEATURE_EPOCHS,
+    DEFAULT_HEAD_BATCH,
+    DEFAULT_HEAD_EPOCHS,
+    DEFAULT_STRATEGIES,
+)
 from workbench.active.simulate import simulate as run_simulation
 from workbench.data.synth import parse_size
 from workbench.errors import ValidationError
@@ -62,15 +67,16 @@ def simulate(
     model_override: list[str] = typer.Option(
         [], "--model-override", help="Repeatable KEY=VALUE over the preset's model config, e.g. token_dim=32."
     ),
-    feature_epochs: int | None = typer.Option(
-        None,
+    feature_epochs: int = typer.Option(
+        DEFAULT_FEATURE_EPOCHS,
         "--feature-epochs",
         min=1,
-        help="End-to-end epochs of the feature extractor (default: preset's).",
+        help="End-to-end epochs of each seed's feature extractor.",
     ),
     head_epochs: int = typer.Option(
-        30, "--head-epochs", min=1, help="Head epochs per round on cached features."
+        DEFAULT_HEAD_EPOCHS, "--head-epochs", min=1, help="Head epochs per round on cached features."
     ),
+    head_batch: int = typer.Option(DEFAULT_HEAD_BATCH, "--head-batch", min=1, help="Head batch size."),
     test_fraction: float = typer.Option(0.25, "--test-fraction", help="Held-out test share (by patient)."),
     mc_samples: int = typer.Option(10, "--mc-samples", min=0, help="MC-dropout passes (0: none)."),
     no_embeddings: bool = typer.Option(
@@ -96,6 +102,7 @@ def simulate(
         model_overrides=_overrides(model_override, input_size) or None,
         feature_epochs=feature_epochs,
         head_epochs=head_epochs,
+        head_batch=head_batch,
         test_fraction=test_fraction,
         mc_samples=mc_samples,
         use_embeddings=not no_embeddings,
