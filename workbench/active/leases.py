@@ -263,6 +263,10 @@ def claim_next(
             )
             return _claimed(s, held_id)
 
+        # Expired leases go back to the queue first, so the pick below reads only status = 'queued'
+        # through the (status, priority DESC, id) index: one short index scan at a million rows,
+        # where an OR over two statuses made both databases sort the whole queue (bench_queue.py).
+        _release_expired(s, now)
         cand = aliased(QueueItem, name="cand")
         seen_item = aliased(QueueItem, name="seen_item")
         same_kind_done = (
@@ -283,7 +287,7 @@ def claim_next(
         pick = (
             select(cand.id)
             .where(
-                or_(cand.status == "queued", and_(cand.status == "leased", cand.lease_expires_at < now)),
+                cand.status == "queued",
                 or_(cand.exclude_labeller.is_(None), cand.exclude_labeller != labeller),
                 ~same_kind_done,
                 ~and_(cand.kind.in_(INDEPENDENT_KINDS), read_before),
@@ -536,17 +540,21 @@ def undo_last(engine: Engine, labeller: str, lease_seconds: float = DEFAULT_LEAS
         return correction
 
 
+def _release_expired(s: Session, now: datetime) -> int:
+    """Expired leases back to ``queued`` (holder and expiry stay for the late-submit message)."""
+    res = s.execute(
+        update(QueueItem)
+        .where(QueueItem.status == "leased", QueueItem.lease_expires_at < now)
+        .values(status="queued")
+        .execution_options(synchronize_session=False)
+    )
+    return int(res.rowcount or 0)
+
+
 def release_expired(engine: Engine) -> int:
-    """Return every expired lease to the queue; the count. Holder and expiry stay for the late-submit message."""
-    now = utcnow()
+    """Return every expired lease to the queue; the count."""
     with session_scope(engine) as s:
-        res = s.execute(
-            update(QueueItem)
-            .where(QueueItem.status == "leased", QueueItem.lease_expires_at < now)
-            .values(status="queued")
-            .execution_options(synchronize_session=False)
-        )
-        return int(res.rowcount or 0)
+        return _release_expired(s, utcnow())
 
 
 def queue_progress(

@@ -111,6 +111,8 @@ class Label(Base):
         CheckConstraint("value IS NULL OR value IN (0, 1)", name="value"),
         CheckConstraint(_in("source", LABEL_SOURCES), name="source"),
         Index("ix_labels_case_id_id", "case_id", "id"),
+        # "has this labeller already read this case" during a claim (one probe per candidate)
+        Index("ix_labels_labeller_case_id", "labeller", "case_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -305,7 +307,9 @@ class QueueItem(Base):
     __table_args__ = (
         CheckConstraint(_in("status", QUEUE_STATUSES), name="status"),
         CheckConstraint(_in("kind", QUEUE_KINDS), name="kind"),
-        Index("ix_queue_items_claim", "status", "priority", "id"),
+        # The claim reads status = 'queued' in (priority DESC, id) order straight off this index.
+        Index("ix_queue_items_claim", "status", text("priority DESC"), "id"),
+        Index("ix_queue_items_case_id", "case_id"),
         Index(
             "uq_queue_items_open_case_kind",
             "case_id",
