@@ -3,102 +3,75 @@
 Usage::
 
     python bench/bench_queue.py [--rows 1000000] [--claims 500] [--backend sqlite|postgresql|both]
-        [--done-fraction 0.1] [--batch 1000] [--budget-s 600] [--no-scratch-index]
+        [--done-fraction 0.1] [--batch 1000] [--budget-s 600] [--no-before]
 
 For each backend it builds a fresh database with the real schema (``create_db_engine`` +
 ``workbench.db.schema.upgrade``; SQLite is a WAL file in a temp folder, PostgreSQL a throw-away
 database that is dropped afterwards), bulk-loads ``--rows`` cases and one ``label`` queue item per case
-(executemany in one transaction on SQLite, COPY on PostgreSQL), grouped in rounds of ``--batch`` items
-with priority ``batch - position`` as :func:`workbench.active.leases.enqueue` gives; the oldest
-``--done-fraction`` of items are done and carry an expert label. Then it measures, through the public API:
+(executemany in one transaction on SQLite, COPY on PostgreSQL), in rounds of ``--batch`` items with
+priority ``batch - position`` as :func:`workbench.active.leases.enqueue` gives; the oldest
+``--done-fraction`` of the items are done and carry an expert label. Then, target claim p95 <= 20 ms:
 
-* **claim only**: ``claim_next`` by a different labeller each time (no held lease, so every call runs
-  the pick query);
-* **claim + submit**: 4 labellers in turn claim, then ``submit_label``, then claim again.
+* **[A] as shipped** (schema at head): ``claim_next`` by a new labeller each time (no held lease, so
+  every call runs the pick query), then 4 labellers in turn ``claim_next`` + ``submit_label``;
+  p50/p95/p99, the time of each SQL statement (the rest is commit + Python), the query plans of the pick
+  and of submit_label's open-adjudication lookup (EXPLAIN QUERY PLAN / EXPLAIN ANALYZE), and the floor
+  of any write transaction here (one-row UPDATE + COMMIT);
+* **[B] before migration 0002**, on the same data: the schema downgraded one revision (the old
+  ``(status, priority, id)`` claim index, no labeller or case_id index) and :func:`claim_before_0002`,
+  a copy of the previous pick (``status = 'queued' OR (status = 'leased' AND expired)``, which made both
+  databases sort every open item); the ratios before/after are printed at the end.
 
-It prints p50/p95/p99 against the target (claim p95 <= 20 ms at 1M rows), the query plan of the pick
-statement (EXPLAIN QUERY PLAN / EXPLAIN ANALYZE), and, on the same database, the effect of a scratch
-index ``(priority DESC, id) WHERE status IN ('queued', 'leased')``: the exact pick statement timed (in a
-rolled-back transaction) as the code issues it, and with the redundant ``status IN ('queued', 'leased')``
-term SQLite needs to use a partial index. The scratch index exists only in the benchmark database.
+Bare statements are timed in transactions that are rolled back; the database is deleted at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 from common import (  # noqa: E402
+    CASE_COLS,
+    SQLITE_TS,
     Budget,
+    bench_database,
+    bulk_load,
+    case_rows,
     noise_note,
     pg_server_version,
     print_machine,
-    psycopg_conninfo,
     stopwatch,
     summarize,
-    throwaway_pg_database,
 )
-from sqlalchemy import Engine, event, text  # noqa: E402
+from sqlalchemy import Engine, and_, event, exists, or_, select, text, update  # noqa: E402
+from sqlalchemy.orm import aliased  # noqa: E402
 
-from workbench.active.leases import claim_next, submit_label  # noqa: E402
-from workbench.db.engine import create_db_engine, is_sqlite  # noqa: E402
-from workbench.db.schema import upgrade  # noqa: E402
+from workbench.active.leases import (  # noqa: E402
+    DEFAULT_LEASE_SECONDS,
+    INDEPENDENT_KINDS,
+    ClaimedItem,
+    _claimed,
+    claim_next,
+    submit_label,
+)
+from workbench.db.engine import create_db_engine, is_sqlite, session_scope  # noqa: E402
+from workbench.db.models import Label, QueueItem, utcnow  # noqa: E402
+from workbench.db.schema import downgrade, upgrade  # noqa: E402
 
 TARGET_P95_S = 0.020
-CHUNK = 50_000
-CREATED = datetime(2024, 1, 1, tzinfo=UTC)
-SQLITE_TS = "2024-01-01 00:00:00.000000"
-SCRATCH_INDEX = "ix_bench_open_claim"
-SCRATCH_DDL = (
-    f"CREATE INDEX {SCRATCH_INDEX} ON queue_items (priority DESC, id) WHERE status IN ('queued', 'leased')"
-)
-STATUS_TERM = "cand.status IN ('queued', 'leased') AND "
-CLAIM2_DDL = "CREATE INDEX ix_bench_claim2 ON queue_items (status, priority DESC, id)"
-# The lease condition of the pick as SQLAlchemy compiles it (qmark on SQLite, pyformat on psycopg).
-OR_PATTERN = r"\(cand\.status = \S+ OR cand\.status = \S+ AND cand\.lease_expires_at < \S+\)"
-
-CASE_COLS = (
-    "id, external_id, patient_id, pre_path, post_path, pre_sha256, post_sha256, pair_sha256, "
-    "pre_width, pre_height, post_width, post_height, split, created_at"
-)
 ROUND_COLS = "id, number, status, batch_size, created_at"
 ITEM_COLS = "id, round_id, case_id, kind, strategy, reason, score, priority, status, created_at, done_at"
 LABEL_COLS = "id, case_id, value, labeller, source, round_id, queue_item_id, created_at"
 
 
 # -- data ------------------------------------------------------------------------------------------------
-def case_rows(n: int, ts: Any) -> Iterator[tuple[Any, ...]]:
-    """Cases 1..n: unique external ids and pair hashes (64 hex digits, in id order)."""
-    for i in range(1, n + 1):
-        h = f"{i:064x}"
-        yield (
-            i,
-            f"case-{i:07d}",
-            f"pt-{i:07d}",
-            f"cases/{i:07d}/pre.jpg",
-            f"cases/{i:07d}/post.jpg",
-            h,
-            h[::-1],
-            h,
-            640,
-            480,
-            640,
-            480,
-            "pool",
-            ts,
-        )
-
-
 def round_rows(n_rounds: int, batch: int, ts: Any) -> Iterator[tuple[Any, ...]]:
     for r in range(1, n_rounds + 1):
         yield (r, r, "closed" if r < n_rounds else "open", batch, ts)
@@ -109,14 +82,15 @@ def item_rows(n: int, batch: int, n_done: int, ts: Any) -> Iterator[tuple[Any, .
     for i in range(1, n + 1):
         pos = (i - 1) % batch
         done = i <= n_done
+        score = (i * 7919 % 1000) / 1000
         yield (
             i,
             (i - 1) // batch + 1,
             i,
             "label",
             "uncertainty",
-            f"p={(i * 7919 % 1000) / 1000:.3f} near the threshold",
-            (i * 7919 % 1000) / 1000,
+            f"p={score:.3f} near the threshold",
+            score,
             float(batch - pos),
             "done" if done else "queued",
             ts,
@@ -139,74 +113,117 @@ def label_rows(n_done: int, batch: int, ts: Any) -> Iterator[tuple[Any, ...]]:
         )
 
 
-def chunks(rows: Iterator[tuple[Any, ...]], size: int = CHUNK) -> Iterator[list[tuple[Any, ...]]]:
-    while chunk := list(itertools.islice(rows, size)):
-        yield chunk
-
-
-def load_sqlite(path: Path, n: int, batch: int, n_done: int) -> None:
-    """executemany in ONE transaction on a plain sqlite3 connection (the schema already exists)."""
-    import sqlite3
-
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-262144")  # 256 MiB page cache for the load
-    conn.execute("BEGIN")
+def load(url: str, n: int, batch: int, n_done: int) -> None:
+    ts: Any = SQLITE_TS if url.startswith("sqlite") else datetime(2024, 1, 1, tzinfo=UTC)
     n_rounds = (n + batch - 1) // batch
-    for table, cols, rows in (
-        ("cases", CASE_COLS, case_rows(n, SQLITE_TS)),
-        ("rounds", ROUND_COLS, round_rows(n_rounds, batch, SQLITE_TS)),
-        ("queue_items", ITEM_COLS, item_rows(n, batch, n_done, SQLITE_TS)),
-        ("labels", LABEL_COLS, label_rows(n_done, batch, SQLITE_TS)),
-    ):
-        marks = ", ".join("?" * (cols.count(",") + 1))
-        for chunk in chunks(rows):
-            conn.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", chunk)
-    conn.execute("COMMIT")
-    conn.close()
+    bulk_load(
+        url,
+        [
+            ("cases", CASE_COLS, case_rows(n, ts)),
+            ("rounds", ROUND_COLS, round_rows(n_rounds, batch, ts)),
+            ("queue_items", ITEM_COLS, item_rows(n, batch, n_done, ts)),
+            ("labels", LABEL_COLS, label_rows(n_done, batch, ts)),
+        ],
+    )
 
 
-def load_postgresql(url: str, n: int, batch: int, n_done: int) -> None:
-    """COPY ... FROM STDIN for each table, then move the id sequences past the loaded ids and ANALYZE."""
-    import psycopg
+# -- the claim before migration 0002 (for the before/after comparison) ---------------------------------
+def claim_before_0002(
+    engine: Engine, labeller: str, lease_seconds: float = DEFAULT_LEASE_SECONDS
+) -> ClaimedItem | None:
+    """The pick of ``claim_next`` before migration 0002 (default kinds), kept here only to measure it.
 
-    n_rounds = (n + batch - 1) // batch
-    with psycopg.connect(psycopg_conninfo(url)) as conn:
-        conn.execute("SET synchronous_commit = off")
-        with conn.cursor() as cur:
-            for table, cols, rows in (
-                ("cases", CASE_COLS, case_rows(n, CREATED)),
-                ("rounds", ROUND_COLS, round_rows(n_rounds, batch, CREATED)),
-                ("queue_items", ITEM_COLS, item_rows(n, batch, n_done, CREATED)),
-                ("labels", LABEL_COLS, label_rows(n_done, batch, CREATED)),
-            ):
-                with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cur.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                    f"(SELECT coalesce(max(id), 1) FROM {table}))"
-                )
-        conn.commit()
-    with psycopg.connect(psycopg_conninfo(url), autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")  # what autovacuum does soon after a bulk load
+    It took expired leases inside the pick (``status = 'queued' OR (status = 'leased' AND expired)``);
+    with that OR neither database can read the claim index in ORDER BY order, so each claim sorted every
+    open item. The shipped code releases expired leases first and picks ``status = 'queued'`` only.
+    """
+    now = utcnow()
+    expires = now + timedelta(seconds=float(lease_seconds))
+    with session_scope(engine) as s:
+        held_id = s.scalar(
+            select(QueueItem.id)
+            .where(
+                QueueItem.status == "leased",
+                QueueItem.lease_holder == labeller,
+                QueueItem.lease_expires_at > now,
+            )
+            .order_by(QueueItem.priority.desc(), QueueItem.id)
+            .limit(1)
+        )
+        if held_id is not None:
+            s.execute(
+                update(QueueItem)
+                .where(QueueItem.id == held_id)
+                .values(lease_expires_at=expires)
+                .execution_options(synchronize_session=False)
+            )
+            return _claimed(s, held_id)
+        cand = aliased(QueueItem, name="cand")
+        seen_item = aliased(QueueItem, name="seen_item")
+        same_kind_done = (
+            exists()
+            .where(
+                Label.case_id == cand.case_id,
+                Label.labeller == labeller,
+                Label.queue_item_id == seen_item.id,
+                seen_item.kind == cand.kind,
+            )
+            .correlate(cand)
+        )
+        read_before = (
+            exists()
+            .where(Label.case_id == cand.case_id, Label.labeller == labeller, Label.source == "expert")
+            .correlate(cand)
+        )
+        pick = (
+            select(cand.id)
+            .where(
+                or_(cand.status == "queued", and_(cand.status == "leased", cand.lease_expires_at < now)),
+                or_(cand.exclude_labeller.is_(None), cand.exclude_labeller != labeller),
+                ~same_kind_done,
+                ~and_(cand.kind.in_(INDEPENDENT_KINDS), read_before),
+            )
+            .order_by(cand.priority.desc(), cand.id)
+            .limit(1)
+        )
+        if not is_sqlite(engine):
+            pick = pick.with_for_update(skip_locked=True)
+        item_id = s.execute(
+            update(QueueItem)
+            .where(QueueItem.id == pick.scalar_subquery())
+            .values(status="leased", lease_holder=labeller, lease_expires_at=expires)
+            .returning(QueueItem.id)
+            .execution_options(synchronize_session=False)
+        ).scalar()
+        return None if item_id is None else _claimed(s, item_id)
 
 
 # -- measurement -----------------------------------------------------------------------------------------
+STATEMENT_NAMES = (  # (prefix of the flattened SQL, must also contain, name): first match wins
+    ("BEGIN", "", "BEGIN IMMEDIATE"),
+    ("UPDATE queue_items SET status=", " cand", "pick UPDATE"),
+    ("UPDATE queue_items SET lease_expires_at", "", "lease renew"),
+    ("UPDATE queue_items SET status=", "done_at", "close item"),
+    ("UPDATE queue_items SET status=", "lease_expires_at <", "release expired"),
+    ("SELECT queue_items.id FROM queue_items WHERE", "lease_holder =", "held SELECT"),
+    ("SELECT queue_items.id", "JOIN cases", "load claimed"),
+    ("SELECT queue_items.case_id", "", "item case_id"),
+    ("SELECT cases.", "", "lock case"),
+    ("SELECT labels.", "labels.queue_item_id =", "existing label"),
+    ("SELECT labels.id, labels.case_id, labels.value", "", "label history"),
+    ("SELECT queue_items.", "queue_items.kind =", "open adjudication"),
+    ("SELECT queue_items.", "WHERE queue_items.id =", "lock item"),
+    ("INSERT INTO labels", "", "insert label"),
+)
+
+
 def statement_kind(sql: str) -> str:
     """A short name for each statement claim_next / submit_label issue (for the per-statement breakdown)."""
     flat = " ".join(sql.split())
-    if flat.upper().startswith("BEGIN"):
-        return "BEGIN IMMEDIATE"
-    if flat.startswith("UPDATE queue_items SET status") and " cand" in flat:
-        return "pick UPDATE"
-    if flat.startswith("UPDATE queue_items SET lease_expires_at"):
-        return "lease renew"
-    if flat.startswith("SELECT queue_items.id") and "lease_holder" in flat:
-        return "held SELECT"
-    if flat.startswith("SELECT queue_items.") and "JOIN cases" in flat:
-        return "load claimed"
-    return "other SQL"
+    for prefix, needle, name in STATEMENT_NAMES:
+        if flat.startswith(prefix) and needle in flat:
+            return name
+    return flat[:48]
 
 
 class StatementLog:
@@ -216,13 +233,19 @@ class StatementLog:
         self.sql: str | None = None
         self.params: Any = None
         self.timing = False
+        self.capture = True
         self.durations: dict[str, list[float]] = {}
+        self.examples: dict[str, tuple[str, Any]] = {}
         self._t0 = 0.0
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
 
     def _before(self, conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().startswith("UPDATE queue_items SET status") and " cand" in statement:
+        if (
+            self.capture
+            and statement.lstrip().startswith("UPDATE queue_items SET status")
+            and " cand" in statement
+        ):
             self.sql, self.params = statement, parameters
         self._t0 = time.perf_counter()
 
@@ -230,6 +253,14 @@ class StatementLog:
         if self.timing:
             kind = statement_kind(statement)
             self.durations.setdefault(kind, []).append(time.perf_counter() - self._t0)
+            self.examples[kind] = (statement, parameters)
+
+    def breakdown(self, iterations: int, total_s: float) -> str:
+        """Per statement kind: p50 in ms and calls per iteration, slowest total first; then the rest."""
+        ranked = sorted(self.durations.items(), key=lambda kv: -sum(kv[1]))
+        parts = [f"{kind} {summarize(d).p50 * 1e3:.2f} (x{len(d) / iterations:.0f})" for kind, d in ranked]
+        rest = (total_s - sum(sum(d) for d in self.durations.values())) / iterations
+        return ", ".join(parts) + f"; commit + Python per call, mean {rest * 1e3:.2f}"
 
 
 def timed_loop(
@@ -260,13 +291,20 @@ def report(title: str, samples: dict[str, list[float]], cut: bool, wanted: int) 
 
 
 def measure_api(
-    engine: Engine, log: StatementLog, tag: str, claims: int, cap_s: float, loop: bool = True
+    engine: Engine,
+    log: StatementLog,
+    tag: str,
+    claims: int,
+    cap_s: float,
+    loop: bool = True,
+    claim: Callable[[Engine, str], Any] = claim_next,
+    what: str = "claim_next",
 ) -> dict[str, float]:
-    """Claim-only (with a per-statement breakdown) and claim+submit through the public API; claim p95s."""
+    """Claim-only (with a per-statement breakdown) and claim+submit (``submit_label``); the claim figures."""
 
     def claim_only(i: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        item = claim_next(engine, f"{tag}_claimer_{i}")
+        item = claim(engine, f"{tag}_claimer_{i}")
         dt = time.perf_counter() - t0
         assert item is not None, "the queue ran dry"
         return {"claim": dt}
@@ -276,7 +314,7 @@ def measure_api(
     def claim_submit(i: int) -> dict[str, float]:
         who = labellers[i % len(labellers)]
         t0 = time.perf_counter()
-        item = claim_next(engine, who)
+        item = claim(engine, who)
         t1 = time.perf_counter()
         assert item is not None, "the queue ran dry"
         submit_label(engine, item.item_id, who, 1 if i % 10 == 0 else 0)
@@ -285,22 +323,22 @@ def measure_api(
 
     for i in range(3):  # warm-up: connection pool, statement caches, first page reads
         claim_only(10_000_000 + i)
-    log.durations, log.timing = {}, True
+    log.durations, log.examples, log.timing = {}, {}, True
     only, cut = timed_loop(claim_only, claims, cap_s)
     log.timing = False
-    report("claim_next only (a new labeller each time, so every call runs the pick):", only, cut, claims)
-    claim_total = sum(only["claim"])
-    parts = ", ".join(
-        f"{kind} {summarize(d).p50 * 1e3:.2f}" for kind, d in sorted(log.durations.items()) if d
-    )
-    rest = (claim_total - sum(sum(d) for d in log.durations.values())) / len(only["claim"])
-    print(f"      per statement p50 (ms): {parts}; commit + Python, mean {rest * 1e3:.2f}")
+    report(f"{what} only (a new labeller each time, so every call runs the pick):", only, cut, claims)
+    print(f"      per statement, p50 ms: {log.breakdown(len(only['claim']), sum(only['claim']))}")
     out = {"claim_only_p50": summarize(only["claim"]).p50, "claim_only_p95": summarize(only["claim"]).p95}
     if loop:
+        log.durations, log.examples, log.timing = {}, {}, True
         both, cut2 = timed_loop(claim_submit, claims, cap_s)
-        report("claim_next + submit_label (4 labellers in turn):", both, cut2, claims)
+        log.timing = False
+        report(f"{what} + submit_label (4 labellers in turn):", both, cut2, claims)
+        n = len(both["claim"])
+        print(f"      per statement, p50 ms: {log.breakdown(n, sum(both['claim+submit']))}")
         out["loop_claim_p95"] = summarize(both["claim"]).p95
         out["loop_total_p95"] = summarize(both["claim+submit"]).p95
+        out["loop_submit_p95"] = summarize(both["submit"]).p95
     return out
 
 
@@ -327,31 +365,6 @@ def print_plan(title: str, plan: str) -> None:
     print("      " + plan.replace("\n", "\n      "))
 
 
-def rewrite(sql: str, params: Any, pattern: str, replacement: str) -> tuple[str, Any]:
-    """Replace the one match of ``pattern`` in a captured statement; drop the qmark parameters it held."""
-    m = re.search(pattern, sql)
-    if m is None:
-        raise RuntimeError(f"pattern {pattern!r} not found in the pick statement")
-    new_sql = sql[: m.start()] + replacement + sql[m.end() :]
-    if isinstance(params, dict):  # psycopg named parameters: unused ones are harmless
-        return new_sql, params
-    first = sql[: m.start()].count("?")
-    held = m.group(0).count("?")
-    return new_sql, tuple(params[:first]) + tuple(params[first + held :])
-
-
-def with_status_term(sql: str, params: Any) -> tuple[str, Any]:
-    """Shape 1: the pick with a redundant ``status IN ('queued', 'leased')`` term (partial-index match)."""
-    return rewrite(
-        sql, params, r"FROM queue_items AS cand\s+WHERE\s+", "FROM queue_items AS cand\nWHERE " + STATUS_TERM
-    )
-
-
-def queued_only(sql: str, params: Any) -> tuple[str, Any]:
-    """Shape 2: the pick restricted to ``status = 'queued'`` (expired leases released just before)."""
-    return rewrite(sql, params, OR_PATTERN, "cand.status = 'queued'")
-
-
 def time_statement(engine: Engine, sql: str, params: Any, repeat: int, cap_s: float) -> list[float]:
     """Execute a statement ``repeat`` times, each in its own transaction rolled back afterwards."""
     out: list[float] = []
@@ -359,9 +372,25 @@ def time_statement(engine: Engine, sql: str, params: Any, repeat: int, cap_s: fl
     for _ in range(repeat):
         with engine.connect() as conn:
             t0 = time.perf_counter()
-            conn.exec_driver_sql(sql, params).all()
+            result = conn.exec_driver_sql(sql, params)
+            if result.returns_rows:
+                result.all()
             out.append(time.perf_counter() - t0)
             conn.rollback()
+        if time.monotonic() - start > cap_s:
+            break
+    return out
+
+
+def commit_floor(engine: Engine, repeat: int, cap_s: float) -> list[float]:
+    """The least a write transaction costs here: UPDATE one row and COMMIT (the WAL flush on PostgreSQL)."""
+    out: list[float] = []
+    start = time.monotonic()
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE queue_items SET score = score WHERE id = 1")
+        out.append(time.perf_counter() - t0)
         if time.monotonic() - start > cap_s:
             break
     return out
@@ -384,7 +413,15 @@ def raw_line(label: str, samples: list[float]) -> str:
     return f"      {label:<44} {summarize(samples).ms()}"
 
 
-def run_backend(engine: Engine, args: argparse.Namespace, budget: Budget) -> None:
+def run_backend(url: str, args: argparse.Namespace, budget: Budget) -> None:
+    engine = create_db_engine(url)
+    try:
+        _run_backend(engine, url, args, budget)
+    finally:
+        engine.dispose()
+
+
+def _run_backend(engine: Engine, url: str, args: argparse.Namespace, budget: Budget) -> None:
     name = "SQLite" if is_sqlite(engine) else "PostgreSQL"
     n_done = int(args.rows * args.done_fraction)
     print(
@@ -392,76 +429,67 @@ def run_backend(engine: Engine, args: argparse.Namespace, budget: Budget) -> Non
         flush=True,
     )
     with stopwatch() as t_up:
-        upgrade(engine)
-    url = engine.url.render_as_string(hide_password=False)
+        before_rev, head = upgrade(engine)
     with stopwatch() as t_load:
-        if is_sqlite(engine):
-            load_sqlite(Path(engine.url.database), args.rows, args.batch, n_done)
-        else:
-            load_postgresql(url, args.rows, args.batch, n_done)
+        load(url, args.rows, args.batch, n_done)
     rate = (2 * args.rows + n_done) / t_load[0]
     how = "executemany, one transaction" if is_sqlite(engine) else "COPY, then VACUUM ANALYZE"
-    print(f"  schema {t_up[0]:.1f} s; bulk load {t_load[0]:.1f} s ({rate:,.0f} rows/s, {how})", flush=True)
+    print(f"  schema at {head} in {t_up[0]:.1f} s; bulk load {t_load[0]:.1f} s ({rate:,.0f} rows/s, {how})")
     with engine.connect() as conn:
         counts = dict(conn.execute(text("SELECT status, count(*) FROM queue_items GROUP BY status")).all())
-    print(f"  queue_items by status: {counts}")
+    print(f"  queue_items by status: {counts}", flush=True)
 
     log = StatementLog(engine)
-    cap = max(10.0, min(args.phase_cap_s, budget.left() / 10))
+    cap = max(5.0, min(args.phase_cap_s, budget.left() / 6))
+    rcap = min(args.raw_cap_s, cap / 2)
     summary: list[tuple[str, dict[str, float]]] = []
     raw: dict[str, list[float]] = {}
 
-    print(f"\n  [A] as shipped (indexes of the migrations); time cap {cap:.0f} s per phase", flush=True)
-    summary.append(("as shipped", measure_api(engine, log, "base", args.claims, cap)))
-    assert log.sql is not None
+    def timed(key: str, label: str, sql: str, params: Any) -> None:
+        raw[key] = time_statement(engine, sql, params, args.raw_repeat, rcap)
+        print(raw_line(label, raw[key]), flush=True)
+
+    print(f"\n  [A] as shipped (schema {head}); time cap {cap:.0f} s per phase", flush=True)
+    summary.append(("as shipped", measure_api(engine, log, "now", args.claims, cap)))
+    examples = dict(log.examples)
+    assert log.sql is not None, "no pick statement was seen"
     sql, params = log.sql, log.params
     print_plan("pick as shipped", explain(engine, sql, params))
-    q_sql, q_params = queued_only(sql, params)
-    print_plan("pick restricted to status = 'queued' (shape 2)", explain(engine, q_sql, q_params))
-    print("\n    the pick statement alone (rolled back each time):")
-    raw["shipped"] = time_statement(engine, sql, params, args.raw_repeat, cap / 2)
-    print(raw_line("as shipped", raw["shipped"]))
-    raw["shape2"] = time_statement(engine, q_sql, q_params, args.raw_repeat, cap / 2)
-    print(raw_line("shape 2 (status = 'queued')", raw["shape2"]))
-    if args.no_scratch_index or budget.exhausted(reserve=60):
-        print("  scratch-index variants skipped" + ("" if args.no_scratch_index else " (budget spent)"))
-        return
-
-    print(f"\n  [B] scratch index 1 (benchmark database only): {SCRATCH_DDL}", flush=True)
-    print(f"    built in {ddl(engine, SCRATCH_DDL):.1f} s")
-    s_sql, s_params = with_status_term(sql, params)
-    print_plan("pick as shipped", explain(engine, sql, params))
-    print_plan(f"pick with the term `{STATUS_TERM[:-5]}` (shape 1)", explain(engine, s_sql, s_params))
-    print("\n    the pick statement alone (rolled back each time):")
-    raw["ix1 shipped"] = time_statement(engine, sql, params, args.raw_repeat, cap / 2)
-    print(raw_line("as shipped", raw["ix1 shipped"]))
-    raw["ix1 shape1"] = time_statement(engine, s_sql, s_params, args.raw_repeat, cap / 2)
-    print(raw_line("shape 1 (+ status IN ('queued', 'leased'))", raw["ix1 shape1"]))
-    summary.append(("+ scratch index 1", measure_api(engine, log, "ix1", args.claims, cap, loop=False)))
-    ddl(engine, f"DROP INDEX {SCRATCH_INDEX}")
-    if budget.exhausted(reserve=45):
-        print("  budget spent: scratch index 2 skipped")
+    lookup = examples.get("open adjudication")
+    if lookup is not None:
+        print("\n    submit_label's open-adjudication lookup: " + " ".join(lookup[0].split())[:160] + " ...")
+        print_plan("open-adjudication lookup as shipped", explain(engine, *lookup))
+    print("\n    statements alone (rolled back each time):")
+    timed("pick", "pick as shipped", sql, params)
+    if lookup is not None:
+        timed("lookup", "open-adjudication lookup as shipped", *lookup)
+    raw["floor"] = commit_floor(engine, 100, rcap)
+    print(raw_line("floor: a one-row UPDATE + COMMIT", raw["floor"]))
+    if args.no_before or budget.exhausted(reserve=40):
+        print("  [B] skipped" + ("" if args.no_before else " (budget spent)"))
         print_summary(name, summary, raw)
         return
 
-    print(
-        f"\n  [C] scratch index 2 (benchmark database only): {CLAIM2_DDL}, replacing ix_queue_items_claim",
-        flush=True,
+    print(f"\n  [B] before migration {head}: schema downgraded one revision, the previous pick", flush=True)
+    with stopwatch() as t_down:
+        _, at = downgrade(engine, "-1")
+    engine.dispose()  # no pooled connection keeps the old schema
+    print(f"    schema at {at} in {t_down[0]:.1f} s")
+    log.sql = None
+    summary.append(
+        (
+            "before 0002",
+            measure_api(engine, log, "old", args.claims, cap, claim=claim_before_0002, what="old claim"),
+        )
     )
-    print(f"    built in {ddl(engine, 'DROP INDEX ix_queue_items_claim', CLAIM2_DDL):.1f} s")
-    print_plan("pick as shipped", explain(engine, sql, params))
-    print_plan("pick restricted to status = 'queued' (shape 2)", explain(engine, q_sql, q_params))
-    print("\n    the pick statement alone (rolled back each time):")
-    raw["ix2 shipped"] = time_statement(engine, sql, params, args.raw_repeat, cap / 2)
-    print(raw_line("as shipped", raw["ix2 shipped"]))
-    raw["ix2 shape2"] = time_statement(engine, q_sql, q_params, args.raw_repeat, cap / 2)
-    print(raw_line("shape 2 (status = 'queued')", raw["ix2 shape2"]))
-    release = "UPDATE queue_items SET status = 'queued' WHERE status = 'leased' AND lease_expires_at < " + (
-        "datetime('now')" if is_sqlite(engine) else "now()"
-    )
-    raw["release"] = time_statement(engine, release, (), args.raw_repeat, cap / 2)
-    print(raw_line("release of expired leases (shape 2 step 1)", raw["release"]))
-    summary.append(("+ scratch index 2", measure_api(engine, log, "ix2", args.claims, cap, loop=False)))
+    assert log.sql is not None, "no pick statement was seen"
+    print_plan("pick before migration 0002", explain(engine, log.sql, log.params))
+    if lookup is not None:
+        print_plan("open-adjudication lookup before migration 0002", explain(engine, *lookup))
+    print("\n    statements alone (rolled back each time):")
+    timed("old pick", "pick before migration 0002", log.sql, log.params)
+    if lookup is not None:
+        timed("old lookup", "open-adjudication lookup before 0002", *lookup)
     print_summary(name, summary, raw)
 
 
@@ -469,31 +497,32 @@ def print_summary(
     name: str, summary: list[tuple[str, dict[str, float]]], raw: dict[str, list[float]]
 ) -> None:
     print(f"\n  {name} summary (target: claim p95 <= 20 ms at 1M rows)")
-    print("    claim_next, code as shipped:")
     for label, res in summary:
         loop = (
-            f"; claim+submit loop: claim p95 {res['loop_claim_p95'] * 1e3:.2f} ms, "
-            f"claim+submit p95 {res['loop_total_p95'] * 1e3:.2f} ms"
+            f"; claim+submit loop: claim p95 {res['loop_claim_p95'] * 1e3:.1f}, "
+            f"submit p95 {res['loop_submit_p95'] * 1e3:.1f}, both p95 {res['loop_total_p95'] * 1e3:.1f} ms"
             if "loop_claim_p95" in res
             else ""
         )
         print(
-            f"      {label:<20} claim p50 {res['claim_only_p50'] * 1e3:8.2f} ms, p95 "
-            f"{res['claim_only_p95'] * 1e3:8.2f} ms ({verdict(res['claim_only_p95'])}){loop}"
+            f"    {label:<12} claim p50 {res['claim_only_p50'] * 1e3:8.1f} ms, p95 "
+            f"{res['claim_only_p95'] * 1e3:8.1f} ms ({verdict(res['claim_only_p95'])}){loop}"
         )
-    base = summarize(raw["shipped"]).p50
-    print("    pick statement alone, p50 (speed-up vs as shipped):")
-    for key, label in (
-        ("shipped", "as shipped"),
-        ("shape2", "shape 2, migration indexes"),
-        ("ix1 shipped", "index 1, query as shipped"),
-        ("ix1 shape1", "index 1 + shape 1"),
-        ("ix2 shipped", "index 2, query as shipped"),
-        ("ix2 shape2", "index 2 + shape 2"),
-    ):
-        if key in raw:
-            p50 = summarize(raw[key]).p50
-            print(f"      {label:<28} {p50 * 1e3:9.2f} ms  (x{base / p50:.1f})")
+    results = dict(summary)
+    if "before 0002" in results:
+        now, old = results["as shipped"], results["before 0002"]
+        print(
+            f"    claim p50 before / after migration 0002: x{old['claim_only_p50'] / now['claim_only_p50']:.0f}"
+            f" ({old['claim_only_p50'] * 1e3:.1f} -> {now['claim_only_p50'] * 1e3:.1f} ms)"
+        )
+    for new_key, old_key, label in (("pick", "old pick", "pick"), ("lookup", "old lookup", "lookup")):
+        if new_key in raw and old_key in raw:
+            new, old = summarize(raw[new_key]).p50, summarize(raw[old_key]).p50
+            print(
+                f"    {label} statement p50 before / after: x{old / new:.0f} ({old * 1e3:.2f} -> {new * 1e3:.2f} ms)"
+            )
+    if "floor" in raw:
+        print(f"    floor of a write transaction here: p50 {summarize(raw['floor']).p50 * 1e3:.2f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,13 +532,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--done-fraction", type=float, default=0.1, help="oldest items already labelled")
     parser.add_argument("--batch", type=int, default=1000, help="queue items per round")
-    parser.add_argument("--raw-repeat", type=int, default=30, help="timings of the bare pick statement")
-    parser.add_argument("--phase-cap-s", type=float, default=60.0, help="most seconds per measured phase")
+    parser.add_argument("--raw-repeat", type=int, default=30, help="timings of each bare statement")
+    parser.add_argument("--phase-cap-s", type=float, default=20.0, help="most seconds per measured phase")
+    parser.add_argument("--raw-cap-s", type=float, default=8.0, help="most seconds per bare-statement timing")
     parser.add_argument("--budget-s", type=float, default=None, help="overall wall-clock budget")
-    parser.add_argument("--no-scratch-index", action="store_true", help="skip the scratch-index variant")
+    parser.add_argument("--no-before", action="store_true", help="skip [B] (the schema before 0002)")
     args = parser.parse_args(argv)
-    if args.rows < 2 * args.claims + 100:
-        parser.error("--rows must exceed twice --claims (plus 100) so the queue never runs dry")
+    if args.rows < 6 * args.claims + 100:
+        parser.error("--rows must exceed 6 x --claims (plus 100) so the queue never runs dry")
     if not 0 <= args.done_fraction < 0.5:
         parser.error("--done-fraction must be in [0, 0.5)")
     budget = Budget(args.budget_s)
@@ -519,27 +549,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {noise_note()}")
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     failed = False
-    for backend in backends:
+    for i, backend in enumerate(backends):
         print(f"\n=== {backend} ===", flush=True)
-        if backend == "sqlite":
-            with tempfile.TemporaryDirectory(prefix="bench_queue_") as tmp:
-                engine = create_db_engine(f"sqlite:///{Path(tmp) / 'queue.db'}")
-                try:
-                    run_backend(engine, args, budget)
-                finally:
-                    engine.dispose()
-        else:
-            try:
-                with throwaway_pg_database("wbbench_queue") as url:
+        share = Budget(None if args.budget_s is None else budget.left() / (len(backends) - i))
+        try:
+            with bench_database(backend, "wbbench_queue") as url:
+                if backend == "postgresql":
                     print(f"  PostgreSQL server {pg_server_version(url)}")
-                    engine = create_db_engine(url)
-                    try:
-                        run_backend(engine, args, budget)
-                    finally:
-                        engine.dispose()
-            except RuntimeError as exc:
-                print(f"  SKIPPED: {exc}")
-                failed = True
+                run_backend(url, args, share)
+        except RuntimeError as exc:
+            print(f"  SKIPPED: {exc}")
+            failed = True
         print(f"  {noise_note()}", flush=True)
     return 1 if failed else 0
 

@@ -7,6 +7,7 @@ machine is shared and noisy; :func:`noise_note` records the load average next to
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import re
@@ -14,7 +15,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -258,6 +259,93 @@ def pg_server_version(sqlalchemy_url: str) -> str:
             return str(conn.execute(text("SHOW server_version")).scalar())
     finally:
         eng.dispose()
+
+
+# -- bulk loading ----------------------------------------------------------------------------------------
+CASE_COLS = (
+    "id, external_id, patient_id, pre_path, post_path, pre_sha256, post_sha256, pair_sha256, "
+    "pre_width, pre_height, post_width, post_height, split, created_at"
+)
+SQLITE_TS = "2024-01-01 00:00:00.000000"  # how SQLAlchemy stores DateTime on SQLite
+
+
+def case_rows(n: int, ts: object, split: str = "pool") -> Iterator[tuple[object, ...]]:
+    """Cases 1..n for ``CASE_COLS``: unique external ids and pair hashes (64 hex digits, in id order)."""
+    for i in range(1, n + 1):
+        h = f"{i:064x}"
+        yield (
+            i,
+            f"case-{i:07d}",
+            f"pt-{i:07d}",
+            f"cases/{i:07d}/pre.jpg",
+            f"cases/{i:07d}/post.jpg",
+            h,
+            h[::-1],
+            h,
+            640,
+            480,
+            640,
+            480,
+            split,
+            ts,
+        )
+
+
+def bulk_load(url: str, tables: Sequence[tuple[str, str, Iterable[tuple[object, ...]]]]) -> None:
+    """Load ``(table, columns, rows)`` fast into an upgraded database with explicit ids.
+
+    SQLite: executemany in ONE transaction on a plain sqlite3 connection (synchronous off for the load).
+    PostgreSQL: ``COPY ... FROM STDIN`` per table, then each id sequence is moved past the loaded ids and
+    the database is VACUUM ANALYZEd, as autovacuum would soon do after a bulk load. Timestamps must be
+    ``SQLITE_TS`` strings on SQLite and datetimes on PostgreSQL.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(parsed.database, isolation_level=None)
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-262144")  # 256 MiB page cache for the load
+        conn.execute("BEGIN")
+        for table, cols, rows in tables:
+            marks = ", ".join("?" * (cols.count(",") + 1))
+            it = iter(rows)
+            while chunk := list(itertools.islice(it, 50_000)):
+                conn.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", chunk)
+        conn.execute("COMMIT")
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(psycopg_conninfo(url)) as pg:
+        pg.execute("SET synchronous_commit = off")
+        with pg.cursor() as cur:
+            for table, cols, rows in tables:
+                with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT coalesce(max(id), 1) FROM {table}))"
+                )
+        pg.commit()
+    with psycopg.connect(psycopg_conninfo(url), autocommit=True) as pg:
+        pg.execute("VACUUM ANALYZE")
+
+
+@contextmanager
+def bench_database(backend: str, prefix: str) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file in a temp folder, or a throw-away PostgreSQL database."""
+    import tempfile
+
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}_") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+    elif backend == "postgresql":
+        with throwaway_pg_database(prefix) as url:
+            yield url
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
 
 
 # -- docs/benchmarks.md ----------------------------------------------------------------------------------
