@@ -9,6 +9,7 @@ import typer
 from cli import active, calibration, data, db, export, jobs, models
 from cli.common import handle_errors, settings
 from cli.demo import demo
+from cli.simulate import simulate
 from cli.ui import ui
 from workbench import __version__
 
@@ -33,6 +34,7 @@ app.command("promote")(export.promote_cmd)
 app.command("export")(export.export)
 app.command("predict")(export.predict)
 app.command("ui")(ui)
+app.command("simulate")(simulate)
 app.add_typer(active.queue_app, name="queue")
 app.add_typer(active.round_app, name="round")
 app.add_typer(active.users_app, name="users")
