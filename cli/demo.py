@@ -86,7 +86,12 @@ def demo(
         0.5, "--unlabelled", help="Fraction of pairs without a label (the pool)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data and the training run."),
-    epochs: int = typer.Option(20, "--epochs", min=1, help="Training epochs of the first round."),
+    epochs: int | None = typer.Option(
+        None,
+        "--epochs",
+        min=1,
+        help="Training epochs of the first round (default: the CPU preset's, with early stopping).",
+    ),
     batch_size: int = typer.Option(20, "--batch-size", min=1, help="Cases queued for labelling."),
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Start the UI at the end (and keep running)."),
     port: int | None = typer.Option(None, "--port", min=1, max=65_535, help="UI port (default: setting)."),
@@ -115,6 +120,14 @@ def demo(
     typer.echo(format_split_counts(split_counts(eng)))
 
     procs: list[subprocess.Popen[bytes]] = []
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C (and a service manager's SIGTERM) stop what the demo started, even when the shell that
+    # launched it set SIGINT to be ignored (as it does for background jobs).
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         progress = queue_progress(eng)
         if progress["queued"] + progress["leased"] > 0:
