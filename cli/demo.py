@@ -81,9 +81,9 @@ def _ensure_admin(eng, home: Path) -> str:  # type: ignore[no-untyped-def]
 
 @handle_errors
 def demo(
-    n: int = typer.Option(400, "--n", help="Synthetic pairs to generate."),
+    n: int = typer.Option(500, "--n", help="Synthetic pairs to generate."),
     unlabelled: float = typer.Option(
-        0.5, "--unlabelled", help="Fraction of pairs without a label (the pool)."
+        0.3, "--unlabelled", help="Fraction of pairs without a label (the pool)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data and the training run."),
     epochs: int | None = typer.Option(
