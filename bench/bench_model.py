@@ -152,6 +152,8 @@ def main() -> None:
         + ", ".join(f"{k} {v:.2f}" for k, v in runs.items())
         + f"; images / warm cache = {runs['images'] / runs['cached features (warm)']:.1f}x"
     )
+    if args.card_pairs:
+        card_inference_ratio(work, args.card_pairs)
 
 
 def card_inference_ratio(work: Path, n: int) -> None:
