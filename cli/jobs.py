@@ -13,7 +13,7 @@ import typer
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from cli.common import engine, fail, handle_errors, train_params
+from cli.common import engine, fail, handle_errors, parse_json_option, train_params
 from workbench.jobs import store
 from workbench.jobs.kinds import QUEUES
 from workbench.jobs.submit import submit_job
@@ -156,12 +156,15 @@ def submit_round(
     batch_size: int = typer.Option(20, min=1, help="Cases to queue for labelling."),
     policy: str = typer.Option("sensitivity>=0.9", help="Threshold policy."),
     seed: int = typer.Option(0),
+    overrides: str | None = typer.Option(None, help="JSON of model/train config overrides."),
     wait: bool = typer.Option(False, "--wait"),
     requester: str = typer.Option("cli", "--as"),
 ) -> None:
     """One active-learning round: train -> infer -> calibrate -> queue."""
-    params = dict(train=dict(preset=preset, epochs=epochs, seed=seed), batch_size=batch_size, policy=policy)
-    _submit("round", params, requester, wait)
+    train = dict(
+        preset=preset, epochs=epochs, seed=seed, overrides=parse_json_option(overrides, "--overrides")
+    )
+    _submit("round", dict(train=train, batch_size=batch_size, policy=policy), requester, wait)
 
 
 @submit_app.command("sleep", hidden=True)

@@ -115,3 +115,45 @@ def test_cancel_running_training_within_an_epoch(data_stack: Stack) -> None:
     assert version.status == "cancelled" and version.artifact_uri is None
     folder = Path(data_stack.env["WORKBENCH_HOME"]) / "artifacts" / "models" / f"v{version.id}"
     assert not list(folder.glob("*.keras")) if folder.exists() else True
+
+
+def test_round_through_the_job_system_queues_a_batch_with_reasons(stack: Stack, tmp_path: Path) -> None:
+    from workbench.db.models import QueueItem, Round
+
+    summary = generate_dataset(
+        tmp_path / "pool", n=80, positive_rate=0.25, seed=4, size=(48, 48), unlabelled_fraction=0.4
+    )
+    import_source(stack.engine, summary.manifest)
+    res = run_cli(
+        "submit",
+        "round",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "6",
+        "--policy",
+        "max_f1",
+        "--overrides",
+        TINY,
+        "--wait",
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-2000:] + stack.worker.log()[-3000:]
+    round_job = store.get_job(stack.engine, _job_id(res.stdout))
+    assert round_job.status == "succeeded" and round_job.progress == 1.0
+    with session_scope(stack.engine) as s:
+        steps = s.execute(
+            select(Job.kind, Job.status).where(Job.parent_id == round_job.id).order_by(Job.id)
+        ).all()
+        items = s.scalars(select(QueueItem).where(QueueItem.round_id == round_job.result["round"])).all()
+        rnd = s.get(Round, round_job.result["round"])
+        version = s.get(ModelVersion, rnd.model_version_id)
+    assert steps == [
+        ("train", "succeeded"),
+        ("infer", "succeeded"),
+        ("calibrate", "succeeded"),
+        ("queue", "succeeded"),
+    ]
+    assert len(items) == 6 and all(i.reason and i.strategy for i in items)
+    assert len({i.case_id for i in items}) == 6  # no case twice
+    assert version.status == "ready" and version.threshold is not None and rnd.threshold == version.threshold
