@@ -83,3 +83,33 @@ def predict_with_temperature(
     logit = (2 * z - np.log(9)) * temperature
     p = 1 / (1 + np.exp(-logit))
     write_predictions(engine, version_id, case_ids, logit, p, np.full(len(case_ids), 0.01))
+
+
+def insert_cases(engine: Engine, n: int, split: str = "pool") -> list[int]:
+    """Insert ``n`` unlabelled cases of one split (fake image paths: queue tests never open them)."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    with session_scope(engine) as s:
+        cases = []
+        for i in range(n):
+            h = hashlib.sha256(f"{tag}/{i}".encode()).hexdigest()
+            cases.append(
+                Case(
+                    external_id=f"{split}-{tag}-{i:04d}",
+                    patient_id=f"P{i}",
+                    pre_path=f"/img/{tag}/{i}/pre.jpg",
+                    post_path=f"/img/{tag}/{i}/post.jpg",
+                    pre_sha256=h,
+                    post_sha256=h[::-1],
+                    pair_sha256=h,
+                    pre_width=64,
+                    pre_height=64,
+                    post_width=64,
+                    post_height=64,
+                    split=split,
+                )
+            )
+        s.add_all(cases)
+        s.flush()
+        return [c.id for c in cases]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import uuid
-
 from sqlalchemy import Engine, select
 
+from factories import insert_cases
 from workbench.active.agreement import (
     LabelRow,
     agreement_report,
@@ -17,36 +15,9 @@ from workbench.active.agreement import (
 from workbench.active.leases import claim_next, enqueue, submit_label, undo_last
 from workbench.active.strategies import Selected
 from workbench.db.engine import session_scope
-from workbench.db.models import Case, Label, QueueItem
+from workbench.db.models import Label, QueueItem
 
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def make_cases(engine: Engine, n: int, split: str = "pool") -> list[int]:
-    tag = uuid.uuid4().hex[:8]
-    with session_scope(engine) as s:
-        cases = [
-            Case(
-                external_id=f"{split}-{tag}-{i:03d}",
-                patient_id=f"P{i}",
-                pre_path=f"/img/{i}/pre.png",
-                post_path=f"/img/{i}/post.png",
-                pre_sha256=_sha(f"{tag}/pre/{i}"),
-                post_sha256=_sha(f"{tag}/post/{i}"),
-                pair_sha256=_sha(f"{tag}/pair/{i}"),
-                pre_width=32,
-                pre_height=32,
-                post_width=32,
-                post_height=32,
-                split=split,
-            )
-            for i in range(n)
-        ]
-        s.add_all(cases)
-        s.flush()
-        return [c.id for c in cases]
+make_cases = insert_cases
 
 
 def add_labels(engine: Engine, rows: list[tuple[int, int | None, str, str]]) -> None:

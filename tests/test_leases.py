@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, func, select, update
 
+from factories import insert_cases
 from workbench.active import leases
 from workbench.active.leases import claim_next, enqueue, ensure_queueable, skip, submit_label, undo_last
 from workbench.active.strategies import Selected
@@ -19,35 +18,7 @@ from workbench.db.engine import create_db_engine, session_scope
 from workbench.db.models import Case, Label, QueueItem, utcnow
 from workbench.errors import ConflictError, ValidationError
 
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def make_cases(engine: Engine, n: int, split: str = "pool") -> list[int]:
-    """Insert ``n`` cases (fake image paths are enough: the queue never opens them)."""
-    tag = uuid.uuid4().hex[:8]
-    with session_scope(engine) as s:
-        cases = [
-            Case(
-                external_id=f"{split}-{tag}-{i:04d}",
-                patient_id=f"P{i}",
-                pre_path=f"/img/{tag}/{i}/pre.jpg",
-                post_path=f"/img/{tag}/{i}/post.jpg",
-                pre_sha256=_sha(f"{tag}/pre/{i}"),
-                post_sha256=_sha(f"{tag}/post/{i}"),
-                pair_sha256=_sha(f"{tag}/pair/{i}"),
-                pre_width=64,
-                pre_height=64,
-                post_width=64,
-                post_height=64,
-                split=split,
-            )
-            for i in range(n)
-        ]
-        s.add_all(cases)
-        s.flush()
-        return [c.id for c in cases]
+make_cases = insert_cases
 
 
 def queue(
