@@ -46,9 +46,9 @@ class JobContext:
             self.parent.progress(fraction, message, force=True)
 
     def should_cancel(self) -> bool:
-        """Whether the job was asked to stop (reads the job row at most every ``min_interval_s``)."""
+        """Whether the job was asked to stop (reads the job row at most every ``min_interval_s / 2``)."""
         now = time.monotonic()
-        if not self._cancelled and now - self._last_check >= self.min_interval_s:
+        if not self._cancelled and now - self._last_check >= self.min_interval_s / 2:
             self._cancelled = store.cancel_requested(self.engine, self.job_id)
             self._last_check = now
         if not self._cancelled and self.parent is not None:
