@@ -17,41 +17,13 @@ def make_cases(
 ) -> dict[str, list[int]]:
     """Insert cases per split (fake paths) with import labels; pool cases stay unlabelled."""
     rng = np.random.default_rng(seed)
-    out: dict[str, list[int]] = {}
+    out = {split: insert_cases(engine, n, split) for split, n in splits.items()}
     with session_scope(engine) as s:
-        k = 0
-        for split, n in splits.items():
-            ids = []
-            for _ in range(n):
-                k += 1
-                h = hashlib.sha256(f"{seed}-{k}".encode()).hexdigest()
-                case = Case(
-                    external_id=f"case-{seed}-{k}",
-                    patient_id=f"p-{seed}-{k}",
-                    pre_path=f"/x/{k}/pre.jpg",
-                    post_path=f"/x/{k}/post.jpg",
-                    pre_sha256=h,
-                    post_sha256=h[::-1],
-                    pair_sha256=h,
-                    pre_width=8,
-                    pre_height=8,
-                    post_width=8,
-                    post_height=8,
-                    split=split,
-                )
-                s.add(case)
-                s.flush()
-                if labelled and split != "pool":
-                    s.add(
-                        Label(
-                            case_id=case.id,
-                            value=int(rng.random() < positive_rate),
-                            labeller="import:0",
-                            source="import",
-                        )
-                    )
-                ids.append(case.id)
-            out[split] = ids
+        for split, ids in out.items():
+            if labelled and split != "pool":
+                for cid in ids:
+                    value = int(rng.random() < positive_rate)
+                    s.add(Label(case_id=cid, value=value, labeller="import:0", source="import"))
     return out
 
 
