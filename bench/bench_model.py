@@ -58,7 +58,9 @@ def main() -> None:
     settings = Settings(home=work / "home", database_url=f"sqlite:///{work / 'wb.db'}")
     engine = create_db_engine(settings.db_url)
     upgrade(engine)
-    data = generate_dataset(work / "data", n=args.n, positive_rate=0.2, seed=0, size=parse_size(args.size))
+    data = generate_dataset(
+        work / "data", n=args.n, positive_rate=0.2, seed=0, size=parse_size(args.size), difficulty="easy"
+    )
     import_source(engine, data.manifest)
     model_cfg, train_cfg = preset("cpu")
     with session_scope(engine) as s:
@@ -167,7 +169,7 @@ def card_inference_ratio(work: Path, n: int) -> None:
     from workbench.model.inference import predict_pairs
     from workbench.model.pipeline import load_arrays
 
-    data = generate_dataset(work / "card-data", n=n, size=(256, 256), seed=1)
+    data = generate_dataset(work / "card-data", n=n, size=(256, 256), seed=1, difficulty="easy")
     src = read_source(data.manifest)
     pairs = [(str(src.root / r.pre), str(src.root / r.post)) for r in src.rows]
     cfg, _ = preset("card")

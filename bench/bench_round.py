@@ -58,6 +58,7 @@ def main() -> None:
         seed=0,
         size=parse_size(args.size),
         unlabelled_fraction=args.pool / n,
+        difficulty="easy",
     )
     t_synth = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -36,7 +36,9 @@ def main() -> None:
     from workbench.data.synth import generate_dataset
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-simulate-"))
-    data = generate_dataset(work / "data", n=args.n, positive_rate=0.1, seed=args.data_seed)
+    data = generate_dataset(
+        work / "data", n=args.n, positive_rate=0.1, seed=args.data_seed, difficulty="easy"
+    )
     t = time.perf_counter()
     result = simulate(
         data.manifest,

@@ -87,6 +87,7 @@ def main() -> int:
         seed=args.data_seed,
         size=(w, h),
         image_format=args.format,
+        difficulty="easy",
     )
     with (data / "manifest.csv").open() as fh:
         rows = list(csv.DictReader(fh))

@@ -98,6 +98,13 @@ KNOWN = (
     Spec("round", "bench_round.py", "Active-learning round (bench_round.py)", [], 600),
     Spec("simulate", "bench_simulate.py", "Simulated labelling (bench_simulate.py)", [], 300),
     Spec("cpu_preset_check", "cpu_preset_check.py", "CPU preset check (cpu_preset_check.py)", [], 660),
+    Spec(
+        "subtle",
+        "bench_subtle.py",
+        "Subtle lesions: CPU preset vs the non-learned baseline on hard data (bench_subtle.py)",
+        ["--difficulty", "hard", "--seeds", "0,1,2"],
+        4800,
+    ),
     Spec("gpu_check", "gpu_check.py", "GPU throughput (gpu_check.py)", [], 600, needs_gpu=True),
 )
 

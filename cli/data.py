@@ -24,6 +24,15 @@ def synth(
     size: str = typer.Option("128x128", "--size", help="Image size WxH."),
     unlabelled: float = typer.Option(0.0, "--unlabelled", help="Fraction of cases written without a label."),
     image_format: str = typer.Option("jpg", "--format", help="jpg or png."),
+    difficulty: str = typer.Option(
+        "realistic",
+        "--difficulty",
+        help="easy (generator v1: obvious lesions), realistic (faint lesions overlap look-alikes) or hard.",
+    ),
+    label_noise: float = typer.Option(
+        0.0, "--label-noise", help="Fraction of labelled cases whose recorded label is flipped, in [0, 0.5)."
+    ),
+    sites: int = typer.Option(1, "--sites", help="Number of site/device profiles (1-16)."),
 ) -> None:
     """Write a synthetic data set of pre/post pairs in the import format."""
     summary = generate_dataset(
@@ -34,10 +43,16 @@ def synth(
         size=parse_size(size),
         unlabelled_fraction=unlabelled,
         image_format=image_format,
+        difficulty=difficulty,
+        label_noise=label_noise,
+        sites=sites,
     )
+    reference = "n/a" if summary.reference_auroc is None else f"{summary.reference_auroc:.3f}"
     typer.echo(
         f"{summary.n} pairs ({summary.positives} positive, {summary.labelled} labelled, "
-        f"{summary.patients} patients) in {summary.root}\nmanifest: {summary.manifest}"
+        f"{summary.patients} patients, difficulty {summary.difficulty}, {summary.sites} site(s)) "
+        f"in {summary.root}\nmanifest: {summary.manifest}\n"
+        f"reference AUROC of the latent evidence: {reference}"
     )
 
 

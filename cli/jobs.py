@@ -65,6 +65,8 @@ def _submit(kind: str, params: dict[str, Any], requester: str, wait: bool) -> No
         view = wait_for(eng, job_id)
         if view.status != "succeeded":
             raise fail(f"job {job_id} {view.status}: {view.error or view.message or ''}".strip())
+        if (view.result or {}).get("did_not_learn"):  # the version is kept but not ready (exit 3)
+            raise fail(f"job {job_id}: {view.result.get('message') or view.message}", code=3)
 
 
 def wait_for(eng: Engine, job_id: int, poll_s: float = 1.0) -> store.JobView:

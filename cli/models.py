@@ -1,4 +1,4 @@
-"""``workbench train``, ``workbench evaluate``, ``workbench models``: the model registry from a shell."""
+"""``workbench train``, ``evaluate``, ``baseline``, ``models``: the model registry from a shell."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from pathlib import Path
 import typer
 
 from cli.common import engine, handle_errors, settings, train_params
+from workbench.evaluation.baseline import DESCRIPTION, NAME, baseline_lines, evaluate_baseline
 from workbench.evaluation.report import format_report
 from workbench.model.evaluate import evaluate_version
 from workbench.model.registry import list_versions, train_version
+
+DID_NOT_LEARN_EXIT = 3  # `workbench train` exit code when the version did not learn
 
 
 @handle_errors
@@ -32,7 +35,11 @@ def train(
         "test", "--evaluate-on", help="Split to report on after training ('' for none)."
     ),
 ) -> None:
-    """Train a version in this process (no worker needed), then report on the test split."""
+    """Train a version in this process (no worker needed), then report on the test split.
+
+    A version that fails the learning check (constant output, loss at the prior, validation AUROC not
+    above chance) is kept as did_not_learn: the reasons and what to try are printed, exit code 3.
+    """
     params = train_params(
         preset, phases, epochs, fine_tune_epochs, imbalance, seed, parent, feature_cache, overrides
     )
@@ -48,7 +55,22 @@ def train(
     version = result["model_version"]
     if result.get("cancelled"):
         raise typer.Exit(1)
+    check = result.get("learning_check") or {}
+    if result.get("did_not_learn"):
+        typer.echo(
+            f"model version {version} did not learn ({result.get('seconds', 0)} s); it is kept, not ready:"
+        )
+        for reason in check.get("reasons") or []:
+            typer.echo(f"  - {reason}")
+        typer.echo("what to try:")
+        for tip in check.get("advice") or []:
+            typer.echo(f"  - {tip}")
+        raise typer.Exit(DID_NOT_LEARN_EXIT)
     typer.echo(f"model version {version} ready ({result.get('seconds', 0)} s)")
+    if check.get("verdict") == "did_not_learn":  # learning_check "warn": recorded only
+        typer.echo(f"warning: the learning check says it {check.get('summary')}", err=True)
+    elif check:
+        typer.echo(f"learning check: {check.get('summary')}")
     if evaluate_on:
         report, method = evaluate_version(eng, cfg, version, evaluate_on)
         typer.echo(format_report(report))
@@ -62,10 +84,24 @@ def evaluate(
     threshold: float | None = typer.Option(None, min=0.0, max=1.0, help="Override the operating threshold."),
     png: Path | None = typer.Option(None, help="Write ROC/PR/sweep curves to this PNG."),
     as_json: bool = typer.Option(False, "--json", help="Print the stored report as JSON."),
+    with_baseline: bool = typer.Option(
+        True, "--baseline/--no-baseline", help="Compare with the non-learned baseline on the same cases."
+    ),
 ) -> None:
-    """Evaluation report of a version on one named split (threshold sweep, CIs, confusion matrix)."""
+    """Evaluation report of a version on one named split (threshold sweep, CIs, confusion matrix).
+
+    The report also shows the non-learned baseline (`workbench baseline`) on the same cases, the
+    paired difference model minus baseline, and a FLAG line when the model does not clearly beat it.
+    """
     report, method = evaluate_version(
-        engine(), settings(), version, split, calibrated=not uncalibrated, threshold=threshold, png=png
+        engine(),
+        settings(),
+        version,
+        split,
+        calibrated=not uncalibrated,
+        threshold=threshold,
+        png=png,
+        baseline=with_baseline,
     )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=1))
@@ -79,10 +115,33 @@ def evaluate(
 
 
 @handle_errors
+def baseline(
+    split: str = typer.Option("test", help="train, val or test (train is in-sample: optimistic)."),
+    n_boot: int = typer.Option(1000, min=1, help="Bootstrap resamples for the 95% intervals."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """AUROC/AUPRC of the NON-LEARNED baseline on a split, with 95% intervals (no model needed).
+
+    Hand-designed pre/post whitening-change features (tissue mask, per-channel median normalisation,
+    post whiteness minus max-filtered pre whiteness) with a logistic regression fitted on the train
+    split only. Feature vectors are cached under the artifact root.
+    """
+    result = evaluate_baseline(engine(), settings(), split, n_boot=n_boot, seed=seed)
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+        return
+    typer.echo(f"{NAME} v{result['version']}: {DESCRIPTION}")
+    for line in baseline_lines(result):
+        typer.echo(line)
+    typer.echo(f"({result['seconds']} s)")
+
+
+@handle_errors
 def models() -> None:
     """Model versions, newest first."""
     typer.echo(
-        f"{'id':>4} {'status':<10} {'preset':<6} {'parent':>6} {'round':>5} {'threshold':>9}  data (train/val)"
+        f"{'id':>4} {'status':<13} {'preset':<6} {'parent':>6} {'round':>5} {'threshold':>9}  data (train/val)"
     )
     for v in list_versions(engine()):
         counts = v.data_counts or {}
@@ -92,5 +151,5 @@ def models() -> None:
         )
         thr = f"{v.threshold:.3f}" if v.threshold is not None else "-"
         typer.echo(
-            f"{v.id:>4} {v.status:<10} {v.preset:<6} {v.parent_id or '-':>6} {v.round_id or '-':>5} {thr:>9}  {data}"
+            f"{v.id:>4} {v.status:<13} {v.preset:<6} {v.parent_id or '-':>6} {v.round_id or '-':>5} {thr:>9}  {data}"
         )

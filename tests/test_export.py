@@ -42,7 +42,8 @@ TINY = {
     "epochs": 1,
     "overrides": {
         "model": {"input_size": [32, 32], "token_dim": 8, "heads": 2, "key_dim": 4, "cnn_width": 4},
-        "train": {"phase1_batch": 8, "augment": False},
+        # plumbing on too little data to learn from: the learning check is recorded, not enforced
+        "train": {"phase1_batch": 8, "augment": False, "learning_check": "warn"},
     },
 }
 
@@ -68,7 +69,9 @@ def wb(tmp_path_factory: pytest.TempPathFactory) -> Workbench:
     )
     engine = create_db_engine(settings.db_url)
     upgrade(engine)
-    data = generate_dataset(root / "data", n=30, positive_rate=0.3, size=(48, 48), image_format="png")
+    data = generate_dataset(
+        root / "data", n=30, positive_rate=0.3, size=(48, 48), image_format="png", difficulty="easy"
+    )
     import_source(engine, data.manifest)
     from workbench.model.registry import train_version
     from workbench.model.scoring import infer_version

@@ -268,3 +268,114 @@ def test_config_dict_is_json_serialisable():
     data = json.loads(text)
     assert ModelConfig.from_dict(data["model"]) == cfg
     assert Path(__file__).exists()
+
+
+# ------------------------------------------------------------------------ subtle-lesion change path
+
+
+def change_cfg(**changes) -> ModelConfig:
+    base = {
+        "shared_backbone": True,
+        "input_norm": True,
+        "cnn_blocks": 1,
+        "change_tolerance": 3,
+        "change_convs": [4, 8],
+        "token_pool": 2,
+    }
+    base.update(changes)
+    return tiny_cfg(**base)
+
+
+def test_change_path_options_build_save_and_load_safely(tmp_path):
+    cfg = change_cfg()
+    assert ModelConfig.from_json(cfg.to_json()) == cfg and cfg.change_convs == (4, 8)
+    model = build_model(cfg)
+    for name in ("shared_input_norm", "pre_tolerance", "change_conv1", "change_conv2", "pre_token_pool"):
+        assert name in all_layer_names(model)
+    assert "shared_block2_conv1" not in all_layer_names(model)  # one block only
+    x = random_inputs(cfg, n=2)
+    expected = model.predict(x, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["logit"], expected["logit"], rtol=1e-5, atol=1e-6)
+
+
+def test_input_norm_cancels_exposure_and_white_balance_drift():
+    cfg = change_cfg()
+    model = build_model(cfg)
+    x = random_inputs(cfg, n=2, seed=3)
+    drifted = dict(x)
+    # A per-channel gain and offset on the post shot only (exposure and white balance drift).
+    drifted["post"] = x["post"] * np.array([1.3, 0.8, 1.1], "float32") + np.array(
+        [0.2, -0.1, 0.05], "float32"
+    )
+    a = model.predict(x, verbose=0)["logit"]
+    b = model.predict(drifted, verbose=0)["logit"]
+    np.testing.assert_allclose(a, b, atol=2e-3)
+    plain = build_model(change_cfg(input_norm=False))
+    assert not np.allclose(
+        plain.predict(x, verbose=0)["logit"], plain.predict(drifted, verbose=0)["logit"], atol=2e-3
+    )
+
+
+def test_change_tolerance_ignores_a_small_shift_between_the_shots():
+    """post = pre moved by one feature cell: a plain difference sees change, the tolerant one none."""
+
+    def max_interior_change(cfg: ModelConfig) -> float:
+        model = build_model(cfg)
+        sub = keras.Model(model.input, model.get_layer("post_minus_pre").output)
+        rng = np.random.default_rng(0)
+        pre = rng.uniform(-1, 1, (1, 32, 32, 3)).astype("float32")
+        post = np.roll(pre, shift=2, axis=2)  # 2 px = 1 cell of the half-resolution map
+        change = np.asarray(sub.predict({"pre": pre, "post": post}, verbose=0))
+        return float(change[0, 2:-2, 2:-2].max())
+
+    assert max_interior_change(change_cfg(change_tolerance=1, input_norm=False)) > 0.05
+    assert max_interior_change(change_cfg(change_tolerance=3, input_norm=False)) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"change_tolerance": 4}, "change_tolerance"),
+        ({"cnn_blocks": 5}, "cnn_blocks"),
+        ({"change_convs": [4, 4, 4, 4, 4]}, "change_convs"),
+        ({"change_convs": [0]}, "change_convs"),
+        ({"input_norm": "yes"}, "input_norm"),
+        ({"token_pool": 0}, "token_pool"),
+    ],
+)
+def test_change_path_options_are_validated(changes, field):
+    with pytest.raises(ValidationError, match=field):
+        change_cfg(**changes)
+
+
+def test_change_path_that_does_not_fit_the_feature_map_is_refused_by_name():
+    # 32 px, four blocks: a 2x2 map; three pooled change convs need 8x8.
+    with pytest.raises(ValidationError, match="change_convs"):
+        build_model(change_cfg(cnn_blocks=4, change_convs=[4, 4, 4], token_pool=1))
+    with pytest.raises(ValidationError, match="token_pool"):
+        build_model(change_cfg(cnn_blocks=4, change_convs=[], token_pool=4))
+
+
+def test_whiteness_prior_marks_white_low_saturation_tissue(tmp_path):
+    cfg = change_cfg(whiteness_prior=True, change_convs=[4])
+    model = build_model(cfg)
+    backbone = backbones(model)["pre"]
+    pink = np.array([0.7, 0.1, 0.2], "float32")  # preprocessed RGB in [-1, 1]
+    image = np.broadcast_to(pink, (1, 32, 32, 3)).copy()
+    image[0, :, :8] = (-0.9, -0.9, -0.9)  # dark background
+    image[0, 12:20, 12:20] = (0.8, 0.75, 0.75)  # a whitish patch
+    image[0, 24:30, 20:26] = (1.0, 1.0, 1.0)  # a specular highlight (glare)
+    maps = np.asarray(backbone(image))
+    whiteness, glare = maps[0, ..., -3], maps[0, ..., -1]  # the prior's channels come last
+    assert glare[13, 11] > 0.5 and glare[8, 8] == 0.0, "glare is the saturated spot, not the white patch"
+    assert whiteness[8, 8] > whiteness[13, 11] + 0.3, "glare must not count as whitening"
+    assert whiteness[8, 8] > whiteness[3, 12] + 0.3, "white patch must stand out from pink tissue"
+    assert whiteness[8, 8] > whiteness[3, 1] + 0.3, "and from the dark background"
+    # The initialised kernels survive a save and a safe-mode load.
+    model.save(tmp_path / "w.keras")
+    again = backbones(keras.models.load_model(tmp_path / "w.keras", safe_mode=True))["pre"]
+    np.testing.assert_allclose(np.asarray(again(image)), maps, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValidationError, match="whiteness_prior"):
+        tiny_cfg(backbone="resnet50", weights=None, whiteness_prior=True)

@@ -196,3 +196,15 @@ def test_missing_files_and_bad_labels_are_reported(tmp_path):
         )
     with pytest.raises(ValidationError, match="0 or 1"):
         make_dataset(pairs, [0, 2], input_size=(16, 16), backbone="small_cnn", batch_size=1)
+
+
+def test_shot_jitter_moves_each_image_on_its_own_and_is_reproducible():
+    pre = marked_image(seed=2)
+    differ = 0
+    for seed in range(10):
+        a, b = augment_pair(pre, pre.copy(), seed, shot_jitter=True)
+        a2, b2 = augment_pair(pre, pre.copy(), seed, shot_jitter=True)
+        np.testing.assert_array_equal(a, a2)
+        np.testing.assert_array_equal(b, b2)
+        differ += int(not np.array_equal(a, b))
+    assert differ >= 8, "with shot jitter the two shots of a pair should differ in most draws"

@@ -47,7 +47,7 @@ def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sim") / "data"
-    generate_dataset(root, n=80, positive_rate=0.1, seed=3, size=(32, 32))
+    generate_dataset(root, n=80, positive_rate=0.1, seed=3, size=(32, 32), difficulty="easy")
     return root
 
 
@@ -62,7 +62,9 @@ def run(synth: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_load_labelled_prefers_ground_truth_next_to_a_synth_manifest(tmp_path: Path) -> None:
     root = tmp_path / "d"
-    summary = generate_dataset(root, n=12, positive_rate=0.25, seed=1, size=(32, 32), unlabelled_fraction=0.5)
+    summary = generate_dataset(
+        root, n=12, positive_rate=0.25, seed=1, size=(32, 32), unlabelled_fraction=0.5, difficulty="easy"
+    )
     assert summary.labelled < summary.n  # the manifest hides some labels
     cases, source = load_labelled(root)
     assert source.endswith("ground_truth.csv")

@@ -20,14 +20,17 @@ from workbench.model.registry import sha256_file
 TINY = json.dumps(
     {
         "model": {"input_size": [32, 32], "token_dim": 16, "heads": 2, "key_dim": 8, "cnn_width": 8},
-        "train": {"phase1_batch": 8, "patience": 100},
+        # plumbing on too little data to learn from: the learning check is recorded, not enforced
+        "train": {"phase1_batch": 8, "patience": 100, "learning_check": "warn"},
     }
 )
 
 
 @pytest.fixture
 def data_stack(stack: Stack, tmp_path: Path) -> Stack:
-    summary = generate_dataset(tmp_path / "synth", n=60, positive_rate=0.25, seed=1, size=(48, 48))
+    summary = generate_dataset(
+        tmp_path / "synth", n=60, positive_rate=0.25, seed=1, size=(48, 48), difficulty="easy"
+    )
     import_source(stack.engine, summary.manifest)
     return stack
 
@@ -124,7 +127,13 @@ def test_round_through_the_job_system_queues_a_batch_with_reasons(stack: Stack, 
     from workbench.db.models import QueueItem, Round
 
     summary = generate_dataset(
-        tmp_path / "pool", n=80, positive_rate=0.25, seed=4, size=(48, 48), unlabelled_fraction=0.4
+        tmp_path / "pool",
+        n=80,
+        positive_rate=0.25,
+        seed=4,
+        size=(48, 48),
+        unlabelled_fraction=0.4,
+        difficulty="easy",
     )
     import_source(stack.engine, summary.manifest)
     res = run_cli(

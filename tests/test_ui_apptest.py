@@ -53,7 +53,9 @@ def seed_workbench(root: Path, engine: Engine, n_cases: int = 12) -> Seeded:
     add_user(engine, "alice", PASSWORDS["alice"], "labeller")
     add_user(engine, "bob", PASSWORDS["bob"], "labeller")
     add_user(engine, "root", PASSWORDS["root"], "admin")
-    synth = generate_dataset(root / "synth", n=n_cases + 2, unlabelled_fraction=0.86, size=(192, 144), seed=3)
+    synth = generate_dataset(
+        root / "synth", n=n_cases + 2, unlabelled_fraction=0.86, size=(192, 144), seed=3, difficulty="easy"
+    )
     import_source(engine, synth.manifest, requester="cli", report_dir=root / "reports")
     with session_scope(engine) as s:
         pool = list(s.scalars(select(Case.id).where(Case.split == "pool").order_by(Case.id)))
@@ -392,7 +394,9 @@ def test_models_page_promotes_for_admins_only(seeded: Seeded) -> None:
 
 
 def test_data_page_shows_counts_and_imports_for_admins(seeded: Seeded, tmp_path: Path) -> None:
-    more = generate_dataset(tmp_path / "more", n=4, unlabelled_fraction=0.5, size=(64, 48), seed=11)
+    more = generate_dataset(
+        tmp_path / "more", n=4, unlabelled_fraction=0.5, size=(64, 48), seed=11, difficulty="easy"
+    )
     with session_scope(seeded.engine) as s:
         before = len(s.scalars(select(Case.id)).all())
     at = app_as("alice")

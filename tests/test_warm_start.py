@@ -20,7 +20,8 @@ from workbench.model.scoring import infer_version
 
 TINY = {
     "model": {"input_size": [32, 32], "token_dim": 16, "heads": 2, "key_dim": 8, "cnn_width": 8},
-    "train": {"phase1_batch": 8, "patience": 100},
+    # plumbing on too little data to learn from: the learning check is recorded, not enforced
+    "train": {"phase1_batch": 8, "patience": 100, "learning_check": "warn"},
 }
 
 
@@ -31,7 +32,13 @@ def wb(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
     engine = create_db_engine(settings.db_url)
     upgrade(engine)
     data = generate_dataset(
-        root / "data", n=60, positive_rate=0.25, seed=2, size=(48, 48), unlabelled_fraction=0.3
+        root / "data",
+        n=60,
+        positive_rate=0.25,
+        seed=2,
+        size=(48, 48),
+        unlabelled_fraction=0.3,
+        difficulty="easy",
     )
     import_source(engine, data.manifest)
     yield engine, settings

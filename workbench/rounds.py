@@ -1,9 +1,12 @@
 """Active-learning rounds: train -> infer -> calibrate -> queue, tied together by a ``rounds`` row.
 
-A round warm-starts from the previous round's model when there is one. Its report tells what the
-labelling bought: labels added, the positive yield of the batch against the pool's estimated base
-rate and against the random audit slice, the training set's class balance and the model's test
-metrics. Rounds never overlap: a second one is refused while one is queued or running.
+A round warm-starts from the previous round's *ready* model when there is one. When the new
+version did not learn (``model.learning_check``), the round stops right after training: no
+inference, calibration or queue; the round ends ``did_not_learn`` with the reasons in its report and
+the job's message and result say why. Its report tells what the labelling bought: labels added, the
+positive yield of the batch against the pool's estimated base rate and against the random audit
+slice, the training set's class balance and the model's test metrics. Rounds never overlap: a
+second one is refused while one is queued or running.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from workbench.errors import ConflictError, NotFoundError
 from workbench.evaluation.bootstrap import wilson_interval
 from workbench.jobs import store
 from workbench.jobs.runner import run_step
+from workbench.model.learning_check import DID_NOT_LEARN
 
 
 def ensure_no_active_round(engine: Engine, except_job: int | None = None) -> None:
@@ -77,6 +81,8 @@ def round_job(ctx: Any) -> dict[str, Any]:
         trained = run_step(ctx, "train", train_params, 0.0, 0.6)
         version = trained["model_version"]
         _update_round(engine, round_id, model_version_id=version)
+        if trained.get("did_not_learn"):
+            return _stop_did_not_learn(ctx, round_id, trained)
         run_step(ctx, "infer", {"model_version": version, "mc_samples": p["mc_samples"]}, 0.6, 0.85)
         calibrated = run_step(
             ctx,
@@ -116,6 +122,30 @@ def round_job(ctx: Any) -> dict[str, Any]:
         report={"queue": queued, "selected_calibration": calibrated.get("selected")},
     )
     return {"round": round_id, "model_version": version, "queued": queued["queued"], "threshold": threshold}
+
+
+def _stop_did_not_learn(ctx: Any, round_id: int, trained: dict[str, Any]) -> dict[str, Any]:
+    """End the round after a version that did not learn: nothing is scored, calibrated or queued."""
+    version = trained["model_version"]
+    message = f"round stopped after training (no inference, calibration or queue): {trained.get('message')}"
+    check = trained.get("learning_check") or {}
+    _update_round(
+        ctx.engine,
+        round_id,
+        status=DID_NOT_LEARN,
+        closed_at=utcnow(),
+        report={"stopped": "did_not_learn", "message": message, "learning_check": check},
+    )
+    ctx.progress(1.0, message, force=True)
+    return {
+        "round": round_id,
+        "model_version": version,
+        "did_not_learn": True,
+        "queued": 0,
+        "message": message,
+        "reasons": check.get("reasons", []),
+        "advice": check.get("advice", []),
+    }
 
 
 def _update_round(engine: Engine, round_id: int, **values: Any) -> None:
@@ -180,6 +210,7 @@ def round_summary(engine: Engine, round_id: int | None = None) -> dict[str, Any]
         "round": rnd.number,
         "round_id": rnd.id,
         "status": rnd.status,
+        "stopped": report.get("message") if rnd.status == DID_NOT_LEARN else None,
         "model_version": rnd.model_version_id,
         "threshold": rnd.threshold,
         "batch": {"queued": len(items), "labelled": labelled},

@@ -132,7 +132,8 @@ def _calibrate_tab() -> None:
 
 def _round_tab() -> None:
     st.caption(
-        "Train (warm-started from the last round's model) → infer → calibrate → queue a labelling batch."
+        "Train (warm-started from the last round's model) → infer → calibrate → queue a labelling batch. "
+        "A version that did not learn stops the round after training (nothing is calibrated or queued)."
     )
     with st.form("form_round"):
         preset = st.selectbox("Preset", list(PRESETS), key="round_preset")
@@ -168,6 +169,11 @@ def _cancel(job_id: int) -> None:
         state.flash("info", f"Job {job_id}: cancel requested; it stops at its next batch.")
 
 
+def _did_not_learn(job: store.JobView) -> bool:
+    """A finished train or round job whose model version failed the learning check."""
+    return job.status == "succeeded" and bool((job.result or {}).get("did_not_learn"))
+
+
 @st.fragment(run_every=REFRESH_S)
 def job_list() -> None:
     """Jobs, newest first; running jobs with a live progress bar and a cancel button."""
@@ -191,12 +197,18 @@ def job_list() -> None:
                 f"Job #{job.id} {job.kind} failed: {job.error or 'no error recorded'}",
                 icon=":material/error:",
             )
+        for job in [j for j in jobs if _did_not_learn(j)][:5]:
+            result = job.result or {}
+            st.warning(
+                f"Job #{job.id} {job.kind}: {result.get('message') or job.message}",
+                icon=":material/warning:",
+            )
         table = pd.DataFrame(
             [
                 {
                     "id": j.id,
                     "kind": j.kind,
-                    "status": j.status,
+                    "status": j.status + (" (did not learn)" if _did_not_learn(j) else ""),
                     "progress": j.progress,
                     "requester": j.requester,
                     "created": j.created_at,

@@ -15,6 +15,8 @@ import streamlit as st
 from ui import state
 from workbench import ui_queries
 from workbench.errors import WorkbenchError
+from workbench.evaluation.baseline import FLAG_MARGIN
+from workbench.evaluation.report import split_context
 from workbench.export.promotion import best_by_rule, current_best, promote, promotion_history
 
 TEST_METRICS = ("auroc", "auprc", "sensitivity", "specificity")
@@ -27,6 +29,62 @@ def _counts(counts: dict[str, Any] | None, split: str) -> str:
     pos = c.get("positive", 0)
     total = c.get("total", pos + c.get("negative", 0))
     return f"{total} ({pos} pos)"
+
+
+def _attach_baselines(rows: list[ui_queries.VersionRow]) -> None:
+    """Give every stored test evaluation its non-learned baseline comparison (computed once, then stored).
+
+    The features are cached on disk and the comparison is stored in the evaluation, so only the first
+    view after an evaluation decodes images; a baseline that cannot be had is remembered for the session.
+    """
+    from workbench.model.evaluate import attach_baseline
+
+    memo: dict[tuple[Any, ...], dict[str, Any] | None] = st.session_state.setdefault("baseline_memo", {})
+    for r in rows:
+        test = r.test
+        if not test or r.status != "ready":
+            continue
+        current = test.get("baseline")
+        if current and current.get("available"):
+            continue
+        key = (r.id, test.get("method"), test.get("n"), test.get("positives"))
+        if key not in memo:
+            try:
+                with st.spinner(f"Comparing version {r.id} with the non-learned baseline..."):
+                    memo[key] = attach_baseline(
+                        state.engine(), state.settings(), r.id, "test", test.get("method")
+                    )
+            except WorkbenchError as exc:
+                memo[key] = {"available": False, "reason": str(exc), "split": "test"}
+        if memo[key] is not None:
+            test["baseline"] = memo[key]
+
+
+def _delta_text(d: dict[str, Any] | None) -> str:
+    if not d or d.get("delta") is None:
+        return "n/a"
+    out = f"{d['delta']:+.3f}"
+    if d.get("low") is not None and d.get("high") is not None:
+        out += f" [{d['low']:+.3f}, {d['high']:+.3f}]"
+    return out
+
+
+def _baseline_cells(test: dict[str, Any] | None) -> tuple[str, str]:
+    """(baseline AUROC, model-minus-baseline AUROC with the flag) for the table."""
+    b = (test or {}).get("baseline")
+    if not test:
+        return "", ""
+    if not b:
+        return "not computed", ""
+    if not b.get("available"):
+        return f"n/a ({b.get('reason')})", ""
+    cmp = b.get("comparison") or {}
+    delta = _delta_text(cmp.get("auroc"))
+    if cmp.get("flagged"):
+        return state.fmt_estimate(b.get("auroc"), 3), f"FLAG: {delta}"
+    if cmp.get("flagged") is False:
+        return state.fmt_estimate(b.get("auroc"), 3), f"beats it: {delta}"
+    return state.fmt_estimate(b.get("auroc"), 3), delta
 
 
 def _versions_table(rows: list[ui_queries.VersionRow]) -> None:
@@ -45,6 +103,8 @@ def _versions_table(rows: list[ui_queries.VersionRow]) -> None:
         }
         for name in TEST_METRICS:
             row[f"test {name}"] = state.fmt_estimate(test.get(name), 3) if test else ""
+            if name == "auroc":
+                row["test baseline auroc"], row["vs baseline"] = _baseline_cells(test)
         row["calibration"] = r.calibration_method or ""
         row["threshold"] = f"{r.threshold:.3f} ({r.threshold_policy})" if r.threshold is not None else ""
         row["created by"] = r.created_by
@@ -53,8 +113,21 @@ def _versions_table(rows: list[ui_queries.VersionRow]) -> None:
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
     st.caption(
         "Test metrics are computed on calibrated probabilities at the version's threshold, with 95% "
-        "bootstrap intervals; the test split is never used to choose anything."
+        "bootstrap intervals; the test split is never used to choose anything. *test baseline auroc* is "
+        "a NON-LEARNED score (hand-designed pre/post whitening features, logistic regression fitted on "
+        "train; `workbench baseline`) on the same test cases; *vs baseline* is model minus baseline AUROC "
+        f"with its paired 95% interval. FLAG: the model is less than {FLAG_MARGIN:.2f} above the baseline "
+        "or the interval includes 0."
     )
+    for r in rows:
+        b = (r.test or {}).get("baseline") or {}
+        cmp = b.get("comparison") or {}
+        if cmp.get("flagged"):
+            ctx = split_context(b["split"], b["n"], b["positives"])
+            st.warning(
+                f"Version {r.id}: on {ctx} the model does not clearly beat the non-learned baseline "
+                f"(model minus baseline AUROC {_delta_text(cmp.get('auroc'))}): {cmp.get('reason')}."
+            )
 
 
 def _promote(rows: list[ui_queries.VersionRow], username: str) -> None:
@@ -130,6 +203,7 @@ with state.page_errors():
     if not rows:
         st.info("No model version yet: submit a training job or a full round on the Jobs page.")
         st.stop()
+    _attach_baselines(rows)
     _versions_table(rows)
     if not user.is_admin:
         st.caption("Promoting and exporting need the admin role.")

@@ -32,6 +32,10 @@ def _operating_threshold(engine: Engine, version_id: int) -> float:
         version = s.get(ModelVersion, version_id)
         if version is None:
             raise NotFoundError(f"no model version {version_id}")
+        if version.status != "ready":
+            from workbench.model.learning_check import not_ready_message
+
+            raise WorkbenchError(not_ready_message(version_id, version.status, version.error))
         if version.threshold is None:
             raise WorkbenchError(
                 f"model version {version_id} has no operating threshold: run `workbench calibrate {version_id}`"

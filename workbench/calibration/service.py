@@ -64,7 +64,9 @@ def calibrate_version(
         if version is None:
             raise NotFoundError(f"no model version {version_id}")
         if version.status != "ready":
-            raise WorkbenchError(f"model version {version_id} is {version.status}, not ready")
+            from workbench.model.learning_check import not_ready_message
+
+            raise WorkbenchError(not_ready_message(version_id, version.status, version.error))
     val = _split_data(engine, version_id, "val")
     test = _split_data(engine, version_id, "test")
     if val.n == 0:

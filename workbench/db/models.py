@@ -36,7 +36,8 @@ NAMING_CONVENTION = {
 
 SPLITS = ("pool", "train", "val", "test")
 LABEL_SOURCES = ("import", "expert", "adjudication", "correction", "simulation")
-MODEL_STATUSES = ("queued", "training", "ready", "failed", "cancelled")
+# did_not_learn: trained and saved, but the learning check failed (never used downstream)
+MODEL_STATUSES = ("queued", "training", "ready", "failed", "cancelled", "did_not_learn")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 QUEUE_STATUSES = ("queued", "leased", "done", "cancelled")
 QUEUE_KINDS = ("label", "second_read", "relabel", "adjudication")
@@ -193,7 +194,12 @@ class Round(Base):
 
 
 class ModelVersion(Base):
-    """A trained (or training) model; ``ready`` only once its artifact is complete and verified."""
+    """A trained (or training) model; ``ready`` only once its artifact is complete and verified.
+
+    ``did_not_learn``: the artifact is written (for debugging) but the learning check failed; the
+    reasons and advice are in ``error`` and ``metrics["learning_check"]``. Only ``ready`` versions are
+    warm-start parents, scored, calibrated, queued from, promoted or exported.
+    """
 
     __tablename__ = "model_versions"
     __table_args__ = (

@@ -68,6 +68,8 @@ class EvaluationReport:
     seed: int = 0
     level: float = DEFAULT_LEVEL
     notes: list[str] = field(default_factory=list)
+    baseline: dict[str, Any] | None = None
+    """The non-learned baseline on the same cases and its paired comparison (see evaluation.baseline)."""
 
     @property
     def context(self) -> str:
@@ -92,6 +94,8 @@ class EvaluationReport:
         }
         for name in _ESTIMATE_FIELDS:
             d[name] = getattr(self, name).to_dict()
+        if self.baseline is not None:
+            d["baseline"] = self.baseline
         return d
 
     @classmethod
@@ -110,6 +114,7 @@ class EvaluationReport:
                 seed=int(d.get("seed", 0)),
                 level=float(d.get("level", DEFAULT_LEVEL)),
                 notes=list(d.get("notes", [])),
+                baseline=d.get("baseline"),
                 **{name: Estimate.from_dict(d[name]) for name in _ESTIMATE_FIELDS},
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -241,6 +246,14 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt.format(*header), *(fmt.format(*r) for r in rows)]
 
 
+def _baseline_lines(report: EvaluationReport) -> list[str]:
+    if not report.baseline:
+        return []
+    from workbench.evaluation.baseline import baseline_lines  # imports this module
+
+    return baseline_lines(report.baseline)
+
+
 def format_report(report: EvaluationReport) -> str:
     """Render the report as plain-text tables; every metric line names the split, n and positives."""
     ctx = report.context
@@ -253,6 +266,7 @@ def format_report(report: EvaluationReport) -> str:
         "",
         f"{ctx}: AUROC {_estimate_text(report.auroc, pct)}",
         f"{ctx}: AUPRC (average precision) {_estimate_text(report.auprc, pct)}",
+        *_baseline_lines(report),
         f"{ctx}: Accuracy @{thr} {_estimate_text(report.accuracy, pct)}",
         f"{ctx}: Precision @{thr} {_estimate_text(report.precision, pct)}",
         f"{ctx}: Recall @{thr} {_estimate_text(report.recall, pct)}",

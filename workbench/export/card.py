@@ -21,10 +21,13 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from workbench import __version__
+from workbench.config import Settings, get_settings
 from workbench.db.engine import session_scope
 from workbench.db.models import Calibration, Case, Evaluation, Label, ModelVersion, Round
 from workbench.errors import NotFoundError, WorkbenchError
+from workbench.evaluation.baseline import FLAG_MARGIN, NAME, baseline_lines
 from workbench.evaluation.report import split_context
+from workbench.model.learning_check import not_ready_message
 
 #: What the backbone expects after decoding (RGB uint8 resized to input_size, cast to float32).
 PREPROCESSING: dict[str, dict[str, str]] = {
@@ -128,19 +131,49 @@ def _label_counts(s: Any, as_of: datetime | None) -> dict[str, Any]:
     }
 
 
-def collect_facts(engine: Engine, version_id: int) -> dict[str, Any]:
+def collect_facts(engine: Engine, version_id: int, settings: Settings | None = None) -> dict[str, Any]:
     """Everything the card and the bundle's JSON files need about a version, as a JSON-safe dict.
 
     Requires a ready version with a selected calibration and an operating threshold (WorkbenchError
-    otherwise, naming the command that fixes it).
+    otherwise, naming the command that fixes it). Each stored evaluation gets the non-learned
+    baseline comparison (``report["baseline"]``), computed and stored when missing; ``settings``
+    (default: the settings in effect) locates the baseline's feature cache.
     """
+    facts = _collect(engine, version_id)
+    _add_baselines(engine, settings, facts)
+    return facts
+
+
+def _add_baselines(engine: Engine, settings: Settings | None, facts: dict[str, Any]) -> None:
+    """Put the baseline comparison into every evaluation's report (a reason when it cannot be had)."""
+    from workbench.model.evaluate import attach_baseline
+
+    for split, ev in (facts.get("evaluations") or {}).items():
+        report = ev.get("report")
+        if not isinstance(report, dict):
+            continue
+        current = report.get("baseline")
+        if current and current.get("available"):
+            continue
+        try:
+            section = attach_baseline(
+                engine, settings or get_settings(), facts["model_version"], split, ev["method"]
+            )
+        except WorkbenchError as exc:
+            section = {"available": False, "reason": str(exc), "split": split, "n": ev["n"]}
+            section["positives"] = ev["positives"]
+        if section is not None:
+            ev["report"] = {**report, "baseline": section}
+
+
+def _collect(engine: Engine, version_id: int) -> dict[str, Any]:
     with session_scope(engine) as s:
         version = s.get(ModelVersion, version_id)
         if version is None:
             raise NotFoundError(f"no model version {version_id}")
         if version.status != "ready":
             raise WorkbenchError(
-                f"model version {version_id} is {version.status}, not ready: nothing to export"
+                not_ready_message(version_id, version.status, version.error) + ": nothing to export"
             )
         if not version.artifact_uri:
             raise WorkbenchError(f"model version {version_id} has no recorded artifact: nothing to export")
@@ -369,6 +402,14 @@ def _evaluation_section(facts: dict[str, Any]) -> list[str]:
     rep = ev["report"]
     ctx = split_context(split, ev["n"], ev["positives"])
     t = f"{float(rep['threshold']):.2f}"
+    baseline = rep.get("baseline")
+    cmp = (baseline or {}).get("comparison") or {}
+    if cmp.get("flagged"):
+        lines += [
+            "",
+            f"> **FLAG ({ctx}): this model does NOT clearly beat the {NAME}** "
+            f"({cmp.get('reason')}). See *Baseline to beat* below.",
+        ]
     lines += ["", "### Testing Data", ""]
     if split == "test":
         lines.append(f"- Every metric below is on ONE split: {ctx}, {ev['n'] - ev['positives']} negative.")
@@ -394,7 +435,21 @@ def _evaluation_section(facts: dict[str, Any]) -> list[str]:
         f"- {ctx}: Precision at threshold {t}: {_est(rep.get('precision'))}",
         f"- {ctx}: Recall at threshold {t}: {_est(rep.get('recall'))}",
         f"- {ctx}: F1 at threshold {t}: {_est(rep.get('f1'))}",
+        "",
+        "### Baseline to beat",
+        "",
     ]
+    if baseline:
+        lines += [
+            f"A NON-LEARNED score on the same cases, {ctx}: hand-designed pre/post whitening-change features "
+            "(no learned image features) with a logistic regression fitted on the train split only "
+            "(`workbench baseline`). The model is flagged when its AUROC is less than "
+            f"{FLAG_MARGIN:.2f} above the baseline's or the paired 95% interval of the difference includes 0.",
+            "",
+            *baseline_lines(baseline, bullet="- "),
+        ]
+    else:
+        lines.append(f"- {ctx}: no baseline comparison stored (run `workbench evaluate` on this split).")
     cm = rep["confusion"]
     lines += [
         "",

@@ -40,8 +40,11 @@ def promote(engine: Engine, version_id: int, actor: str, reason: str) -> None:
         if version is None:
             raise NotFoundError(f"no model version {version_id}")
         if version.status != "ready":
+            from workbench.model.learning_check import not_ready_message
+
             raise WorkbenchError(
-                f"model version {version_id} is {version.status}; only a ready version can be promoted"
+                f"{not_ready_message(version_id, version.status, version.error)}; "
+                "only a ready version can be promoted"
             )
         s.add(Promotion(model_version_id=version_id, promoted_by=actor, reason=why))
 

@@ -5,6 +5,11 @@ transform (flip, rotation, shift/scale) and the same brightness/contrast change.
 ``additional_targets={"post": "image"}``: albumentations samples the parameters once per call and
 applies them to "image" (pre) and "post" alike.
 
+With ``shot_jitter`` each image then gets its OWN small draw as well: a slight shift/rotation/scale and
+an exposure, white-balance and gamma change, as between two real shots of one visit. The model must then
+find what the stain changed despite the misalignment and drift, instead of learning from pixel-exact
+differences that a real pair never has.
+
 Reproducible: every call takes an explicit integer seed (pipeline.py derives one per example from
 the training seed), and each thread keeps its own Compose object, so parallel tf.data calls do not
 share random state.
@@ -49,8 +54,37 @@ def pair_transform(seed: int | None = None) -> Any:
     )
 
 
-def augment_pair(pre: np.ndarray, post: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Augment one uint8 (H, W, 3) pair with the draw fixed by ``seed``; both images transformed alike."""
+def shot_transform(seed: int | None = None) -> Any:
+    """Per-shot jitter (albumentations Compose) applied to one image of a pair on its own.
+
+    Affine: shift +-2.5 %, rotation +-3 degrees, scale 0.97-1.03; per-channel gains (RGB shift of
+    +-12 levels), brightness/contrast +-0.1 and gamma 0.9-1.1.
+    """
+    import albumentations as A
+    import cv2
+
+    return A.Compose(
+        [
+            A.Affine(
+                rotate=(-3, 3),
+                translate_percent={"x": (-0.025, 0.025), "y": (-0.025, 0.025)},
+                scale=(0.97, 1.03),
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=0.8,
+            ),
+            A.RGBShift(r_shift_limit=12, g_shift_limit=12, b_shift_limit=12, p=0.7),
+            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.7),
+            A.RandomGamma(gamma_limit=(90, 110), p=0.5),
+        ],
+        seed=seed,
+    )
+
+
+def augment_pair(
+    pre: np.ndarray, post: np.ndarray, seed: int, shot_jitter: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one uint8 (H, W, 3) pair with the draw fixed by ``seed``; both images transformed alike,
+    then (``shot_jitter``) each image by its own small draw."""
     if pre.shape != post.shape:
         raise ValidationError(f"augment: pre {pre.shape} and post {post.shape} images differ in shape")
     compose = getattr(_local, "compose", None)
@@ -58,4 +92,14 @@ def augment_pair(pre: np.ndarray, post: np.ndarray, seed: int) -> tuple[np.ndarr
         compose = _local.compose = pair_transform(0)
     compose.set_random_seed(int(seed) % (2**32))
     out = compose(image=np.ascontiguousarray(pre), post=np.ascontiguousarray(post))
-    return out["image"], out["post"]
+    pre_out, post_out = out["image"], out["post"]
+    if shot_jitter:
+        shot = getattr(_local, "shot", None)
+        if shot is None:
+            shot = _local.shot = shot_transform(0)
+        jittered = []
+        for k, image in enumerate((pre_out, post_out), start=1):
+            shot.set_random_seed((int(seed) * 2 + k) % (2**32))
+            jittered.append(shot(image=np.ascontiguousarray(image))["image"])
+        pre_out, post_out = jittered
+    return pre_out, post_out

@@ -31,6 +31,7 @@ ImageNet mean subtraction, no scaling); for small_cnn it is RGB scaled to [-1, 1
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -103,14 +104,23 @@ def _scale_unit(x: Any) -> Any:
 
 
 def _small_cnn(cfg: ModelConfig, prefix: str) -> Any:
-    """A small from-scratch CNN: 4 blocks of (3x3 conv, BN, ReLU) x2 + 2x2 max-pool, widths w..8w."""
+    """A small from-scratch CNN: ``cnn_blocks`` blocks of (3x3 conv, BN, ReLU) x2 + 2x2 max-pool,
+    widths w, 2w, 4w, 8w; with ``input_norm`` each image is first standardised per channel, with
+    ``whiteness_prior`` two colour-opponent channels are appended to the output map."""
     import keras
     from keras import layers
 
     w, h = cfg.input_size
     inp = keras.Input(shape=(h, w, 3), name=f"{prefix}input")
     x = inp
-    for block, mult in enumerate((1, 2, 4, 8), start=1):
+    if cfg.input_norm:
+        # Per image and channel over height and width, no learned parameters: exposure and white
+        # balance gains of one shot cancel before any feature is computed.
+        x = layers.LayerNormalization(
+            axis=[1, 2], center=False, scale=False, epsilon=1e-3, name=f"{prefix}input_norm"
+        )(x)
+    image = x
+    for block, mult in enumerate((1, 2, 4, 8)[: cfg.cnn_blocks], start=1):
         filters = cfg.cnn_width * mult
         for conv in (1, 2):
             x = layers.Conv2D(
@@ -119,7 +129,67 @@ def _small_cnn(cfg: ModelConfig, prefix: str) -> Any:
             x = layers.BatchNormalization(name=f"{prefix}block{block}_bn{conv}")(x)
             x = layers.Activation("relu", name=f"{prefix}block{block}_relu{conv}")(x)
         x = layers.MaxPooling2D(2, name=f"{prefix}block{block}_pool")(x)
-    return keras.Model(inp, x, name=f"{prefix}backbone")
+    if cfg.whiteness_prior:
+        white = _whiteness_channels(inp, image, prefix)
+        white = layers.AveragePooling2D(2**cfg.cnn_blocks, name=f"{prefix}whiteness_pool")(white)
+        x = layers.Concatenate(name=f"{prefix}features")([x, white])
+    backbone = keras.Model(inp, x, name=f"{prefix}backbone")
+    if cfg.whiteness_prior:
+        init_whiteness(backbone, prefix)
+    return backbone
+
+
+#: 1x1 kernels of the whiteness prior. "opponent" maps (r, g, b) to the six signed deviations from
+#: their mean m (r-m, g-m, b-m and their negatives); after a ReLU their sum is the L1 distance from
+#: grey (colourfulness). "whiteness" maps [r, g, b, six deviations, glare] to
+#: [m - 0.5 * colourfulness - GLARE_WEIGHT * glare, colourfulness, glare]. Glare (specular
+#: highlights: near-saturated in every channel of the raw image) is white too, but it is not
+#: acetowhitening, so it is taken out of the whiteness channel from the start.
+GLARE_LEVEL = 0.85  # of the small_cnn input scale [-1, 1]: raw pixels above ~236 in every channel
+GLARE_SLOPE = 10.0
+GLARE_WEIGHT = 2.0
+
+
+def _whiteness_kernels() -> dict[str, list[Any]]:
+    import numpy as np
+
+    dev = np.eye(3) - 1.0 / 3.0  # column j: channel j minus the mean
+    opponent = np.concatenate([dev, -dev], axis=1).reshape(1, 1, 3, 6)
+    mix = np.zeros((10, 3))
+    mix[:3, 0] = 1.0 / 3.0
+    mix[3:9, 0] = -0.5
+    mix[9, 0] = -GLARE_WEIGHT
+    mix[3:9, 1] = 1.0
+    mix[9, 2] = 1.0
+    select = [np.eye(3)[:, [c]].reshape(1, 1, 3, 1) for c in range(3)]
+    glare = [np.full((1, 1, 1, 1), GLARE_SLOPE), np.full((1,), -GLARE_SLOPE * GLARE_LEVEL)]
+    kernels = {
+        "opponent": [opponent],
+        "whiteness": [mix.reshape(1, 1, 10, 3)],
+        "glare": glare,
+    }
+    kernels.update({f"channel_{c}": [select[i]] for i, c in enumerate("rgb")})
+    return {k: [np.asarray(v, "float32") for v in vs] for k, vs in kernels.items()}
+
+
+def _whiteness_channels(raw: Any, image: Any, prefix: str) -> Any:
+    """Whiteness, colourfulness and glare maps from the raw (``raw``) and normalised (``image``) input."""
+    from keras import layers
+
+    channels = [layers.Conv2D(1, 1, use_bias=False, name=f"{prefix}channel_{c}")(raw) for c in "rgb"]
+    darkest = layers.Minimum(name=f"{prefix}darkest_channel")(channels)
+    glare = layers.Conv2D(1, 1, activation="relu", name=f"{prefix}glare")(darkest)
+    glare = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{prefix}glare_halo")(glare)
+    dev = layers.Conv2D(6, 1, use_bias=False, name=f"{prefix}opponent")(image)
+    dev = layers.Activation("relu", name=f"{prefix}opponent_relu")(dev)
+    both = layers.Concatenate(name=f"{prefix}colour")([image, dev, glare])
+    return layers.Conv2D(3, 1, use_bias=False, name=f"{prefix}whiteness")(both)
+
+
+def init_whiteness(backbone: Any, prefix: str) -> None:
+    """Set the whiteness-prior kernels of a freshly built backbone to their formulas."""
+    for name, weights in _whiteness_kernels().items():
+        backbone.get_layer(f"{prefix}{name}").set_weights(weights)
 
 
 def _application(cfg: ModelConfig, prefix: str, weights_path: str | None) -> Any:
@@ -176,7 +246,19 @@ def build_head(cfg: ModelConfig, pre_map: Any, post_map: Any) -> dict[str, Any]:
     from keras import layers
 
     fh, fw, channels = (int(v) for v in pre_map.shape[1:])
-    n_tokens, dim = fh * fw, cfg.token_dim
+    dim = cfg.token_dim
+    if cfg.change_tolerance > 1 and min(fh, fw) < 2:
+        raise ValidationError(f"change_tolerance: the feature map is only {fw}x{fh}; use a larger input")
+    shrink = 2 ** len(cfg.change_convs)
+    if fh < shrink or fw < shrink:
+        raise ValidationError(
+            f"change_convs: {len(cfg.change_convs)} pooled conv layers need a feature map of at least "
+            f"{shrink}x{shrink}, got {fw}x{fh}; use a larger input_size or fewer change_convs"
+        )
+    if fh < cfg.token_pool or fw < cfg.token_pool:
+        raise ValidationError(f"token_pool: {cfg.token_pool} exceeds the {fw}x{fh} feature map")
+    th, tw = fh // cfg.token_pool, fw // cfg.token_pool
+    n_tokens = th * tw
 
     def embedding_table(name: str, bias_axes: str) -> Any:
         return layers.EinsumDense(
@@ -191,6 +273,8 @@ def build_head(cfg: ModelConfig, pre_map: Any, post_map: Any) -> dict[str, Any]:
     position = embedding_table("position_embedding", "nd")
     tokens = {}
     for side, fmap in (("pre", pre_map), ("post", post_map)):
+        if cfg.token_pool > 1:
+            fmap = layers.AveragePooling2D(cfg.token_pool, name=f"{side}_token_pool")(fmap)
         t = layers.Reshape((n_tokens, channels), name=f"{side}_tokens")(fmap)
         t = layers.Dense(dim, name=f"{side}_token_proj")(t)
         t = position(t)
@@ -208,9 +292,19 @@ def build_head(cfg: ModelConfig, pre_map: Any, post_map: Any) -> dict[str, Any]:
         pooled.append(layers.GlobalMaxPooling1D(name=f"{side}_max_pool")(fused))
 
     # Change path: what the stain changed at each position (post minus pre feature map), projected
-    # and max-pooled, so a small lesion that appears only after staining is not averaged away.
-    change = layers.Subtract(name="post_minus_pre")([post_map, pre_map])
-    change = layers.Reshape((n_tokens, channels), name="change_tokens")(change)
+    # and max-pooled, so a small lesion that appears only after staining is not averaged away. With a
+    # tolerance, pre is max-filtered first: only what is brighter than everything near it in pre counts.
+    reference = pre_map
+    if cfg.change_tolerance > 1:
+        reference = layers.MaxPooling2D(
+            cfg.change_tolerance, strides=1, padding="same", name="pre_tolerance"
+        )(pre_map)
+    change = layers.Subtract(name="post_minus_pre")([post_map, reference])
+    for i, width in enumerate(cfg.change_convs, start=1):
+        change = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"change_conv{i}")(change)
+        change = layers.MaxPooling2D(2, name=f"change_conv{i}_pool")(change)
+    ch, cw, cc = (int(v) for v in change.shape[1:])
+    change = layers.Reshape((ch * cw, cc), name="change_tokens")(change)
     change = layers.Dense(dim, activation="relu", name="change_proj")(change)
     pooled.append(layers.GlobalMaxPooling1D(name="change_max_pool")(change))
     pooled.append(layers.GlobalAveragePooling1D(name="change_pool")(change))
@@ -260,6 +354,15 @@ def backbones(model: Any) -> dict[str, Any]:
     raise ValidationError(f"model {model.name!r} has no pre/post backbone sub-models")
 
 
+def _default_fine_tune_block(model: Any, backbone_name: str) -> str:
+    """The per-backbone default; for small_cnn, its last block (the block count is configurable)."""
+    if backbone_name != "small_cnn":
+        return DEFAULT_FINE_TUNE_BLOCK[backbone_name]
+    names = [layer.name for bb in backbones(model).values() for layer in bb.layers]
+    found = [int(m.group(1)) for n in names if (m := re.search(r"_block(\d+)_conv", n))]
+    return f"block{max(found)}_" if found else DEFAULT_FINE_TUNE_BLOCK[backbone_name]
+
+
 def set_backbone_trainable(model: Any, mode: str, from_block: str | None = None) -> int:
     """Freeze or unfreeze the backbones; returns the number of trainable backbone layers.
 
@@ -273,7 +376,7 @@ def set_backbone_trainable(model: Any, mode: str, from_block: str | None = None)
     if mode not in ("frozen", "all", "top"):
         raise ValidationError(f"mode: must be frozen, all or top; got {mode!r}")
     backbone_name = backbone_from_model(model)
-    block = from_block or DEFAULT_FINE_TUNE_BLOCK[backbone_name]
+    block = from_block or _default_fine_tune_block(model, backbone_name)
     count = 0
     seen = set()
     for side, bb in backbones(model).items():

@@ -22,6 +22,10 @@ IMBALANCE_MODES: tuple[str, ...] = ("class_weight", "balanced", "focal", "none")
 
 MONITORS: dict[str, str] = {"val_auc_pr": "max", "val_auc": "max", "val_loss": "min"}
 
+#: "enforce": a run that fails the learning check (model.learning_check) ends ``did_not_learn``;
+#: "warn": the verdict is only recorded (for tests of plumbing on too little data to learn from).
+LEARNING_CHECK_MODES: tuple[str, ...] = ("enforce", "warn")
+
 
 def _fail(field_name: str, message: str) -> ValidationError:
     return ValidationError(f"{field_name}: {message}")
@@ -77,6 +81,26 @@ class ModelConfig:
     ``input_size`` is (width, height) in pixels. ``weights`` is "imagenet" (read from a local file,
     never downloaded), a path to a Keras weights file for the backbone, or None (random init).
     ``cnn_width`` is the first-block filter count of ``small_cnn`` (ignored by other backbones).
+
+    Options that give a from-scratch backbone the inductive bias subtle acetowhite lesions need (the
+    defaults keep the original architecture, which the card preset uses):
+
+    * ``input_norm``: standardise each image per channel over its own pixels as the backbone's first
+      layer, so exposure and white-balance drift between the pre and post shots cancel out.
+    * ``cnn_blocks``: how many (conv, conv, pool) blocks ``small_cnn`` has (1-4); fewer blocks keep a
+      finer feature map, so a lesion a few pixels wide is not pooled away before pre meets post.
+    * ``change_tolerance``: odd window of a max filter over the pre feature map before the change path
+      subtracts it from post (1 = plain post minus pre). A feature present anywhere nearby in pre
+      cancels, so the few-pixel misalignment between the two shots does not look like change.
+    * ``change_convs``: widths of 3x3 conv layers (each followed by 2x2 max-pool) on the change map, so
+      the head can weigh the size, shape and strength of a whitened region, not just its peak.
+    * ``whiteness_prior``: add two colour-opponent channels to the ``small_cnn`` feature map, whiteness
+      (brightness minus colourfulness) and colourfulness (L1 distance from grey), computed from the
+      normalised image by two 1x1 conv layers initialised to those formulas (then trained with the
+      rest). The change path sees the stain's whitening from the first epoch instead of having to
+      discover it among 70 positives.
+    * ``token_pool``: average-pool factor applied to the feature maps before they become attention
+      tokens (keeps cross-attention cheap on a fine map).
     """
 
     backbone: str = "resnet50"
@@ -88,10 +112,18 @@ class ModelConfig:
     shared_backbone: bool = False
     weights: str | None = "imagenet"
     cnn_width: int = 32
+    input_norm: bool = False
+    cnn_blocks: int = 4
+    change_tolerance: int = 1
+    change_convs: tuple[int, ...] = ()
+    whiteness_prior: bool = False
+    token_pool: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.input_size, list):
             self.input_size = tuple(self.input_size)
+        if isinstance(self.change_convs, list):
+            self.change_convs = tuple(self.change_convs)
 
     def validate(self) -> ModelConfig:
         """Raise ValidationError naming the first bad field; return self when all is well."""
@@ -111,6 +143,20 @@ class ModelConfig:
         _check_float("dropout", self.dropout, 0.0, 0.95)
         _check_bool("shared_backbone", self.shared_backbone)
         _check_int("cnn_width", self.cnn_width, 4, 512)
+        _check_bool("input_norm", self.input_norm)
+        _check_int("cnn_blocks", self.cnn_blocks, 1, 4)
+        _check_int("change_tolerance", self.change_tolerance, 1, 15)
+        if self.change_tolerance % 2 == 0:
+            raise _fail("change_tolerance", f"must be odd (a centred window), got {self.change_tolerance}")
+        convs = self.change_convs
+        if not isinstance(convs, tuple) or len(convs) > 4:
+            raise _fail("change_convs", f"must be a list of at most 4 conv widths, got {convs!r}")
+        for width in convs:
+            _check_int("change_convs", width, 1, 1024)
+        _check_bool("whiteness_prior", self.whiteness_prior)
+        if self.whiteness_prior and self.backbone != "small_cnn":
+            raise _fail("whiteness_prior", "only the small_cnn backbone has the whiteness channels")
+        _check_int("token_pool", self.token_pool, 1, 16)
         if self.weights is not None and (not isinstance(self.weights, str) or not self.weights.strip()):
             raise _fail("weights", f'must be "imagenet", a file path or null, got {self.weights!r}')
         if self.weights == "imagenet" and self.backbone == "small_cnn":
@@ -125,6 +171,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["input_size"] = list(self.input_size)
+        data["change_convs"] = list(self.change_convs)
         return data
 
     @classmethod
@@ -152,7 +199,8 @@ class TrainConfig:
     ``imbalance``: "class_weight" (weights from counts), "balanced" (class-balanced batches),
     "focal" (focal loss with class-balancing alpha) or "none" (allowed, but recorded).
     ``monitor`` picks the best epoch (and drives early stopping / LR reduction).
-    ``deterministic`` enables TensorFlow op determinism so a CPU run with the same seed repeats.
+    ``shot_jitter`` adds a separate small misalignment and exposure/white-balance draw per image on top
+    of the pair augmentation (see model.augment). ``deterministic`` enables TensorFlow op determinism so a CPU run with the same seed repeats.
     """
 
     phases: int = 2
@@ -170,7 +218,10 @@ class TrainConfig:
     reduce_lr_factor: float = 0.5
     seed: int = 0
     augment: bool = True
+    shot_jitter: bool = False
     deterministic: bool = True
+    # "enforce": a run failing the learning check is stored did_not_learn; "warn": verdict only recorded
+    learning_check: str = "enforce"
 
     def validate(self) -> TrainConfig:
         """Raise ValidationError naming the first bad field; return self when all is well."""
@@ -195,7 +246,9 @@ class TrainConfig:
         _check_float("reduce_lr_factor", self.reduce_lr_factor, 0.0, 0.99, low_open=True)
         _check_int("seed", self.seed, 0, 2**31 - 1)
         _check_bool("augment", self.augment)
+        _check_bool("shot_jitter", self.shot_jitter)
         _check_bool("deterministic", self.deterministic)
+        _check_choice("learning_check", self.learning_check, LEARNING_CHECK_MODES)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -88,13 +88,13 @@ def _decoded_dataset(pairs: list[tuple[str, str]], size: tuple[int, int]) -> Any
     return paths.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _augment_map(h: int, w: int) -> Any:
+def _augment_map(h: int, w: int, shot_jitter: bool) -> Any:
     import tensorflow as tf
 
     from workbench.model.augment import augment_pair
 
     def _aug(pre: np.ndarray, post: np.ndarray, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        return augment_pair(pre, post, int(seed))
+        return augment_pair(pre, post, int(seed), shot_jitter)
 
     def _map(example: Any, seed: Any) -> tuple[Any, Any]:
         x, y = example
@@ -115,6 +115,7 @@ def make_dataset(
     batch_size: int,
     training: bool = False,
     augment: bool = False,
+    shot_jitter: bool = False,
     balanced: bool = False,
     seed: int = 0,
     cache: bool = True,
@@ -122,7 +123,7 @@ def make_dataset(
     """Build a batched, prefetched tf.data.Dataset over image pairs.
 
     ``training`` shuffles (seeded, reshuffled each epoch); ``augment`` applies the pair augmentation
-    (training only); ``balanced`` draws each example from the negative or positive class with equal
+    (training only), with ``shot_jitter`` adding a separate small draw per image; ``balanced`` draws each example from the negative or positive class with equal
     probability (``sample_from_datasets``), keeping the epoch length at len(pairs). Without labels
     the elements are just the input dicts (inference). ``cache`` keeps decoded uint8 pairs in memory.
     """
@@ -162,7 +163,9 @@ def make_dataset(
             ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         if augment:
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            ds = tf.data.Dataset.zip(ds, seeds).map(_augment_map(h, w), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = tf.data.Dataset.zip(ds, seeds).map(
+                _augment_map(h, w, shot_jitter), num_parallel_calls=tf.data.AUTOTUNE
+            )
 
     prep = preprocess_fn(backbone)
 

@@ -1,8 +1,11 @@
 """Model registry: every training run is a ``model_versions`` row with an atomically written artifact.
 
 A version is ``training`` while it runs and becomes ``ready`` only after its ``.keras`` file is
-complete (renamed into place, readable as a zip, sha256 recorded). A failed or cancelled run
-leaves a ``failed``/``cancelled`` row and no file under the version's artifact name. The same job
+complete (renamed into place, readable as a zip, sha256 recorded) *and* it passed the learning check
+(``model.learning_check``); a run that did not learn keeps its artifact (for debugging) but ends
+``did_not_learn``, with the reasons and what to try in ``error`` and ``metrics["learning_check"]``,
+and is never used as a parent, scored, calibrated, queued from or promoted. A failed or cancelled
+run leaves a ``failed``/``cancelled`` row and no file under the version's artifact name. The same job
 delivered twice never makes two versions (``model_versions.job_id`` is unique).
 """
 
@@ -24,6 +27,7 @@ from workbench.data.labels import cases_with_labels
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, ModelVersion, utcnow
 from workbench.errors import NotFoundError, ValidationError, WorkbenchError
+from workbench.model.learning_check import DID_NOT_LEARN, not_ready_message
 
 TRAINABLE_SPLITS = ("train", "pool")  # pool cases join training once an expert labels them
 
@@ -129,12 +133,12 @@ def _configs(params: dict[str, Any]) -> tuple[Any, Any]:
 def _claim_version(
     engine: Engine, job_id: int | None, params: dict[str, Any], model_cfg: Any, train_cfg: Any, requester: str
 ) -> tuple[int, bool]:
-    """The version row of this run: (id, already_ready). A re-delivered job reuses its row."""
+    """The version row of this run: (id, finished). A re-delivered job reuses its row (a finished one as is)."""
     with session_scope(engine) as s:
         if job_id is not None:
             existing = s.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))
             if existing is not None:
-                if existing.status == "ready":
+                if existing.status in ("ready", DID_NOT_LEARN):
                     return existing.id, True
                 existing.status, existing.error, existing.artifact_uri, existing.artifact_sha256 = (
                     "training",
@@ -146,8 +150,14 @@ def _claim_version(
         parent_id = params.get("parent_version")
         if parent_id is not None:
             parent = s.get(ModelVersion, parent_id)
-            if parent is None or parent.status != "ready":
-                raise WorkbenchError(f"parent version {parent_id} is not a ready model version")
+            if parent is None:
+                raise WorkbenchError(
+                    f"parent version {parent_id} is not a ready model version (no such version)"
+                )
+            if parent.status != "ready":
+                raise WorkbenchError(
+                    f"cannot warm-start from it: {not_ready_message(parent_id, parent.status, parent.error)}"
+                )
         version = ModelVersion(
             parent_id=parent_id,
             round_id=params.get("round_id"),
@@ -187,6 +197,9 @@ def train_version(
 
     Progress goes to ``progress(fraction, message, force)`` (force: an epoch ended); ``should_cancel()`` is polled between
     batches, and a cancelled run returns ``{"cancelled": True, ...}`` with the row ``cancelled``.
+    The result has ``learning_check`` (verdict, reasons, advice, summary) and ``message``; a run that
+    failed it (with ``learning_check: "enforce"``, the default) returns ``did_not_learn: True`` and
+    its row is ``did_not_learn``.
     """
     from workbench.model.training import train
 
@@ -199,9 +212,9 @@ def train_version(
                 f"{name} data has {c['negative']} negative and {c['positive']} positive labelled case(s); "
                 "training needs both classes: import or label more cases"
             )
-    version_id, ready = _claim_version(engine, job_id, params, model_cfg, train_cfg, requester)
-    if ready:
-        return {"model_version": version_id, "reused": True}
+    version_id, finished = _claim_version(engine, job_id, params, model_cfg, train_cfg, requester)
+    if finished:
+        return {**_finished_result(engine, version_id), "reused": True}
     out = artifact_dir(settings, version_id) / "model.keras"
     for leftover in out.parent.glob(".*.tmp.keras"):  # from an attempt killed while saving
         leftover.unlink(missing_ok=True)
@@ -252,20 +265,49 @@ def train_version(
         _set_status(engine, version_id, "cancelled", data_counts=counts, error="cancelled on request")
         return {"cancelled": True, "model_version": version_id}
     digest = verify_artifact(out)
+    training = result.to_dict()
+    check = training.pop("learning_check") or {}
+    failed = check.get("verdict") == DID_NOT_LEARN and train_cfg.learning_check == "enforce"
     _set_status(
         engine,
         version_id,
-        "ready",
+        DID_NOT_LEARN if failed else "ready",
         artifact_uri=str(out),
         artifact_sha256=digest,
         data_counts=counts,
-        metrics={"training": result.to_dict(), "seconds": time.monotonic() - started},
+        metrics={"training": training, "learning_check": check, "seconds": time.monotonic() - started},
+        error=check.get("summary") if failed else None,
     )
-    return {
-        "model_version": version_id,
-        "seconds": round(time.monotonic() - started, 1),
-        "val": result.val_metrics,
-    }
+    out_result = _finished_result(engine, version_id)
+    if failed and progress is not None:  # the job's message says why (else the last epoch's stays)
+        progress(1.0, out_result["message"], True)
+    return {**out_result, "seconds": round(time.monotonic() - started, 1), "val": result.val_metrics}
+
+
+def learning_check_of(version: ModelVersion) -> dict[str, Any]:
+    """The stored learning check of a version ({} for versions trained before it existed)."""
+    return dict((version.metrics or {}).get("learning_check") or {})
+
+
+def _finished_result(engine: Engine, version_id: int) -> dict[str, Any]:
+    """Result of a finished training run, from its row (also what a re-delivered job returns)."""
+    with session_scope(engine) as s:
+        version = s.get(ModelVersion, version_id)
+        assert version is not None
+        status, error, check = version.status, version.error, learning_check_of(version)
+    out: dict[str, Any] = {"model_version": version_id, "status": status}
+    if check:
+        out["learning_check"] = {k: check.get(k) for k in ("verdict", "reasons", "advice", "summary")}
+    if status == DID_NOT_LEARN:
+        out["did_not_learn"] = True
+        out["message"] = not_ready_message(version_id, status, error)
+    elif check.get("verdict") == DID_NOT_LEARN:  # learning_check "warn": recorded, not enforced
+        out["message"] = (
+            f"model version {version_id} ready, but the learning check says it {check['summary']}"
+        )
+    else:
+        out["message"] = f"model version {version_id} ready" + (f"; {check['summary']}" if check else "")
+    return out
 
 
 def _ready_artifact(engine: Engine, version_id: int) -> Path:
@@ -274,8 +316,10 @@ def _ready_artifact(engine: Engine, version_id: int) -> Path:
         version = s.get(ModelVersion, version_id)
         if version is None:
             raise NotFoundError(f"no model version {version_id}")
-        if version.status != "ready" or not version.artifact_uri:
-            raise WorkbenchError(f"model version {version_id} is {version.status}, not ready")
+        if version.status != "ready":
+            raise WorkbenchError(not_ready_message(version_id, version.status, version.error))
+        if not version.artifact_uri:
+            raise WorkbenchError(f"model version {version_id} has no artifact")
         path, digest = Path(version.artifact_uri), version.artifact_sha256
     verify_artifact(path, digest)
     return path

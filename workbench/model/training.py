@@ -10,7 +10,9 @@ stopping and LR reduction on ``monitor``, and an in-memory best-on-validation ch
 restored at the end (and before phase 2). A progress callback reports each epoch (and at most once
 a second per batch) and polls ``should_cancel`` between batches; a cancelled run writes no model
 file. The final model (the full dual-output model, no optimizer) is written to ``out_path``
-atomically: a temporary file in the same folder, then ``os.replace``.
+atomically: a temporary file in the same folder, then ``os.replace``. The run ends with the learning
+check (``model.learning_check``: validation AUROC vs chance, constant outputs, loss at the prior),
+whose verdict is ``TrainResult.learning_check``; the model is written either way.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from workbench.errors import ValidationError
 from workbench.model.config import MONITORS, ModelConfig, TrainConfig
+from workbench.model.learning_check import check_learning
 from workbench.model.pipeline import Pair, check_pairs
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -51,6 +54,7 @@ class TrainResult:
     focal_alpha: float | None = None
     epochs_run: int = 0
     used_feature_cache: bool = False
+    learning_check: dict[str, Any] | None = None  # model.learning_check verdict, criteria, advice
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -342,6 +346,7 @@ def train(
                 batch_size=batch,
                 training=True,
                 augment=train_cfg.augment,
+                shot_jitter=train_cfg.shot_jitter,
                 balanced=train_cfg.imbalance == "balanced",
                 seed=train_cfg.seed + phase,
             )
@@ -388,8 +393,18 @@ def train(
     )
     val_logits = train_model.predict(val_ds, verbose=0)
     val_metrics = evaluate_logits(y_va, val_logits)
+    verdict = check_learning(
+        y_va,
+        val_logits,
+        history,
+        train_cfg.imbalance,
+        train_prevalence=float(y_tr.mean()),
+        best_epoch=state["best_epoch"],
+        focal_gamma=train_cfg.focal_gamma,
+        focal_alpha=focal_alpha,
+    )
     set_backbone_trainable(model, "all")  # the saved artifact is a plain trainable model
-    saved = save_atomic(model, out_path)
+    saved = save_atomic(model, out_path)  # written even when it did not learn (for debugging)
     return TrainResult(
         cancelled=False,
         out_path=str(saved),
@@ -397,5 +412,6 @@ def train(
         best_epoch=state["best_epoch"],
         best_phase=state["best_phase"],
         val_metrics=val_metrics,
+        learning_check=verdict.to_dict(),
         **base,
     )
