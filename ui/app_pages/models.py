@@ -15,7 +15,7 @@ import streamlit as st
 from ui import state
 from workbench import ui_queries
 from workbench.errors import WorkbenchError
-from workbench.evaluation.baseline import FLAG_MARGIN
+from workbench.evaluation.baseline import FLAG_MARGIN, delta_text
 from workbench.evaluation.report import split_context
 from workbench.export.promotion import best_by_rule, current_best, promote, promotion_history
 
@@ -60,15 +60,6 @@ def _attach_baselines(rows: list[ui_queries.VersionRow]) -> None:
             test["baseline"] = memo[key]
 
 
-def _delta_text(d: dict[str, Any] | None) -> str:
-    if not d or d.get("delta") is None:
-        return "n/a"
-    out = f"{d['delta']:+.3f}"
-    if d.get("low") is not None and d.get("high") is not None:
-        out += f" [{d['low']:+.3f}, {d['high']:+.3f}]"
-    return out
-
-
 def _baseline_cells(test: dict[str, Any] | None) -> tuple[str, str]:
     """(baseline AUROC, model-minus-baseline AUROC with the flag) for the table."""
     b = (test or {}).get("baseline")
@@ -79,7 +70,7 @@ def _baseline_cells(test: dict[str, Any] | None) -> tuple[str, str]:
     if not b.get("available"):
         return f"n/a ({b.get('reason')})", ""
     cmp = b.get("comparison") or {}
-    delta = _delta_text(cmp.get("auroc"))
+    delta = delta_text(cmp.get("auroc"), 3, "n/a")
     if cmp.get("flagged"):
         return state.fmt_estimate(b.get("auroc"), 3), f"FLAG: {delta}"
     if cmp.get("flagged") is False:
@@ -126,7 +117,7 @@ def _versions_table(rows: list[ui_queries.VersionRow]) -> None:
             ctx = split_context(b["split"], b["n"], b["positives"])
             st.warning(
                 f"Version {r.id}: on {ctx} the model does not clearly beat the non-learned baseline "
-                f"(model minus baseline AUROC {_delta_text(cmp.get('auroc'))}): {cmp.get('reason')}."
+                f"(model minus baseline AUROC {delta_text(cmp.get('auroc'), 3, 'n/a')}): {cmp.get('reason')}."
             )
 
 

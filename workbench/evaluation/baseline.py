@@ -516,12 +516,13 @@ def _est(e: dict[str, Any] | None) -> str:
     return out
 
 
-def _delta(d: dict[str, Any] | None) -> str:
+def delta_text(d: dict[str, Any] | None, digits: int = 2, missing: str = "undefined") -> str:
+    """A model-minus-baseline difference with its paired interval, e.g. ``+0.12 [+0.05, +0.19]``."""
     if not d or d.get("delta") is None:
-        return "undefined"
-    out = f"{d['delta']:+.2f}"
+        return missing
+    out = f"{d['delta']:+.{digits}f}"
     if d.get("low") is not None and d.get("high") is not None:
-        out += f" [{d['low']:+.2f}, {d['high']:+.2f}]"
+        out += f" [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
     return out
 
 
@@ -543,7 +544,7 @@ def baseline_lines(b: dict[str, Any] | None, bullet: str = "") -> list[str]:
     if cmp:
         lines.append(
             f"{bullet}{ctx}: Model minus baseline (paired, same cases, {pct}% bootstrap): "
-            f"AUROC {_delta(cmp.get('auroc'))}, AUPRC {_delta(cmp.get('auprc'))}"
+            f"AUROC {delta_text(cmp.get('auroc'))}, AUPRC {delta_text(cmp.get('auprc'))}"
         )
         if cmp.get("flagged"):
             lines.append(
