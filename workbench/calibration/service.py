@@ -209,17 +209,32 @@ def _select(assessments: dict[str, dict[str, Any]], forced: str | None) -> tuple
     return best, "lowest cross-fitted validation Brier score", notes
 
 
-def calibrated_probabilities(engine: Engine, version_id: int, probabilities: np.ndarray) -> np.ndarray:
-    """Apply a version's selected calibrator (identity when it has none yet)."""
+def calibrated_probabilities(
+    engine: Engine, version_id: int, probabilities: np.ndarray, method: str | None = None
+) -> np.ndarray:
+    """Apply a version's calibrator: the selected one (``method`` None; identity when it has none
+    yet), none at all (``"none"``), or its latest stored calibrator of ``method`` (an error if absent)."""
+    raw = np.asarray(probabilities, dtype=np.float64)
+    if method == "none":
+        return raw
     with session_scope(engine) as s:
         version = s.get(ModelVersion, version_id)
         if version is None:
             raise NotFoundError(f"no model version {version_id}")
-        cal = s.get(Calibration, version.calibration_id) if version.calibration_id else None
+        if method is None:
+            cal = s.get(Calibration, version.calibration_id) if version.calibration_id else None
+        else:
+            cal = s.scalar(
+                select(Calibration)
+                .where(Calibration.model_version_id == version_id, Calibration.method == method)
+                .order_by(Calibration.id.desc())
+            )
+            if cal is None:
+                raise WorkbenchError(f"model version {version_id} has no {method} calibration stored")
         params = cal.params if cal else None
     if params is None:
-        return np.asarray(probabilities, dtype=np.float64)
-    return calibrator_from_json(params).transform(np.asarray(probabilities, dtype=np.float64))
+        return raw
+    return calibrator_from_json(params).transform(raw)
 
 
 def format_summary(summary: CalibrationSummary) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Engine, delete, func, select
 
 from workbench.calibration.service import calibrated_probabilities
@@ -109,24 +108,6 @@ def evaluate_version(
     return report, method
 
 
-def _probabilities_for(engine: Engine, version_id: int, method: str, raw: np.ndarray) -> np.ndarray:
-    """Raw probabilities passed through the version's calibrator of ``method`` ("none": unchanged)."""
-    if method == "none":
-        return raw
-    from workbench.calibration.calibrators import calibrator_from_json
-
-    with session_scope(engine) as s:
-        cal = s.scalar(
-            select(Calibration)
-            .where(Calibration.model_version_id == version_id, Calibration.method == method)
-            .order_by(Calibration.id.desc())
-        )
-        params = cal.params if cal is not None else None
-    if params is None:
-        raise WorkbenchError(f"model version {version_id} has no {method} calibration stored")
-    return calibrator_from_json(params).transform(np.asarray(raw, dtype=np.float64))
-
-
 def attach_baseline(
     engine: Engine,
     settings: Settings,
@@ -175,7 +156,7 @@ def attach_baseline(
             "n": ev_n,
             "positives": ev_pos,
         }
-    p = _probabilities_for(engine, version_id, ev_method, data.probability)
+    p = calibrated_probabilities(engine, version_id, data.probability, ev_method)
     section = baseline_section(
         engine,
         settings,
