@@ -41,7 +41,7 @@ from common import Budget, noise_note, print_machine  # noqa: E402
 from workbench.calibration.compare import assess, fit_calibrator  # noqa: E402
 from workbench.calibration.measures import brier, ece, nll  # noqa: E402
 
-METHODS = ("identity", "temperature", "isotonic", "platt", "beta")
+METHODS = ("identity", "temperature", "isotonic", "platt", "beta", "histogram", "bbq")
 MEASURES = ("ece15", "ece_mass15", "brier", "nll")
 
 
@@ -69,13 +69,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def draw(
     n: int, prevalence: float, sc: Scenario, k: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, the model's over-confident scores, and the true posteriors of n cases."""
+    """Labels, the model's over-confident logits, and the true posteriors of n cases."""
     y = (rng.random(n) < prevalence).astype(np.int64)
     while y.sum() < 2 or y.sum() > n - 2:  # calibrators need both classes
         y = (rng.random(n) < prevalence).astype(np.int64)
     z = np.where(y == 1, rng.normal(sc.shift, sc.spread, n), rng.normal(0.0, 1.0, n))
     true_logit = posterior_logit(z, prevalence, sc)
-    return y, sigmoid(k * true_logit), sigmoid(true_logit)
+    return y, k * true_logit, sigmoid(true_logit)
 
 
 def score(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -93,27 +93,27 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, budget: Budget) -> None
     fit_times: dict[str, list[float]] = {m: [] for m in METHODS}
     temperatures: list[float] = []
     positives: list[tuple[int, int]] = []
-    warm_y, warm_p, _ = draw(args.n_val, args.prevalence, sc, args.overconfidence, np.random.default_rng(99))
+    warm_y, warm_z, _ = draw(args.n_val, args.prevalence, sc, args.overconfidence, np.random.default_rng(99))
     for method in METHODS:  # warm-up: netcal / torch imports are not part of the fit times
-        fit_calibrator(method, warm_p, warm_y)
+        fit_calibrator(method, warm_z, warm_y)
     for seed in range(args.seeds):
         if seed and budget.exhausted(reserve=20):
             print(f"  budget spent: stopped after {seed} seeds")
             break
         rng = np.random.default_rng([seed, int(sc.spread * 100)])
-        y_val, p_val, _ = draw(args.n_val, args.prevalence, sc, args.overconfidence, rng)
-        y_test, p_test, true_test = draw(args.n_test, args.prevalence, sc, args.overconfidence, rng)
+        y_val, z_val, _ = draw(args.n_val, args.prevalence, sc, args.overconfidence, rng)
+        y_test, z_test, true_test = draw(args.n_test, args.prevalence, sc, args.overconfidence, rng)
         positives.append((int(y_val.sum()), int(y_test.sum())))
         results["oracle"].append(score(y_test, true_test))
         for method in METHODS:
             t0 = time.perf_counter()
-            cal = fit_calibrator(method, p_val, y_val)
+            cal = fit_calibrator(method, z_val, y_val)
             fit_times[method].append(time.perf_counter() - t0)
-            results[method].append(score(y_test, cal.transform(p_test)))
+            results[method].append(score(y_test, cal.transform(z_test)))
             if method == "temperature":
                 temperatures.append(float(cal.temperature))
         if seed == 0 and args.n_boot > 0:
-            print_assess(p_val, y_val, p_test, y_test, args.n_boot)
+            print_assess(z_val, y_val, z_test, y_test, args.n_boot)
 
     n = len(results["oracle"])
     pv = np.array(positives)
@@ -149,12 +149,12 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, budget: Budget) -> None
 
 
 def print_assess(
-    p_val: np.ndarray, y_val: np.ndarray, p_test: np.ndarray, y_test: np.ndarray, n_boot: int
+    z_val: np.ndarray, y_val: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, n_boot: int
 ) -> None:
     """compare.assess on seed 0: its paired bootstrap of calibrated minus uncalibrated on test."""
     print(f"  seed 0, compare.assess (fit on val, paired bootstrap on test, {n_boot} resamples):")
     for method in METHODS[1:]:
-        rep = assess(method, p_val, y_val, p_test, y_test, n_boot=n_boot, seed=0)
+        rep = assess(method, z_val, y_val, z_test, y_test, n_boot=n_boot, seed=0)
         test = next(e for e in rep["splits"] if e["split"] == "test")
         parts = []
         for key, m in test["calibrated_vs_uncalibrated"]["metrics"].items():

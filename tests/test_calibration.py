@@ -30,7 +30,7 @@ from workbench.calibration import (
     plot_reliability,
     reliability_curve,
 )
-from workbench.calibration.calibrators import clip_probabilities
+from workbench.calibration.calibrators import TIE_WEIGHT, logit, sigmoid
 from workbench.errors import ValidationError
 
 
@@ -49,13 +49,20 @@ def overconfident(n: int = 2000, n_pos: int = 200, true_t: float = 2.0, seed: in
     return y, 1.0 / (1.0 + np.exp(-true_t * z)), 1.0 / (1.0 + np.exp(-z))
 
 
+def overconfident_logits(n: int = 2000, n_pos: int = 200, true_t: float = 2.0, seed: int = 0):
+    """Like :func:`overconfident`, but the model's logits (what calibrators take) instead of its probabilities."""
+    y, p, p_true = overconfident(n, n_pos, true_t, seed)
+    return y, logit(p), p_true
+
+
 def test_temperature_scaling_recovers_t_from_float32_input():
-    y, p, p_true = overconfident()
-    cal = get_calibrator("temperature").fit(p.astype(np.float32), y)
+    y, z, p_true = overconfident_logits()
+    p = sigmoid(z)
+    cal = get_calibrator("temperature").fit(z.astype(np.float32), y)
     assert cal.method == "temperature"
     assert cal.temperature == pytest.approx(2.0, rel=0.10)  # netcal on raw float32 would return T = 1
     assert cal.weight == pytest.approx(1.0 / cal.temperature)
-    calibrated = cal.transform(p.astype(np.float32))
+    calibrated = cal.transform(z.astype(np.float32))
     assert calibrated.dtype == np.float64
     assert np.abs(calibrated - p_true).mean() < 0.2 * np.abs(p - p_true).mean()
     assert ece(y, calibrated) < ece(y, p)
@@ -92,40 +99,68 @@ def test_reliability_bins_equal_sklearn(strategy):
 
 @pytest.mark.parametrize("method", sorted(CALIBRATORS))
 def test_json_round_trip_reproduces_transform(method):
-    y, p, _ = overconfident(n=600, n_pos=60, seed=5)
-    cal = get_calibrator(method).fit(p, y)
-    fresh = np.r_[0.0, 1e-9, 1.0, 1 - 1e-9, np.random.default_rng(6).random(500)]
+    y, z, _ = overconfident_logits(n=600, n_pos=60, seed=5)
+    cal = get_calibrator(method, prior_offset=0.7).fit(z, y)
+    fresh = np.r_[-1e3, -40.0, 40.0, 1e3, np.random.default_rng(6).normal(0.0, 6.0, 500)]
     stored = json.loads(json.dumps(cal.to_json(), allow_nan=False))
-    assert stored["method"] == method
+    assert stored["method"] == method and stored["input"] == "logit" and stored["prior_offset"] == 0.7
     for loaded in (Calibrator.from_json(stored), type(cal).from_json(stored)):
         assert type(loaded) is type(cal) and loaded.backend is None
-        assert np.allclose(loaded.transform(fresh), cal.transform(fresh), rtol=0, atol=1e-9)
-    if method != "identity":
-        # our numpy rebuild is the transform netcal itself computes
-        netcal_out = cal.backend.transform(p if method == "isotonic" else clip_probabilities(p))
-        assert np.allclose(cal.transform(p), netcal_out, rtol=0, atol=1e-9)
+        assert np.array_equal(loaded.transform(fresh), cal.transform(fresh))
+    if method not in ("identity", "histogram", "bbq"):  # binnings are made monotone after netcal
+        # our numpy rebuild is the transform netcal itself computes (on the prior-corrected probability)
+        netcal_out = cal.backend.transform(sigmoid(z - 0.7))
+        assert np.allclose(cal.transform(z), netcal_out, rtol=0, atol=2 * TIE_WEIGHT)
 
 
-def test_isotonic_is_monotone_and_bounded():
-    y, p, _ = overconfident(n=800, n_pos=80, seed=7)
-    cal = get_calibrator("isotonic").fit(p, y)
-    grid = np.linspace(0.0, 1.0, 2001)
+@pytest.mark.parametrize("method", sorted(CALIBRATORS))
+def test_calibrated_probability_is_strictly_increasing_in_the_logit(method):
+    """Step-function calibrators (isotonic, binnings) and saturating sigmoids never tie: order follows z."""
+    y, z, _ = overconfident_logits(n=800, n_pos=80, seed=7)
+    cal = get_calibrator(method).fit(z, y)
+    grid = np.r_[np.linspace(-60.0, 60.0, 4001), 1e3]
     out = cal.transform(grid)
-    assert np.all(np.diff(out) >= 0)
+    assert np.all(np.diff(out) > 0)
     assert out.min() >= 0.0 and out.max() <= 1.0
-    assert out[-1] > out[0]
+    assert cal.transform(np.array([30.0]))[0] > cal.transform(np.array([25.0]))[0]
+
+
+def test_binning_calibrators_are_monotone_after_netcal():
+    """netcal's histogram fills empty bins with their centre, which can reorder cases; ours never does."""
+    rng = np.random.default_rng(21)
+    z = np.r_[rng.normal(-4.0, 0.5, 300), rng.normal(3.0, 0.3, 12)]
+    y = np.r_[(rng.random(300) < 0.03).astype(int), np.r_[np.ones(6, dtype=int), np.zeros(6, dtype=int)]]
+    for method in ("histogram", "bbq"):
+        cal = get_calibrator(method).fit(z, y)
+        tables = [cal.hist] if method == "histogram" else cal.models
+        for table in tables:
+            assert np.all(np.diff(table["values"]) >= 0)
+
+
+def test_format_1_json_still_loads_and_applies_on_probabilities():
+    """Calibrations stored before logits (format 1: fitted on probabilities clipped at 1e-7) still work."""
+    old = {"method": "platt", "params": {"weight": 0.5, "bias": -1.0}, "clip": 1e-7, "fitted_on": {"n": 10}}
+    cal = Calibrator.from_json(old)
+    z = np.array([-3.0, 0.0, 3.0, 40.0])
+    expected = sigmoid(0.5 * np.clip(z, -logit(np.array([1 - 1e-7]))[0], logit(np.array([1 - 1e-7]))[0]) - 1.0)
+    assert np.allclose(cal.transform(z), expected, atol=2 * TIE_WEIGHT)
+    iso = Calibrator.from_json({"method": "isotonic", "params": {"x": [0.1, 0.9], "y": [0.0, 1.0]}})
+    assert np.allclose(iso.transform(np.array([0.0])), [0.5], atol=2 * TIE_WEIGHT)  # interpolates on p
 
 
 def test_calibrator_registry_and_errors():
-    assert set(CALIBRATORS) == {"identity", "temperature", "isotonic", "platt", "beta"}
+    assert set(CALIBRATORS) == {"identity", "temperature", "isotonic", "platt", "beta", "histogram", "bbq"}
     assert get_calibrator("Temperature").method == "temperature"
     assert get_calibrator("none").method == "identity"
+    assert get_calibrator("histogram_binning").method == "histogram"
     with pytest.raises(ValidationError) as err:
-        get_calibrator("histogram")
+        get_calibrator("enir")
     for name in CALIBRATORS:
         assert name in str(err.value)
     with pytest.raises(ValidationError, match="both classes"):
-        get_calibrator("platt").fit([0.1, 0.2, 0.3], [0, 0, 0])
+        get_calibrator("platt").fit([-2.0, -1.0, 0.5], [0, 0, 0])
+    with pytest.raises(ValidationError, match="NaN or infinite"):
+        get_calibrator("platt").fit([-2.0, np.inf, 0.5], [0, 1, 0])
     with pytest.raises(ValidationError, match="not fitted"):
         get_calibrator("temperature").transform([0.5])
     with pytest.raises(ValidationError, match="unknown calibration method"):
@@ -285,7 +320,7 @@ def test_measures_match_sklearn_and_intervals_contain_points():
 
 
 def test_cross_fit_folds_and_small_splits():
-    y, p, _ = overconfident(n=300, n_pos=3, seed=10)
+    y, p, _ = overconfident_logits(n=300, n_pos=3, seed=10)
     result = cross_fit("platt", p, y)
     assert result.ok and result.k == 3  # min(5, 3 positives, 297 negatives)
     for fold in range(3):
@@ -295,14 +330,14 @@ def test_cross_fit_folds_and_small_splits():
         assert np.allclose(result.probabilities[held], refit.transform(p[held]), atol=1e-12)
     one = cross_fit("isotonic", p, np.r_[1, np.zeros(299, dtype=int)])
     assert not one.ok and one.probabilities is None and "at least 2 positives" in one.reason
-    assert cross_fit("temperature", *overconfident(n=400, n_pos=40, seed=11)[1::-1]).k == 5
+    assert cross_fit("temperature", *overconfident_logits(n=400, n_pos=40, seed=11)[1::-1]).k == 5
     with pytest.raises(ValidationError, match="k must be"):
         cross_fit("platt", p, y, k=4)
 
 
 def test_assess_scores_held_out_data_json_safe():
-    y_val, p_val, _ = overconfident(n=400, n_pos=40, seed=12)
-    y_test, p_test, _ = overconfident(n=1000, n_pos=100, seed=13)
+    y_val, p_val, _ = overconfident_logits(n=400, n_pos=40, seed=12)
+    y_test, p_test, _ = overconfident_logits(n=1000, n_pos=100, seed=13)
     out = assess("temperature", p_val, y_val, p_test, y_test, n_boot=200)
     json.dumps(out, allow_nan=False)
     assert out["fitted_on"] == {"split": "val", "n": 400, "positives": 40}

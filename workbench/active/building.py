@@ -59,7 +59,7 @@ def pool_candidates(engine: Engine, settings: Settings, version_id: int) -> Cand
     if not keep.any():
         return Candidates(np.zeros(0, dtype=np.int64), np.zeros(0), threshold)
     ids = preds.case_ids[keep]
-    prob = calibrated_probabilities(engine, version_id, preds.probability[keep])
+    prob = calibrated_probabilities(engine, version_id, preds.logit[keep])
     unc = preds.uncertainty[keep]
     emb_by_case = load_embeddings(settings, version_id)
     embeddings = None
@@ -83,7 +83,7 @@ def _expert_labelled(
     preds = load_predictions(engine, version_id, "pool")
     if preds.n == 0:
         return []
-    prob = calibrated_probabilities(engine, version_id, preds.probability)
+    prob = calibrated_probabilities(engine, version_id, preds.logit)
     with session_scope(engine) as s:
         readers: dict[int, set[str]] = {}
         for cid, who in s.execute(
@@ -119,7 +119,7 @@ def _relabel_candidates(engine: Engine, version_id: int, limit: int) -> list[Sel
         preds = load_predictions(engine, version_id, split).labelled()
         if preds.n == 0:
             continue
-        prob = calibrated_probabilities(engine, version_id, preds.probability)
+        prob = calibrated_probabilities(engine, version_id, preds.logit)
         doubt = np.where(preds.y == 1, 1 - prob, prob)  # 1 - self-confidence in the given label
         for i in np.flatnonzero(doubt >= RELABEL_MIN_DISAGREEMENT):
             name = "positive" if preds.y[i] == 1 else "negative"

@@ -2,7 +2,9 @@
 
 A calibrator scored on the data it was fitted on looks better than it is (isotonic regression most of all).
 :func:`cross_fit` gives out-of-fold calibrated probabilities on validation; :func:`assess` fits on all of
-validation, scores the test split, and scores the cross-fitted validation probabilities.
+validation, scores the test split, and scores the cross-fitted validation probabilities. Both take the
+model's raw float64 logits (see :mod:`workbench.calibration.calibrators`); "uncalibrated" means
+``sigmoid(z)``, the model's own probability.
 :func:`compare_paired` bootstraps the difference of two predictors on the SAME resampled cases.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.calibration.calibrators import Calibrator, get_calibrator
+from workbench.calibration.calibrators import Calibrator, get_calibrator, sigmoid
 from workbench.calibration.measures import brier_statistic, ece_statistic, measure_calibration, nll_statistic
 from workbench.calibration.reliability import DEFAULT_BINS, bin_edges, reliability_curve
 from workbench.errors import ValidationError
@@ -54,14 +56,16 @@ def stratified_folds(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return folds
 
 
-def cross_fit(method: str, p_val: Any, y_val: Any, k: int | None = None, seed: int = 0) -> CrossFitResult:
-    """Out-of-fold calibrated probabilities on validation via stratified K-fold.
+def cross_fit(
+    method: str, z_val: Any, y_val: Any, k: int | None = None, seed: int = 0, prior_offset: float = 0.0
+) -> CrossFitResult:
+    """Out-of-fold calibrated probabilities on validation logits via stratified K-fold.
 
     K defaults to ``min(5, positives, negatives)`` and must be >= 2, so every training fold holds both
     classes. With fewer than 2 positives (or negatives) the result has ``probabilities=None`` and a reason.
     """
     name = get_calibrator(method).method
-    y, p = validate_binary(y_val, p_val, what="validation split")
+    y, z = _logits(y_val, z_val, "validation split")
     positives, negatives = int(y.sum()), int(y.shape[0] - y.sum())
     limit = min(positives, negatives)
     if limit < 2:
@@ -80,27 +84,39 @@ def cross_fit(method: str, p_val: Any, y_val: Any, k: int | None = None, seed: i
         )
     k = int(k)
     folds = stratified_folds(y, k, seed)
-    out = np.empty_like(p)
+    out = np.empty_like(z)
     for fold in range(k):
         test = folds == fold
-        cal = get_calibrator(name).fit(p[~test], y[~test])
-        out[test] = cal.transform(p[test])
+        cal = get_calibrator(name, prior_offset).fit(z[~test], y[~test])
+        out[test] = cal.transform(z[test])
     return CrossFitResult(name, k, out, folds)
+
+
+def _logits(y: Any, z: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validated labels (0/1 ints) and float64 logits of one split."""
+    z_arr = np.asarray(z, dtype=np.float64).reshape(-1)
+    if not np.isfinite(z_arr).all():
+        raise ValidationError(f"{what}: logits contain NaN or infinite values")
+    y_arr, _ = validate_binary(y, sigmoid(z_arr), what=what)
+    return y_arr, z_arr
 
 
 def assess(
     method: str,
-    p_val: Any,
+    z_val: Any,
     y_val: Any,
-    p_test: Any = None,
+    z_test: Any = None,
     y_test: Any = None,
     n_bins: int = DEFAULT_BINS,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     val_split: str = "val",
     test_split: str = "test",
+    prior_offset: float = 0.0,
 ) -> dict[str, Any]:
-    """Fit ``method`` on all validation data, then measure it where it was not fitted.
+    """Fit ``method`` on all validation logits, then measure it where it was not fitted.
+
+    ``prior_offset`` is the training prior shift removed before fitting (0 when training was unweighted).
 
     Returns a JSON-safe dict: ``method``, ``calibrator`` (its JSON), ``fitted_on`` (split, n, positives)
     and ``splits``: a list of entries, each with ``split`` (e.g. 'val (cross-fitted, k=5)' or 'test'),
@@ -110,40 +126,42 @@ def assess(
     be scored carries ``calibrated=None`` and a ``reason``. ``calibrator_object`` is not included; rebuild
     it with ``Calibrator.from_json(result['calibrator'])``.
     """
-    cal = fit_calibrator(method, p_val, y_val)
-    y_v, p_v = validate_binary(y_val, p_val, what=f"split '{val_split}'")
+    cal = fit_calibrator(method, z_val, y_val, prior_offset)
+    y_v, z_v = _logits(y_val, z_val, f"split '{val_split}'")
+    p_v = sigmoid(z_v)
     result: dict[str, Any] = {
         "method": cal.method,
         "calibrator": cal.to_json(),
         "fitted_on": {"split": val_split, "n": int(y_v.shape[0]), "positives": int(y_v.sum())},
+        "prior_offset": float(prior_offset),
         "n_bins": int(n_bins),
         "n_boot": int(n_boot),
         "seed": int(seed),
         "splits": [],
     }
 
-    cf = cross_fit(cal.method, p_v, y_v, seed=seed) if cal.method != "identity" else None
+    cf = cross_fit(cal.method, z_v, y_v, seed=seed, prior_offset=prior_offset) if cal.method != "identity" else None
     if cf is None:
-        label, p_cf, reason = f"{val_split} (identity: nothing fitted)", p_v, None
+        label, p_cf, reason = f"{val_split} (identity: nothing fitted)", cal.transform(z_v), None
     else:
         label = f"{val_split} (cross-fitted, k={cf.k})" if cf.ok else f"{val_split} (cross-fitted)"
         p_cf, reason = cf.probabilities, cf.reason
     result["splits"].append(_split_entry(label, y_v, p_v, p_cf, reason, n_bins, n_boot, seed, paired=False))
 
-    if p_test is not None or y_test is not None:
-        if p_test is None or y_test is None:
-            raise ValidationError("assess(): give both p_test and y_test, or neither")
-        y_t, p_t = validate_binary(y_test, p_test, what=f"split '{test_split}'")
+    if z_test is not None or y_test is not None:
+        if z_test is None or y_test is None:
+            raise ValidationError("assess(): give both z_test and y_test, or neither")
+        y_t, z_t = _logits(y_test, z_test, f"split '{test_split}'")
         result["splits"].append(
-            _split_entry(test_split, y_t, p_t, cal.transform(p_t), None, n_bins, n_boot, seed, paired=True)
+            _split_entry(test_split, y_t, sigmoid(z_t), cal.transform(z_t), None, n_bins, n_boot, seed, paired=True)
         )
     return result
 
 
-def fit_calibrator(method: str, p_val: Any, y_val: Any) -> Calibrator:
-    """Fit a calibrator of ``method`` on validation probabilities and labels."""
-    y, p = validate_binary(y_val, p_val, what="validation split")
-    return get_calibrator(method).fit(p, y)
+def fit_calibrator(method: str, z_val: Any, y_val: Any, prior_offset: float = 0.0) -> Calibrator:
+    """Fit a calibrator of ``method`` on validation logits and labels (``prior_offset`` removed first)."""
+    y, z = _logits(y_val, z_val, "validation split")
+    return get_calibrator(method, prior_offset).fit(z, y)
 
 
 def _split_entry(

@@ -1,9 +1,13 @@
 """Calibrate a model version: fit each method on validation, judge it where it was not fitted, store it.
 
-The selected method is the one with the lowest cross-fitted validation Brier score (the test split
-is only ever reported, never used to choose); when validation has too few positives to cross-fit,
-temperature scaling (one parameter, hard to overfit) is selected. The operating threshold is chosen
-by policy on calibrated validation probabilities and reported on test.
+Every calibrator works on the stored float64 logits with the version's training prior shift removed
+(:mod:`workbench.model.prior`), so identity and temperature scaling start from the real base rate.
+The selected method is the simplest one whose cross-fitted validation log loss is within
+:data:`NLL_TOLERANCE` of the best (log loss punishes the overconfidence that Brier barely sees; the test
+split is only ever reported, never used to choose); when validation has too few positives to cross-fit,
+prior-corrected temperature scaling (one parameter, hard to overfit) is selected. The operating threshold
+is chosen by policy on calibrated validation probabilities and reported on test. Figures on validation
+computed with the calibrator fitted there and the threshold chosen there are stored marked in-sample.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, delete, select
 
-from workbench.calibration.calibrators import calibrator_from_json, get_calibrator
+from workbench.calibration.calibrators import calibrator_from_json, get_calibrator, sigmoid
 from workbench.calibration.compare import assess
 from workbench.calibration.reliability import reliability_curve
 from workbench.calibration.thresholds import apply_threshold, choose_threshold, parse_policy
@@ -24,9 +28,14 @@ from workbench.db.models import Calibration, Evaluation, ModelVersion, Reliabili
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.evaluation.report import evaluate, split_context
 from workbench.model.predictions import PredictionSet, load_predictions
+from workbench.model.prior import prior_offset_of
 
-DEFAULT_METHODS = ("identity", "temperature", "isotonic", "platt")
+DEFAULT_METHODS = ("identity", "temperature", "platt", "beta", "isotonic", "histogram", "bbq")
 FALLBACK_METHOD = "temperature"
+# Fewest fitted parameters first: among methods within NLL_TOLERANCE of the best, the earliest wins.
+COMPLEXITY_ORDER = ("identity", "temperature", "platt", "beta", "histogram", "isotonic", "bbq")
+NLL_TOLERANCE = 0.002  # nats: below what ~100 validation cases can resolve
+VAL_IN_SAMPLE = "in-sample: the calibrator was fitted and the threshold chosen on this split"
 
 
 @dataclass
@@ -67,6 +76,7 @@ def calibrate_version(
             from workbench.model.learning_check import not_ready_message
 
             raise WorkbenchError(not_ready_message(version_id, version.status, version.error))
+        offset = prior_offset_of(version.config, version.data_counts, version.metrics)
     val = _split_data(engine, version_id, "val")
     test = _split_data(engine, version_id, "test")
     if val.n == 0:
@@ -87,20 +97,21 @@ def calibrate_version(
             )
         assessments[method] = assess(
             method,
-            val.probability,
+            val.logit,
             val.y,
-            test.probability if has_test else None,
+            test.logit if has_test else None,
             test.y if has_test else None,
             n_boot=n_boot,
+            prior_offset=offset,
         )
     selected, rule, notes = _select(assessments, select_method)
+    if offset:
+        notes.append(f"training prior shift {offset:+.3f} (logit) removed before every calibrator")
     calibrator = calibrator_from_json(assessments[selected]["calibrator"])
-    p_val_cal = calibrator.transform(val.probability)
+    p_val_cal = calibrator.transform(val.logit)
     choice = choose_threshold(parsed_policy, val.y, p_val_cal, split="val")
     outcome = (
-        apply_threshold(choice, test.y, calibrator.transform(test.probability), split="test")
-        if has_test
-        else None
+        apply_threshold(choice, test.y, calibrator.transform(test.logit), split="test") if has_test else None
     )
     if not has_test:
         notes.append("no labelled test predictions: the threshold is reported on validation only")
@@ -130,7 +141,7 @@ def calibrate_version(
             ids[method] = cal.id
             fitted = calibrator_from_json(result["calibrator"])
             for data in (val, test) if has_test else (val,):
-                p_cal = fitted.transform(data.probability)
+                p_cal = fitted.transform(data.logit)
                 for binning in ("uniform", "quantile"):
                     s.add(
                         ReliabilityCurve(
@@ -146,15 +157,17 @@ def calibrate_version(
         version.threshold = float(choice.value)
         version.threshold_policy = str(parsed_policy)
         version.threshold_report = {
-            "chosen_on": choice.to_dict(),
+            "chosen_on": {**choice.to_dict(), "in_sample": VAL_IN_SAMPLE},
             "test": outcome.to_dict() if outcome else None,
             "method": selected,
             "selection_rule": rule,
+            "prior_offset": offset,
         }
         for data in (val, test) if has_test else (val,):
-            report = evaluate(
-                data.y, calibrator.transform(data.probability), split=data.split, threshold=choice.value
-            )
+            report = evaluate(data.y, calibrator.transform(data.logit), split=data.split, threshold=choice.value)
+            stored = report.to_dict()
+            if data.split == "val":
+                stored["in_sample"] = VAL_IN_SAMPLE
             s.execute(
                 delete(Evaluation).where(
                     Evaluation.model_version_id == version_id,
@@ -169,7 +182,7 @@ def calibrate_version(
                     method=selected,
                     n=data.n,
                     positives=int(data.y.sum()),
-                    report=report.to_dict(),
+                    report=stored,
                 )
             )
     if progress:
@@ -187,7 +200,8 @@ def calibrate_version(
 
 
 def _select(assessments: dict[str, dict[str, Any]], forced: str | None) -> tuple[str, str, list[str]]:
-    """Pick the method: forced, else lowest cross-fitted validation Brier, else temperature."""
+    """Pick the method: forced, else the simplest within NLL_TOLERANCE of the lowest cross-fitted
+    validation log loss, else (too few positives to cross-fit) temperature."""
     notes: list[str] = []
     if forced:
         method = get_calibrator(forced).method
@@ -198,25 +212,30 @@ def _select(assessments: dict[str, dict[str, Any]], forced: str | None) -> tuple
     for method, result in assessments.items():
         val_entry = result["splits"][0]
         measures = (val_entry.get("calibrated") or {}).get("measures") or {}
-        brier = (measures.get("brier") or {}).get("value")
-        if brier is not None and np.isfinite(brier):
-            scores[method] = brier
+        nll = (measures.get("nll") or {}).get("value")
+        if nll is not None and np.isfinite(nll):
+            scores[method] = nll
     if not scores:
         fallback = FALLBACK_METHOD if FALLBACK_METHOD in assessments else next(iter(assessments))
-        notes.append("validation has too few positives to cross-fit; falling back to " + fallback)
+        notes.append(f"validation has too few positives to cross-fit; falling back to prior-corrected {fallback}")
         return fallback, "fallback: too few validation positives to compare methods", notes
-    best = min(scores, key=lambda m: (scores[m], m != "identity"))
-    return best, "lowest cross-fitted validation Brier score", notes
+    best = min(scores.values())
+    close = [m for m in scores if scores[m] <= best + NLL_TOLERANCE]
+    rank = {m: i for i, m in enumerate(COMPLEXITY_ORDER)}
+    chosen = min(close, key=lambda m: (rank.get(m, len(rank)), scores[m]))
+    rule = f"simplest method within {NLL_TOLERANCE} nats of the lowest cross-fitted validation log loss"
+    return chosen, rule, notes
 
 
 def calibrated_probabilities(
-    engine: Engine, version_id: int, probabilities: np.ndarray, method: str | None = None
+    engine: Engine, version_id: int, logits: np.ndarray, method: str | None = None
 ) -> np.ndarray:
-    """Apply a version's calibrator: the selected one (``method`` None; identity when it has none
-    yet), none at all (``"none"``), or its latest stored calibrator of ``method`` (an error if absent)."""
-    raw = np.asarray(probabilities, dtype=np.float64)
+    """Calibrated probabilities for raw float64 ``logits`` of a version: its selected calibrator
+    (``method`` None; plain sigmoid when it has none yet), none at all (``"none"``: the model's own
+    probability), or its latest stored calibrator of ``method`` (an error if absent)."""
+    raw = np.asarray(logits, dtype=np.float64)
     if method == "none":
-        return raw
+        return sigmoid(raw)
     with session_scope(engine) as s:
         version = s.get(ModelVersion, version_id)
         if version is None:
@@ -233,7 +252,7 @@ def calibrated_probabilities(
                 raise WorkbenchError(f"model version {version_id} has no {method} calibration stored")
         params = cal.params if cal else None
     if params is None:
-        return raw
+        return sigmoid(raw)
     return calibrator_from_json(params).transform(raw)
 
 

@@ -233,8 +233,8 @@ def export_bundle(
                 "parameters": calibration["parameters"],
                 "fitted_on": calibration["fitted_on"],
                 "selection_rule": calibration["selection_rule"],
-                "input": "raw probability (the model's 'probability' output)",
-                "applies": "workbench.calibration.calibrators.calibrator_from_json(parameters).transform(p)",
+                "input": "raw logit (the model's 'logit' output, float64)",
+                "applies": "workbench.calibration.calibrators.calibrator_from_json(parameters).transform(z)",
             },
         )
         _write_json(tmp / "threshold.json", facts["threshold"])

@@ -127,7 +127,7 @@ class Bundle:
             self.model, list(pairs), batch_size=batch_size, mc_samples=0, backbone=self.backbone
         )
         raw = np.asarray(out["probability"], dtype=np.float64)
-        calibrated = self.calibrator.transform(raw)
+        calibrated = self.calibrator.transform(np.asarray(out["logit"], dtype=np.float64))
         t = self.threshold
         return [
             {

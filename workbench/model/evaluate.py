@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, delete, func, select
 
 from workbench.calibration.service import calibrated_probabilities
@@ -74,11 +75,7 @@ def evaluate_version(
     data = load_predictions(engine, version_id, split).labelled()
     if data.n == 0:
         raise WorkbenchError(f"split {split} has no labelled cases to evaluate on")
-    p = (
-        calibrated_probabilities(engine, version_id, data.probability)
-        if method != "none"
-        else data.probability
-    )
+    p = calibrated_probabilities(engine, version_id, data.logit, None if method != "none" else "none")
     t = 0.5 if op_threshold is None else float(op_threshold)
     report = evaluate(data.y, p, split=split, threshold=t, n_boot=n_boot)
     if baseline:
@@ -156,7 +153,7 @@ def attach_baseline(
             "n": ev_n,
             "positives": ev_pos,
         }
-    p = calibrated_probabilities(engine, version_id, data.probability, ev_method)
+    p = calibrated_probabilities(engine, version_id, data.logit, ev_method)
     section = baseline_section(
         engine,
         settings,
@@ -173,3 +170,140 @@ def attach_baseline(
             if ev is not None:
                 ev.report = {**(ev.report or {}), "baseline": section}
     return section
+
+
+def _p_text(p: float | None) -> str:
+    if p is None:
+        return "p n/a"
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+def _signed_interval(low: float | None, high: float | None) -> str:
+    return "" if low is None or high is None else f" [{low:+.2f}, {high:+.2f}]"
+
+
+def compare_versions(
+    engine: Engine, version_id: int, other_id: int, split: str = "test", *, level: float = 0.95
+) -> dict[str, Any]:
+    """Paired DeLong comparison of two versions' AUROC on the SAME labelled cases of ``split``.
+
+    Both versions' stored predictions are inner-joined on case id (labels are the cases' current ones);
+    nothing is scored here, so a case only one version scored is left out and counted in ``notes``.
+    AUROC is computed on the raw stored ``logit``: ranking is invariant to calibration, and logits do not
+    saturate into ties at 0 or 1 as probabilities can. Returns a JSON-safe dict: ``version``, ``other``,
+    ``split``, ``n``, ``positives``, ``negatives``, ``a``/``b`` (each version's DeLong AUROC),
+    ``delta`` (version minus other) with ``se``, ``low``/``high``, ``z``, ``p_value``, ``significant``,
+    ``winner`` (a version id or None), a plain-language ``verdict`` and ``notes``.
+    """
+    from workbench.evaluation.delong import delong_auroc, delong_paired_test
+    from workbench.evaluation.report import split_context
+
+    if split not in EVAL_SPLITS:
+        raise ValidationError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+    if int(version_id) == int(other_id):
+        raise ValidationError(f"compare version {version_id} with a different version, not with itself")
+    with session_scope(engine) as s:
+        for vid in (version_id, other_id):
+            if s.get(ModelVersion, vid) is None:
+                raise NotFoundError(f"no model version {vid}")
+    a = load_predictions(engine, version_id, split).labelled()
+    b = load_predictions(engine, other_id, split).labelled()
+    common, ia, ib = np.intersect1d(a.case_ids, b.case_ids, assume_unique=True, return_indices=True)
+    if common.size == 0:
+        raise WorkbenchError(
+            f"versions {version_id} and {other_id} have no labelled {split} cases both scored: nothing to "
+            f"compare (`workbench evaluate <version> --split {split}` scores a version's missing cases)"
+        )
+    y = a.y[ia]
+    test = delong_paired_test(y, a.logit[ia], b.logit[ib], level)
+    n, positives = int(common.size), int(y.sum())
+    ctx = split_context(split, n, positives)
+    alpha = 1.0 - level
+    p = test["p_value"]
+    significant = None if p is None else bool(p < alpha)
+    winner = None
+    if significant:
+        winner = int(version_id) if test["delta"] > 0 else int(other_id)
+    va, vb = f"v{version_id}", f"v{other_id}"
+    effect = (
+        ""
+        if test["delta"] is None
+        else f": ΔAUROC {test['delta']:+.2f}{_signed_interval(test['low'], test['high'])}, {_p_text(p)}"
+    )
+    if significant is None:
+        verdict = f"{va} and {vb} cannot be compared on {ctx}: {test['reason']}"
+        if test["delta"] is not None:
+            verdict += f" (ΔAUROC {test['delta']:+.2f})"
+    elif winner == int(version_id):
+        verdict = f"{va} beats {vb} on {ctx}{effect}"
+    elif winner == int(other_id):
+        verdict = f"{va} is worse than {vb} on {ctx}{effect}"
+    else:
+        verdict = f"no detectable difference between {va} and {vb} on {ctx}{effect}"
+    notes = []
+    only_a, only_b = int(a.n - common.size), int(b.n - common.size)
+    for vid, k in ((version_id, only_a), (other_id, only_b)):
+        if k:
+            notes.append(
+                f"{k} labelled {split} case(s) scored only by v{vid} are left out (compared on the {n} both scored)"
+            )
+    if positives and positives < 10:
+        notes.append(
+            f"only {positives} positives: the DeLong normal approximation is rough; read it cautiously"
+        )
+    return {
+        "version": int(version_id),
+        "other": int(other_id),
+        "split": split,
+        "n": n,
+        "positives": positives,
+        "negatives": n - positives,
+        "score": "logit",
+        "method": "paired DeLong test (Sun & Xu midranks) on raw logits",
+        "level": level,
+        "a": {"version": int(version_id), **delong_auroc(y, a.logit[ia], level).to_dict()},
+        "b": {"version": int(other_id), **delong_auroc(y, b.logit[ib], level).to_dict()},
+        "delta": test["delta"],
+        "se": test["se"],
+        "low": test["low"],
+        "high": test["high"],
+        "z": test["z"],
+        "p_value": p,
+        "reason": test["reason"],
+        "significant": significant,
+        "winner": winner,
+        "verdict": verdict,
+        "excluded": {"only_version": only_a, "only_other": only_b},
+        "notes": notes,
+    }
+
+
+def comparison_lines(result: dict[str, Any]) -> list[str]:
+    """Plain-text lines of a :func:`compare_versions` result; every metric line names split, n, positives."""
+    from workbench.evaluation.report import split_context
+
+    ctx = split_context(result["split"], int(result["n"]), int(result["positives"]))
+    pct = f"{float(result.get('level', 0.95)) * 100:g}%"
+
+    def auroc(side: dict[str, Any]) -> str:
+        if side.get("value") is None:
+            return f"v{side['version']} AUROC undefined ({side.get('reason')})"
+        out = f"v{side['version']} AUROC {side['value']:.3f}"
+        if side.get("low") is not None and side.get("high") is not None:
+            out += f" [{side['low']:.3f}, {side['high']:.3f}]" + ("!" if side.get("flag") else "")
+        return out
+
+    lines = [
+        f"Comparison with version {result['other']} on the same labelled cases: {result['method']}, "
+        f"{pct} intervals",
+        f"{ctx}: {auroc(result['a'])} vs {auroc(result['b'])}",
+    ]
+    if result.get("delta") is not None:
+        se = "" if result.get("se") is None else f", SE {result['se']:.3f}"
+        lines.append(
+            f"{ctx}: ΔAUROC (v{result['version']} - v{result['other']}) {result['delta']:+.3f}"
+            f"{_signed_interval(result.get('low'), result.get('high'))}{se}, {_p_text(result.get('p_value'))}"
+        )
+    lines.append(f"Verdict: {result['verdict']}")
+    lines += [f"- {ctx}: {note}" for note in result.get("notes") or []]
+    return lines

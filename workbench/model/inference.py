@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from workbench.errors import ValidationError, WorkbenchError
 from workbench.model.pipeline import Pair
@@ -129,7 +130,7 @@ def _predict_batches(
     logit_layer = model.get_layer("logit")
     dim = int(emb_model.output.shape[-1])
     if n == 0:
-        empty = np.zeros((0,), np.float32)
+        empty = np.zeros((0,), np.float64)
         return {
             "logit": empty,
             "probability": empty,
@@ -155,10 +156,10 @@ def _predict_batches(
         done += len(emb)
         if progress is not None:
             progress({"step": step, "steps": steps, "done": done, "total": n})
-    logit = np.concatenate(logits).astype(np.float32)
+    logit = np.concatenate(logits).astype(np.float64)  # float64 from here on: no saturation before |z| ~ 36
     return {
         "logit": logit,
-        "probability": (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32),
+        "probability": expit(logit),
         "uncertainty": np.concatenate(spreads).astype(np.float32) if mc_samples else None,
         "embedding": np.concatenate(embeddings).astype(np.float32),
     }

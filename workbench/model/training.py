@@ -31,6 +31,7 @@ import numpy as np
 from workbench.errors import ValidationError
 from workbench.model.config import MONITORS, ModelConfig, TrainConfig
 from workbench.model.learning_check import check_learning
+from workbench.model.prior import prior_correction
 from workbench.model.pipeline import Pair, check_pairs
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -55,6 +56,7 @@ class TrainResult:
     epochs_run: int = 0
     used_feature_cache: bool = False
     learning_check: dict[str, Any] | None = None  # model.learning_check verdict, criteria, advice
+    prior_correction: dict[str, Any] | None = None  # model.prior: the logit shift calibration removes
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -374,7 +376,10 @@ def train(
             break
 
     elapsed = time.monotonic() - started
+    n_pos = int(y_tr.sum())
+    correction = prior_correction(train_cfg.imbalance, int(y_tr.shape[0]) - n_pos, n_pos, train_cfg.focal_gamma)
     base = {
+        "prior_correction": correction.to_dict(),
         "history": history,
         "monitor": monitor,
         "imbalance": train_cfg.imbalance,
