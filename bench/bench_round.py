@@ -36,6 +36,7 @@ def main() -> None:
 
     from workbench.active.building import build_queue
     from workbench.calibration.service import calibrate_version
+    from workbench.calibration.thresholds import DEFAULT_POLICY
     from workbench.config import Settings
     from workbench.data.importer import import_source
     from workbench.data.synth import generate_dataset, parse_size
@@ -81,9 +82,7 @@ def main() -> None:
         infer_version(engine, settings, version, ["pool", "val", "test"], mc_samples=8, batch_size=64)
         times["infer"] = time.perf_counter() - t
         t = time.perf_counter()
-        calibrate_version(
-            engine, version, ["identity", "temperature", "isotonic", "platt"], "sensitivity>=0.9"
-        )
+        calibrate_version(engine, version, ["identity", "temperature", "isotonic", "platt"], DEFAULT_POLICY)
         times["calibrate"] = time.perf_counter() - t
         t = time.perf_counter()
         build_queue(engine, settings, version, 20)

@@ -16,6 +16,12 @@ bootstrap 95% intervals and the paired model-minus-baseline interval. Also print
 Bayes-level reference AUROC (its latent evidence score), the load average, and PASS/FAIL against the
 issue's targets (hard: test AUROC >= 0.85 and >= baseline + 0.10 within 15 minutes of training;
 realistic: >= 0.92).
+
+``--calibrate`` then runs the trust chain on each version, in process as a round would: inference on
+val and test, ``calibrate_version`` with the default methods and threshold policy, and prints the
+selected method's test ECE (15 bins) and NLL with intervals beside identity's (issue: probabilities you
+can trust; target ECE <= 0.03 and NLL no worse than identity), the in-sample mark of the validation
+figures and the guaranteed threshold (or why none exists).
 """
 
 from __future__ import annotations
@@ -99,6 +105,36 @@ def fmt(e: dict) -> str:
     return f"{e['value']:.3f}{interval}"
 
 
+ECE_TARGET = 0.03
+
+
+def report_calibration(engine: object, settings: object, version: int) -> None:
+    """Infer val/test, calibrate with the defaults and print the selected method's test ECE/NLL vs identity."""
+    from workbench.calibration.service import calibrate_version, format_summary
+    from workbench.model.scoring import infer_version
+
+    tc = time.monotonic()
+    infer_version(engine, settings, version, ["val", "test"], mc_samples=0)
+    summary = calibrate_version(engine, version)
+    print(format_summary(summary))
+
+    def test_measures(method: str) -> dict:
+        entry = next(e for e in summary.assessments[method]["splits"] if e["split"] == "test")
+        return {"n": entry["n"], "positives": entry["positives"], **entry["calibrated"]["measures"]}
+
+    sel, ident = test_measures(summary.selected), test_measures("identity")
+    ece, nll, nll_id = sel["ece"], sel["nll"], ident["nll"]
+    ok = ece["value"] <= ECE_TARGET and nll["value"] <= nll_id["value"]
+    print(
+        f"CALIBRATION version {version} ({time.monotonic() - tc:.0f} s): selected {summary.selected}; test "
+        f"(n={sel['n']}, {sel['positives']} positive, recorded labels) ECE {fmt(ece)} (target <= {ECE_TARGET}), "
+        f"NLL {fmt(nll)} vs identity {fmt(nll_id)}; debiased ECE {fmt(sel['ece_debiased'])}; slope "
+        f"{fmt(sel['calibration_slope']) if sel['calibration_slope'].get('value') is not None else 'n/a'} -> "
+        f"{'PASS' if ok else 'FAIL'}",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--difficulty", default="hard", choices=sorted(TARGETS))
@@ -111,6 +147,9 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
     parser.add_argument("--work", default=None, help="folder for home and data (default: a temp folder)")
     parser.add_argument("--set", action="append", default=[], help="override, e.g. train.phase1_epochs=20")
+    parser.add_argument(
+        "--calibrate", action="store_true", help="also infer, calibrate and report test ECE/NLL"
+    )
     args = parser.parse_args()
     print_machine()
 
@@ -191,6 +230,13 @@ def main() -> int:
         if match is None:
             raise SystemExit(f"could not find the version id in:\n{out}")
         version = int(match.group(1))
+        if "did not learn" in out:
+            rows.append((seed, float("nan"), float("nan"), train_s, False))
+            print(
+                f"seed {seed}: version {version} did not learn (train wall {train_s:.0f} s) -> FAIL",
+                flush=True,
+            )
+            continue
         model = load_version_model(engine, version)
         p = predict_pairs(model, pairs, batch_size=32)["probability"].astype(np.float64)
         mine = estimate(y_truth, p, seed)
@@ -198,7 +244,7 @@ def main() -> int:
         diff = paired_difference(y_truth, p, p_base, n_boot=2000, seed=seed)["auroc"]
         ok = mine["auroc"]["value"] >= target and diff["delta"] >= margin and train_s <= TRAIN_LIMIT_S
         rows.append((seed, mine["auroc"]["value"], diff["delta"], train_s, ok))
-        verdict = "did not learn" if "did not learn" in out else "learned"
+        verdict = "learned"
         print(
             f"seed {seed}: version {version} ({verdict}), train wall {train_s:.0f} s (load {load_before:.1f} -> "
             f"{load_after:.1f}); test n={mine['n']} ({mine['positives']} positive by truth): AUROC "
@@ -207,6 +253,8 @@ def main() -> int:
             f"{'PASS' if ok else 'FAIL'}",
             flush=True,
         )
+        if args.calibrate and verdict == "learned":
+            report_calibration(engine, settings, version)
     aurocs = np.array([r[1] for r in rows])
     print(
         f"SUMMARY {args.difficulty}: AUROC by truth mean {aurocs.mean():.3f} (seeds {', '.join(f'{a:.3f}' for a in aurocs)}), "

@@ -94,6 +94,9 @@ KNOWN = (
         ["--seeds", "10", "--n-val", "400", "--n-test", "400", "--prevalence", "0.1"],
         120,
     ),
+    Spec(
+        "thresholds", "bench_thresholds.py", "Guaranteed operating thresholds (bench_thresholds.py)", [], 120
+    ),
     Spec("model", "bench_model.py", "Model (bench_model.py)", [], 300),
     Spec("round", "bench_round.py", "Active-learning round (bench_round.py)", [], 600),
     Spec("simulate", "bench_simulate.py", "Simulated labelling (bench_simulate.py)", [], 300),

@@ -10,6 +10,7 @@ from cli.common import engine, handle_errors, parse_json_option, settings
 from cli.jobs import _submit
 from workbench.active.building import build_queue
 from workbench.active.leases import claim_next, queue_progress, skip, submit_label, undo_last
+from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
 from workbench.rounds import ensure_no_active_round, round_summary
 from workbench.users import add_user, get_user, list_users, set_active
 
@@ -104,7 +105,7 @@ def round_start(
     preset: str = typer.Option("cpu"),
     epochs: int | None = typer.Option(None, min=1),
     batch_size: int = typer.Option(20, min=1),
-    policy: str = typer.Option("sensitivity>=0.9"),
+    policy: str = typer.Option(DEFAULT_POLICY, help=f"Threshold policy: {VALID_FORMS}."),
     seed: int = typer.Option(0),
     cold: bool = typer.Option(False, "--cold", help="Train from scratch instead of warm-starting."),
     wait: bool = typer.Option(True, "--wait/--no-wait"),

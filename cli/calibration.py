@@ -9,6 +9,7 @@ import typer
 from cli.common import engine, handle_errors
 from workbench.calibration.plots import plot_reliability
 from workbench.calibration.service import DEFAULT_METHODS, calibrate_version, format_summary, load_curves
+from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
 
 
 @handle_errors
@@ -17,9 +18,7 @@ def calibrate(
     methods: str = typer.Option(
         ",".join(DEFAULT_METHODS), help="Comma-separated: identity, temperature, isotonic, platt, beta."
     ),
-    policy: str = typer.Option(
-        "sensitivity>=0.9", help="sensitivity>=X, precision>=X, max_f1, youden, fixed:X."
-    ),
+    policy: str = typer.Option(DEFAULT_POLICY, help=f"Threshold policy: {VALID_FORMS}."),
     select: str | None = typer.Option(None, help="Use this method instead of the automatic choice."),
     n_boot: int = typer.Option(1000, min=100, help="Bootstrap resamples for the intervals."),
 ) -> None:

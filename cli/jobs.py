@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from tqdm import tqdm
 
 from cli.common import engine, fail, handle_errors, parse_json_option, train_params
+from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
 from workbench.jobs import store
 from workbench.jobs.kinds import QUEUES
 from workbench.jobs.submit import submit_job
@@ -156,7 +157,7 @@ def submit_round(
     preset: str = typer.Option("cpu"),
     epochs: int | None = typer.Option(None, min=1),
     batch_size: int = typer.Option(20, min=1, help="Cases to queue for labelling."),
-    policy: str = typer.Option("sensitivity>=0.9", help="Threshold policy."),
+    policy: str = typer.Option(DEFAULT_POLICY, help=f"Threshold policy: {VALID_FORMS}."),
     seed: int = typer.Option(0),
     overrides: str | None = typer.Option(None, help="JSON of model/train config overrides."),
     wait: bool = typer.Option(False, "--wait"),

@@ -10,7 +10,7 @@ import typer
 from cli.common import engine, handle_errors, settings, train_params
 from workbench.evaluation.baseline import DESCRIPTION, NAME, baseline_lines, evaluate_baseline
 from workbench.evaluation.report import format_report
-from workbench.model.evaluate import evaluate_version
+from workbench.model.evaluate import compare_versions, comparison_lines, evaluate_version
 from workbench.model.registry import list_versions, train_version
 
 DID_NOT_LEARN_EXIT = 3  # `workbench train` exit code when the version did not learn
@@ -87,14 +87,25 @@ def evaluate(
     with_baseline: bool = typer.Option(
         True, "--baseline/--no-baseline", help="Compare with the non-learned baseline on the same cases."
     ),
+    compare: int | None = typer.Option(
+        None,
+        "--compare",
+        metavar="V",
+        help="Also compare with version V on the same labelled cases (paired DeLong test of AUROC on logits).",
+    ),
 ) -> None:
     """Evaluation report of a version on one named split (threshold sweep, CIs, confusion matrix).
 
     The report also shows the non-learned baseline (`workbench baseline`) on the same cases, the
     paired difference model minus baseline, and a FLAG line when the model does not clearly beat it.
+    AUROC has a DeLong interval beside the bootstrap one; an interval that cannot be evidence (zero
+    width, or pinned at 0/1 on a perfectly separated split) is marked `!` with a footnote. With
+    `--compare V`, the paired DeLong difference in AUROC with version V on the cases both scored, its
+    interval, p-value and a verdict. `--png` adds a decision curve (net benefit) panel.
     """
+    eng = engine()
     report, method = evaluate_version(
-        engine(),
+        eng,
         settings(),
         version,
         split,
@@ -103,13 +114,19 @@ def evaluate(
         png=png,
         baseline=with_baseline,
     )
+    comparison = compare_versions(eng, version, compare, split) if compare is not None else None
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=1))
+        out = report.to_dict()
+        if comparison is not None:
+            out["comparison"] = comparison
+        typer.echo(json.dumps(out, indent=1))
         return
     typer.echo(
         f"model version {version}, probabilities: {'raw' if method == 'none' else method + '-calibrated'}"
     )
     typer.echo(format_report(report))
+    if comparison is not None:
+        typer.echo("\n".join(comparison_lines(comparison)))
     if png:
         typer.echo(f"curves: {png}")
 

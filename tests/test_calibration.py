@@ -142,7 +142,9 @@ def test_format_1_json_still_loads_and_applies_on_probabilities():
     old = {"method": "platt", "params": {"weight": 0.5, "bias": -1.0}, "clip": 1e-7, "fitted_on": {"n": 10}}
     cal = Calibrator.from_json(old)
     z = np.array([-3.0, 0.0, 3.0, 40.0])
-    expected = sigmoid(0.5 * np.clip(z, -logit(np.array([1 - 1e-7]))[0], logit(np.array([1 - 1e-7]))[0]) - 1.0)
+    expected = sigmoid(
+        0.5 * np.clip(z, -logit(np.array([1 - 1e-7]))[0], logit(np.array([1 - 1e-7]))[0]) - 1.0
+    )
     assert np.allclose(cal.transform(z), expected, atol=2 * TIE_WEIGHT)
     iso = Calibrator.from_json({"method": "isotonic", "params": {"x": [0.1, 0.9], "y": [0.0, 1.0]}})
     assert np.allclose(iso.transform(np.array([0.0])), [0.5], atol=2 * TIE_WEIGHT)  # interpolates on p
@@ -267,7 +269,7 @@ def test_parse_policy_accepts_valid_forms(text, kind, target):
 
 
 @pytest.mark.parametrize(
-    "text", ["sensitivity>0.9", "specificity>=0.9", "fixed:1.5", "fixed:abc", "precision>=0", "", "f2"]
+    "text", ["sensitivity>0.9", "fpr>=0.1", "fixed:1.5", "fixed:abc", "precision>=0", "", "f2"]
 )
 def test_parse_policy_rejects_bad_strings_with_valid_forms(text):
     with pytest.raises(ValidationError, match=re.escape("valid forms")):

@@ -185,7 +185,8 @@ def case_context(engine: Engine, case_id: int, round_id: int | None = None) -> C
                 note=f"model version {version_id} has no prediction for this case",
             )
         raw, unc = float(pred.probability), pred.uncertainty
-    calibrated = float(calibrated_probabilities(engine, version_id, np.array([raw]))[0])
+        raw_logit = float(pred.logit)
+    calibrated = float(calibrated_probabilities(engine, version_id, np.array([raw_logit]))[0])
     return CaseContext(
         version_id,
         probability=raw,
@@ -333,7 +334,7 @@ def paired_predictions(
                 raise NotFoundError(f"model version {vid} has no {method} calibration")
             params = dict(cal.params)
         preds = load_predictions(engine, vid, split).labelled()
-        p = calibrator_from_json(params).transform(preds.probability)
+        p = calibrator_from_json(params).transform(preds.logit)
         prepared.append(
             dict(zip(preds.case_ids.tolist(), zip(p.tolist(), preds.y.tolist(), strict=True), strict=True))
         )
@@ -403,3 +404,27 @@ def label_history(engine: Engine) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def versions_scoring_split(engine: Engine, split: str) -> list[int]:
+    """Versions with stored predictions on cases of ``split``, newest first (choices for a comparison)."""
+    with session_scope(engine) as s:
+        return list(
+            s.scalars(
+                select(Prediction.model_version_id)
+                .join(Case, Case.id == Prediction.case_id)
+                .where(Case.split == split)
+                .distinct()
+                .order_by(Prediction.model_version_id.desc())
+            )
+        )
+
+
+def version_comparison(engine: Engine, version_id: int, other_id: int, split: str = "test") -> dict[str, Any]:
+    """Paired DeLong AUROC comparison of two versions on the labelled ``split`` cases both scored.
+
+    Read-only: see :func:`workbench.model.evaluate.compare_versions` (raw logits, inner join on case ids).
+    """
+    from workbench.model.evaluate import compare_versions
+
+    return compare_versions(engine, version_id, other_id, split)

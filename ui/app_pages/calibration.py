@@ -1,10 +1,14 @@
 """Calibration: overlay reliability curves of versions x methods, compare them, see the operating point.
 
 Curves, metrics and thresholds are the ones stored by ``workbench calibrate`` (fitted on validation,
-scored where not fitted); the paired comparison bootstraps two choices on the same cases.
+scored where not fitted); the paired comparison bootstraps two choices on the same cases. The calibration
+slope and intercept and the ECE read against its sample size come with each stored calibrator; the
+decision curve asks whether acting on the calibrated probabilities beats treating all or none.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -14,6 +18,13 @@ from workbench import ui_queries
 from workbench.calibration.compare import compare_paired
 from workbench.calibration.plots import plot_reliability
 from workbench.calibration.service import load_curves
+from workbench.calibration.thresholds import guarantee_text
+from workbench.calibration.views import (
+    calibration_readings,
+    decision_curve_figure,
+    decision_curve_view,
+    useful_range,
+)
 from workbench.errors import WorkbenchError
 
 
@@ -43,6 +54,68 @@ def _metric_table(version_ids: list[int], methods: list[str]) -> None:
     st.caption(
         "Point value [95% stratified bootstrap interval]. Validation rows are cross-fitted (out-of-fold)."
     )
+
+
+def _readings(version_ids: list[int], methods: list[str]) -> None:
+    st.subheader("Calibration slope and intercept, ECE against its sample size")
+    rows = calibration_readings(state.engine(), version_ids, methods)
+    if not rows:
+        st.info("No stored measures for this choice.")
+        return
+    # st.table, not st.dataframe: the readings are short sentences that must wrap, not be cut.
+    table = pd.DataFrame(
+        [
+            {
+                "version": r["version"],
+                "method": r["method"] + (" (selected)" if r["selected"] else ""),
+                "split": f"{r['split']} (n={r['n']}, {r['positives']} positive)",
+                "calibration slope": _fmt_or_old(r["calibration_slope"], 2),
+                "calibration intercept": _fmt_or_old(r["calibration_intercept"], 2),
+                "ECE (plug-in)": _fmt_or_old(r["ece"], 3),
+                "ECE debiased (L2)": _fmt_or_old(r["ece_debiased"], 3),
+                "reading": r["reading"] or r["reason"] or "",
+            }
+            for r in rows
+        ]
+    )
+    st.table(table.set_index(["version", "method"]))
+    st.caption(
+        "Slope 1 and intercept 0 mean calibrated (slope below 1: over-confident, spread too wide; intercept "
+        "below 0: risk over-predicted). Slope: logistic regression of the outcome on logit(p); intercept: "
+        "the same with the slope fixed at 1. Intervals: 95% stratified bootstrap percentile. The debiased "
+        "ECE (Kumar et al. 2019) is an RMS (L2) error with the small-sample bias removed; the reading "
+        "compares the plug-in ECE with 200 label sets drawn from a perfectly calibrated model with the "
+        "same predictions and n."
+    )
+
+
+def _fmt_or_old(est: dict[str, Any] | None, digits: int) -> str:
+    if est is None:
+        return "not stored (recalibrate)"
+    return state.fmt_estimate(est, digits)
+
+
+def _decision_curve(version_ids: list[int], by_id: dict[int, ui_queries.CalibratedVersion]) -> None:
+    st.subheader("Decision curve")
+    c = st.columns([1, 1, 2])
+    vid = c[0].selectbox("Version", version_ids, format_func=lambda v: f"version {v}", key="dca_version")
+    methods = list(dict.fromkeys(by_id[vid].methods))
+    default = methods.index(by_id[vid].selected) if by_id[vid].selected in methods else 0
+    method = c[1].selectbox("Calibrator", methods, index=default, key="dca_method")
+    curve = decision_curve_view(state.engine(), int(vid), method)
+    st.pyplot(decision_curve_figure(curve))
+    useful = useful_range(curve)
+    st.caption(
+        f"Net benefit of acting on v{vid} {method} probabilities on {curve['split']} "
+        f"(n={curve['n']}, {curve['positives']} positive), against treat-all and treat-none. "
+        + (
+            f"The model beats both for thresholds {useful[0]:.2f} to {useful[1]:.2f}."
+            if useful
+            else "The model beats neither reference at any threshold shown."
+        )
+    )
+    for note in curve.get("notes") or []:
+        st.caption(f"note: {note}")
 
 
 def _curves(version_ids: list[int], methods: list[str], split: str, binning: str) -> None:
@@ -135,7 +208,8 @@ def _operating_point(version_ids: list[int]) -> None:
             "specificity": state.fmt_estimate(p.get("specificity"), 2),
             "precision": state.fmt_estimate(p.get("precision"), 2),
             "met": p.get("met"),
-            "note": p.get("note") or "",
+            "guarantee": guarantee_text(p) or "",
+            "note": "; ".join(x for x in (p.get("note"), p.get("in_sample")) if x),
         }
         for label, p in points
         if p
@@ -152,6 +226,7 @@ def _operating_point(version_ids: list[int]) -> None:
     st.caption(
         f"{split} (n={report['n']}, {report['positives']} positive), {report.get('method')} calibration; "
         f"the chosen threshold {view.threshold:.3f} is marked."
+        + (f" **{report['in_sample'].capitalize()}**: optimistic." if report.get("in_sample") else "")
     )
     chart = sweep.set_index("threshold")[["accuracy", "precision", "recall", "f1"]]
     st.line_chart(chart)
@@ -193,6 +268,10 @@ with state.page_errors():
         _curves(chosen, methods, split, binning)
     _metric_table(chosen, methods)
     with state.page_errors():
+        _readings(chosen, methods)
+    with state.page_errors():
         _paired([(v, m) for v in chosen for m in methods if m in by_id[v].methods])
     with state.page_errors():
         _operating_point(chosen)
+    with state.page_errors():
+        _decision_curve(chosen, by_id)

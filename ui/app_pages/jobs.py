@@ -13,6 +13,7 @@ import streamlit as st
 
 from ui import state
 from workbench import ui_queries
+from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
 from workbench.jobs import store
 from workbench.jobs.submit import submit_job
 from workbench.model.config import PRESETS
@@ -121,9 +122,9 @@ def _calibrate_tab() -> None:
         methods = st.multiselect("Methods", METHODS, default=DEFAULT_METHODS, key="cal_methods")
         policy = st.text_input(
             "Threshold policy",
-            "sensitivity>=0.9",
+            DEFAULT_POLICY,
             key="cal_policy",
-            help="e.g. sensitivity>=0.9, max_f1, precision>=0.5",
+            help=f"One of: {VALID_FORMS}.",
         )
         go = st.form_submit_button("Submit calibration", type="primary")
     if go:
@@ -140,7 +141,9 @@ def _round_tab() -> None:
         epochs = _epochs("Phase-1 epochs", "round_epochs")
         imbalance = st.selectbox("Class imbalance", IMBALANCE, key="round_imbalance")
         batch = st.number_input("Cases to queue", min_value=1, max_value=10_000, value=20, key="round_batch")
-        policy = st.text_input("Threshold policy", "sensitivity>=0.9", key="round_policy")
+        policy = st.text_input(
+            "Threshold policy", DEFAULT_POLICY, key="round_policy", help=f"One of: {VALID_FORMS}."
+        )
         go = st.form_submit_button("Submit round", type="primary")
     if go:
         _submit(

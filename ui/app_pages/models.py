@@ -1,4 +1,5 @@
-"""Models: every version with its lineage, data, test metrics, calibration and threshold; promote and export.
+"""Models: every version with its lineage, data, test metrics, calibration and threshold; a paired DeLong
+comparison of two versions; promote and export.
 
 Promotion and export are admin actions, refused by the workbench functions for anyone else.
 """
@@ -20,6 +21,12 @@ from workbench.evaluation.report import split_context
 from workbench.export.promotion import best_by_rule, current_best, promote, promotion_history
 
 TEST_METRICS = ("auroc", "auprc", "sensitivity", "specificity")
+COMPARE_SPLITS = ("test", "val", "train")
+
+
+def _fmt_metric(est: dict[str, Any] | None) -> str:
+    """An estimate as ``0.912 [0.850, 0.960]``, with ``!`` when its interval is flagged as degenerate."""
+    return state.fmt_estimate(est, 3) + ("!" if est and est.get("flag") else "")
 
 
 def _counts(counts: dict[str, Any] | None, split: str) -> str:
@@ -93,7 +100,7 @@ def _versions_table(rows: list[ui_queries.VersionRow]) -> None:
             "test split": f"n={test['n']}, {test['positives']} pos" if test else "",
         }
         for name in TEST_METRICS:
-            row[f"test {name}"] = state.fmt_estimate(test.get(name), 3) if test else ""
+            row[f"test {name}"] = _fmt_metric(test.get(name)) if test else ""
             if name == "auroc":
                 row["test baseline auroc"], row["vs baseline"] = _baseline_cells(test)
         row["calibration"] = r.calibration_method or ""
@@ -108,7 +115,9 @@ def _versions_table(rows: list[ui_queries.VersionRow]) -> None:
         "a NON-LEARNED score (hand-designed pre/post whitening features, logistic regression fitted on "
         "train; `workbench baseline`) on the same test cases; *vs baseline* is model minus baseline AUROC "
         f"with its paired 95% interval. FLAG: the model is less than {FLAG_MARGIN:.2f} above the baseline "
-        "or the interval includes 0."
+        "or the interval includes 0. **!** marks an interval that is not evidence of precision (zero width, "
+        "or pinned at 0 or 1, e.g. on a perfectly separated split): `workbench evaluate` says what to read "
+        "instead."
     )
     for r in rows:
         b = (r.test or {}).get("baseline") or {}
@@ -119,6 +128,74 @@ def _versions_table(rows: list[ui_queries.VersionRow]) -> None:
                 f"Version {r.id}: on {ctx} the model does not clearly beat the non-learned baseline "
                 f"(model minus baseline AUROC {delta_text(cmp.get('auroc'), 3, 'n/a')}): {cmp.get('reason')}."
             )
+
+
+def _comparison_table(result: dict[str, Any]) -> pd.DataFrame:
+    """Both versions' AUROC with DeLong intervals, and the paired difference, as one small table."""
+
+    def interval(low: float | None, high: float | None, signed: bool = False) -> str:
+        if low is None or high is None:
+            return "n/a"
+        return f"[{low:+.3f}, {high:+.3f}]" if signed else f"[{low:.3f}, {high:.3f}]"
+
+    rows = []
+    for side in (result["a"], result["b"]):
+        value = side.get("value")
+        rows.append(
+            {
+                "": f"version {side['version']} AUROC",
+                "estimate": "n/a" if value is None else f"{value:.3f}",
+                "95% interval (DeLong)": interval(side.get("low"), side.get("high"))
+                + ("!" if side.get("flag") else ""),
+                "p-value": "",
+            }
+        )
+    delta, p = result.get("delta"), result.get("p_value")
+    rows.append(
+        {
+            "": f"difference ({result['version']} − {result['other']})",
+            "estimate": "n/a" if delta is None else f"{delta:+.3f}",
+            "95% interval (DeLong)": interval(result.get("low"), result.get("high"), signed=True),
+            "p-value": "n/a" if p is None else f"{p:.3g}",
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def _compare() -> None:
+    """Pick two versions and a split; show the paired DeLong test of their AUROCs on the same cases."""
+    st.subheader("Compare two versions (paired DeLong)")
+    split = st.selectbox("Split", COMPARE_SPLITS, key="compare_split")
+    ids = ui_queries.versions_scoring_split(state.engine(), split)
+    if len(ids) < 2:
+        st.info(f"Fewer than two versions have predictions on the {split} split: nothing to compare.")
+        return
+    left, right = st.columns(2)
+    a = left.selectbox("Version", ids, index=0, format_func=lambda v: f"version {v}", key="compare_a")
+    b = right.selectbox("against", ids, index=1, format_func=lambda v: f"version {v}", key="compare_b")
+    memo: dict[tuple[int, int, str], dict[str, Any]] = st.session_state.setdefault("compare_memo", {})
+    key = (int(a), int(b), split)
+    if st.button("Compare", key="compare_go"):
+        with state.page_errors():
+            memo[key] = ui_queries.version_comparison(state.engine(), int(a), int(b), split)
+    result = memo.get(key)
+    if result is None:
+        return
+    if result.get("winner") is not None:
+        st.success(result["verdict"])
+    elif result.get("significant") is False:
+        st.info(result["verdict"])
+    else:
+        st.warning(result["verdict"])
+    st.dataframe(_comparison_table(result), hide_index=True, width="stretch")
+    for note in result.get("notes") or []:
+        st.caption(note)
+    st.caption(
+        f"On the {result['n']} labelled {split} cases ({result['positives']} positive) both versions scored, "
+        "from the raw stored logits (AUROC depends only on the ranking, which calibration keeps). Paired "
+        "DeLong test: the difference's interval uses the covariance of the two AUROCs on the same cases, "
+        "so it is not the same as comparing the two separate intervals. **!**: zero-variance interval."
+    )
 
 
 def _promote(rows: list[ui_queries.VersionRow], username: str) -> None:
@@ -196,6 +273,8 @@ with state.page_errors():
         st.stop()
     _attach_baselines(rows)
     _versions_table(rows)
+    with state.page_errors():
+        _compare()
     if not user.is_admin:
         st.caption("Promoting and exporting need the admin role.")
     left, right = st.columns(2)

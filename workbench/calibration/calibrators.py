@@ -112,7 +112,9 @@ def _check_fit_inputs(z: Any, y: Any, method: str) -> tuple[np.ndarray, np.ndarr
     z_arr = _check_z(z)
     y_arr = np.asarray(y)
     if y_arr.ndim != 1 or y_arr.shape[0] != z_arr.shape[0]:
-        raise ValidationError(f"{method} calibration: {y_arr.shape} labels do not match {z_arr.shape[0]} logits")
+        raise ValidationError(
+            f"{method} calibration: {y_arr.shape} labels do not match {z_arr.shape[0]} logits"
+        )
     if not np.isin(y_arr.astype(np.float64), (0.0, 1.0)).all():
         raise ValidationError(f"{method} calibration: labels must be 0 or 1")
     y_int = y_arr.astype(np.int64)
@@ -202,13 +204,17 @@ class Calibrator:
             raise ValidationError("calibration JSON must be an object with a 'method' field")
         target = CALIBRATORS.get(str(d["method"]))
         if target is None:
-            raise ValidationError(f"unknown calibration method {d['method']!r}; valid: {', '.join(CALIBRATORS)}")
+            raise ValidationError(
+                f"unknown calibration method {d['method']!r}; valid: {', '.join(CALIBRATORS)}"
+            )
         if cls is not Calibrator and target is not cls:
             raise ValidationError(f"JSON holds a {d['method']!r} calibrator, not {cls.method!r}")
         try:
             version = int(d.get("format_version", 1))
         except (TypeError, ValueError):
-            raise ValidationError(f"calibration JSON has a bad format_version {d.get('format_version')!r}") from None
+            raise ValidationError(
+                f"calibration JSON has a bad format_version {d.get('format_version')!r}"
+            ) from None
         if version > FORMAT_VERSION:
             raise ValidationError(f"calibration JSON format {version} is newer than this workbench")
         try:
@@ -249,7 +255,9 @@ class IdentityCalibrator(Calibrator):
         z_arr = _check_z(z)
         y_arr = np.asarray(y)
         if y_arr.shape[0] != z_arr.shape[0]:
-            raise ValidationError(f"identity calibration: {y_arr.shape[0]} labels for {z_arr.shape[0]} logits")
+            raise ValidationError(
+                f"identity calibration: {y_arr.shape[0]} labels for {z_arr.shape[0]} logits"
+            )
         self.fitted = True
         self.n_fit, self.positives_fit = int(z_arr.shape[0]), int(np.asarray(y_arr, dtype=np.float64).sum())
         return self
@@ -485,7 +493,10 @@ class HistogramCalibrator(Calibrator):
         return _histogram_values(sigmoid(u), self.hist)
 
     def _params(self) -> dict[str, Any]:
-        return {"edges": [float(e) for e in self.hist["edges"]], "values": [float(v) for v in self.hist["values"]]}
+        return {
+            "edges": [float(e) for e in self.hist["edges"]],
+            "values": [float(v) for v in self.hist["values"]],
+        }
 
     def _load_params(self, params: dict[str, Any]) -> None:
         self.hist = _load_histogram(params)

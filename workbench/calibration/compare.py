@@ -140,7 +140,11 @@ def assess(
         "splits": [],
     }
 
-    cf = cross_fit(cal.method, z_v, y_v, seed=seed, prior_offset=prior_offset) if cal.method != "identity" else None
+    cf = (
+        cross_fit(cal.method, z_v, y_v, seed=seed, prior_offset=prior_offset)
+        if cal.method != "identity"
+        else None
+    )
     if cf is None:
         label, p_cf, reason = f"{val_split} (identity: nothing fitted)", cal.transform(z_v), None
     else:
@@ -153,7 +157,9 @@ def assess(
             raise ValidationError("assess(): give both z_test and y_test, or neither")
         y_t, z_t = _logits(y_test, z_test, f"split '{test_split}'")
         result["splits"].append(
-            _split_entry(test_split, y_t, sigmoid(z_t), cal.transform(z_t), None, n_bins, n_boot, seed, paired=True)
+            _split_entry(
+                test_split, y_t, sigmoid(z_t), cal.transform(z_t), None, n_bins, n_boot, seed, paired=True
+            )
         )
     return result
 

@@ -22,7 +22,13 @@ from sqlalchemy import Engine, delete, select
 from workbench.calibration.calibrators import calibrator_from_json, get_calibrator, sigmoid
 from workbench.calibration.compare import assess
 from workbench.calibration.reliability import reliability_curve
-from workbench.calibration.thresholds import apply_threshold, choose_threshold, parse_policy
+from workbench.calibration.thresholds import (
+    DEFAULT_POLICY,
+    apply_threshold,
+    choose_threshold,
+    format_operating_point,
+    parse_policy,
+)
 from workbench.db.engine import session_scope
 from workbench.db.models import Calibration, Evaluation, ModelVersion, ReliabilityCurve
 from workbench.errors import NotFoundError, WorkbenchError
@@ -35,7 +41,34 @@ FALLBACK_METHOD = "temperature"
 # Fewest fitted parameters first: among methods within NLL_TOLERANCE of the best, the earliest wins.
 COMPLEXITY_ORDER = ("identity", "temperature", "platt", "beta", "histogram", "isotonic", "bbq")
 NLL_TOLERANCE = 0.002  # nats: below what ~100 validation cases can resolve
-VAL_IN_SAMPLE = "in-sample: the calibrator was fitted and the threshold chosen on this split"
+
+
+def in_sample_note(
+    split: str, calibrated: bool, threshold_chosen: bool, epoch_chosen: bool = False
+) -> str | None:
+    """What was fitted or chosen on ``split`` (None when nothing: figures there are out of sample).
+
+    Calibrators are fitted and thresholds chosen on validation only; the tuning slice that picks the
+    epoch is carved from training (``epoch_chosen``: it fell back to validation), so test stays clean.
+    """
+    if split != "val":
+        return None
+    what = [
+        w
+        for w, on in (
+            ("the epoch was picked", epoch_chosen),
+            ("the calibrator was fitted", calibrated),
+            ("the threshold chosen", threshold_chosen),
+        )
+        if on
+    ]
+    return "in-sample: " + ", ".join(what) + " on this split" if what else None
+
+
+def epoch_chosen_on_val(metrics: dict[str, Any] | None) -> bool:
+    """Whether training picked its epoch on validation (no tuning slice; older versions always did)."""
+    selection = (metrics or {}).get("epoch_selection")
+    return True if selection is None else bool(selection.get("val_in_sample"))
 
 
 @dataclass
@@ -60,7 +93,7 @@ def calibrate_version(
     engine: Engine,
     version_id: int,
     methods: list[str] | tuple[str, ...] = DEFAULT_METHODS,
-    policy: str = "sensitivity>=0.9",
+    policy: str = DEFAULT_POLICY,
     select_method: str | None = None,
     n_boot: int = 1000,
     progress: Callable[[float, str], None] | None = None,
@@ -77,6 +110,7 @@ def calibrate_version(
 
             raise WorkbenchError(not_ready_message(version_id, version.status, version.error))
         offset = prior_offset_of(version.config, version.data_counts, version.metrics)
+        epoch_on_val = epoch_chosen_on_val(version.metrics)
     val = _split_data(engine, version_id, "val")
     test = _split_data(engine, version_id, "test")
     if val.n == 0:
@@ -157,17 +191,17 @@ def calibrate_version(
         version.threshold = float(choice.value)
         version.threshold_policy = str(parsed_policy)
         version.threshold_report = {
-            "chosen_on": {**choice.to_dict(), "in_sample": VAL_IN_SAMPLE},
+            "chosen_on": {**choice.to_dict(), "in_sample": in_sample_note("val", True, True, epoch_on_val)},
             "test": outcome.to_dict() if outcome else None,
             "method": selected,
             "selection_rule": rule,
             "prior_offset": offset,
         }
         for data in (val, test) if has_test else (val,):
-            report = evaluate(data.y, calibrator.transform(data.logit), split=data.split, threshold=choice.value)
-            stored = report.to_dict()
-            if data.split == "val":
-                stored["in_sample"] = VAL_IN_SAMPLE
+            report = evaluate(
+                data.y, calibrator.transform(data.logit), split=data.split, threshold=choice.value
+            )
+            report.in_sample = in_sample_note(data.split, True, True, epoch_on_val)
             s.execute(
                 delete(Evaluation).where(
                     Evaluation.model_version_id == version_id,
@@ -182,7 +216,7 @@ def calibrate_version(
                     method=selected,
                     n=data.n,
                     positives=int(data.y.sum()),
-                    report=stored,
+                    report=report.to_dict(),
                 )
             )
     if progress:
@@ -217,7 +251,9 @@ def _select(assessments: dict[str, dict[str, Any]], forced: str | None) -> tuple
             scores[method] = nll
     if not scores:
         fallback = FALLBACK_METHOD if FALLBACK_METHOD in assessments else next(iter(assessments))
-        notes.append(f"validation has too few positives to cross-fit; falling back to prior-corrected {fallback}")
+        notes.append(
+            f"validation has too few positives to cross-fit; falling back to prior-corrected {fallback}"
+        )
         return fallback, "fallback: too few validation positives to compare methods", notes
     best = min(scores.values())
     close = [m for m in scores if scores[m] <= best + NLL_TOLERANCE]
@@ -284,24 +320,10 @@ def format_summary(summary: CalibrationSummary) -> str:
             )
     lines.append(f"selected: {summary.selected} ({summary.selection_rule})")
     for label, point in (("chosen on", summary.threshold), ("reported on", summary.threshold_test)):
-        if not point:
-            continue
-        sens, spec = point["sensitivity"], point["specificity"]
-        lines.append(
-            f"threshold {point['value']:.3f} ({point['policy']}) {label} "
-            f"{split_context(point['split'], point['n'], point['positives'])}: "
-            f"sensitivity {_fmt(sens)}, specificity {_fmt(spec)}"
-            + (f"; {point['note']}" if point.get("note") else "")
-        )
+        if point:
+            lines.append(format_operating_point(point, label))
     lines.extend(f"note: {n}" for n in summary.notes)
     return "\n".join(lines)
-
-
-def _fmt(e: dict[str, Any] | None) -> str:
-    if not e or e.get("value") is None:
-        return "n/a"
-    lo, hi = e.get("wilson_low", e.get("low")), e.get("wilson_high", e.get("high"))
-    return f"{e['value']:.2f} [{lo:.2f}, {hi:.2f}]" if lo is not None else f"{e['value']:.2f}"
 
 
 def load_curves(

@@ -114,3 +114,22 @@ def split_for_case(patient_split: str, label: int | None) -> str:
     if patient_split in ("train", "pool"):
         return "pool" if label is None else "train"
     return patient_split
+
+
+def tuning_mask(patient_ids: list[str], labels: list[int], fraction: float, seed: int = 0) -> list[bool]:
+    """Which training cases form the tuning slice (early stopping, epoch choice, LR schedule).
+
+    Carved from training, grouped by patient and stratified by label with the same dealing as the
+    import split, so validation stays data the model never selected on. ``fraction`` in (0, 1).
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValidationError(f"tuning fraction must be in (0, 1), got {fraction}")
+    if len(patient_ids) != len(labels):
+        raise ValidationError(f"{len(patient_ids)} patient ids for {len(labels)} labels")
+    by_patient: dict[str, PatientCases] = {}
+    for pid, value in zip(patient_ids, labels, strict=True):
+        by_patient.setdefault(pid, PatientCases(pid)).labels.append(int(value))
+    placed = assign_patient_splits(
+        list(by_patient.values()), {}, {"train": 1.0 - fraction, "val": fraction, "test": 0.0}, seed
+    )
+    return [placed[pid] == "val" for pid in patient_ids]

@@ -1,4 +1,5 @@
-"""Evaluation of binary probabilities on a named split: sweep, confusion, AUROC/AUPRC with intervals."""
+"""Evaluation of binary probabilities on a named split: sweep, confusion, AUROC/AUPRC with intervals,
+DeLong variance and paired test, decision curves."""
 
 from workbench.evaluation.bootstrap import (
     bootstrap_distribution,
@@ -6,6 +7,15 @@ from workbench.evaluation.bootstrap import (
     percentile_interval,
     stratified_bootstrap_weights,
     wilson_interval,
+)
+from workbench.evaluation.decision_curve import decision_curve, net_benefit
+from workbench.evaluation.delong import (
+    DelongAUROC,
+    delong_auroc,
+    delong_covariance,
+    delong_paired_test,
+    exact_auroc_bound,
+    placement_values,
 )
 from workbench.evaluation.metrics import (
     SWEEP_THRESHOLDS,
@@ -16,6 +26,8 @@ from workbench.evaluation.metrics import (
     average_precision,
     classification_report,
     confusion_at,
+    exact_proportion_interval,
+    interval_flag,
     roc_auc,
     sensitivity_specificity,
     threshold_sweep,
@@ -27,6 +39,7 @@ __all__ = [
     "SWEEP_THRESHOLDS",
     "ClassReportRow",
     "ConfusionMatrix",
+    "DelongAUROC",
     "Estimate",
     "EvaluationReport",
     "SweepRow",
@@ -35,9 +48,18 @@ __all__ = [
     "bootstrap_interval",
     "classification_report",
     "confusion_at",
+    "decision_curve",
+    "delong_auroc",
+    "delong_covariance",
+    "delong_paired_test",
     "evaluate",
+    "exact_auroc_bound",
+    "exact_proportion_interval",
     "format_report",
+    "interval_flag",
+    "net_benefit",
     "percentile_interval",
+    "placement_values",
     "plot_report",
     "roc_auc",
     "sensitivity_specificity",

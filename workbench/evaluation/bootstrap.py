@@ -1,4 +1,4 @@
-"""Confidence intervals: Wilson score intervals and a vectorised, stratified bootstrap.
+"""Confidence intervals: Wilson score intervals, Clopper-Pearson bounds and a stratified bootstrap.
 
 Splits in this project may hold as few as 4 positives, so every point estimate is shown with an interval.
 The bootstrap is *stratified*: positives and negatives are resampled separately, so every resample keeps the
@@ -51,6 +51,65 @@ def wilson_interval(successes: int, total: int, level: float = DEFAULT_LEVEL) ->
     centre = (phat + z * z / (2.0 * total)) / denom
     half = z / denom * math.sqrt(phat * (1.0 - phat) / total + z * z / (4.0 * total * total))
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def clopper_pearson_lower(successes: int, total: int, level: float = DEFAULT_LEVEL) -> float | None:
+    """One-sided Clopper-Pearson (exact binomial) lower confidence bound of ``successes / total``.
+
+    With probability at least ``level`` the true proportion is >= the bound, whatever the sample size,
+    which is what a screening claim needs (Wilson is approximate for tiny counts). The bound is the
+    ``1 - level`` quantile of Beta(k, n - k + 1), so ``n`` of ``n`` gives ``(1 - level) ** (1 / n)``; 0 when
+    nothing succeeded; None when ``total`` is 0.
+    """
+    _check_level(level)
+    successes, total = int(successes), int(total)
+    if total < 0 or successes < 0 or successes > total:
+        raise ValidationError(
+            f"Clopper-Pearson bound needs 0 <= successes <= total, got {successes} of {total}"
+        )
+    if total == 0:
+        return None
+    return float(clopper_pearson_lower_many(np.array([successes]), np.array([total]), level)[0])
+
+
+def clopper_pearson_lower_many(
+    successes: np.ndarray, totals: np.ndarray, level: float = DEFAULT_LEVEL
+) -> np.ndarray:
+    """Vectorised :func:`clopper_pearson_lower` over count arrays (NaN where the total is 0; unchecked)."""
+    from scipy.stats import beta  # imported here: scipy.stats is slow to import and rarely needed
+
+    _check_level(level)
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(totals, dtype=np.float64)
+    out = np.full(np.broadcast(k, n).shape, np.nan)
+    some = (n > 0) & (k > 0)
+    out[(n > 0) & (k <= 0)] = 0.0
+    if some.any():
+        kk, nn = np.broadcast_to(k, out.shape)[some], np.broadcast_to(n, out.shape)[some]
+        out[some] = beta.ppf(1.0 - level, kk, nn - kk + 1.0)
+    return out
+
+
+def clopper_pearson_min_total(target: float, level: float = DEFAULT_LEVEL) -> int | None:
+    """Smallest ``n`` whose best case (``n`` of ``n``) has a Clopper-Pearson lower bound >= ``target``.
+
+    That is the least number of cases a split needs before a proportion >= ``target`` can be claimed at
+    ``level`` (29 for 0.9 at 95%, since ``0.05 ** (1 / n) >= 0.9`` first holds at n = 29). None when
+    ``target`` >= 1, which no finite sample can guarantee; 1 when ``target`` <= 0.
+    """
+    _check_level(level)
+    if target >= 1.0:
+        return None
+    if target <= 0.0:
+        return 1
+    alpha = 1.0 - level
+    n = max(1, math.ceil(math.log(alpha) / math.log(target)))
+    # guard the closed form against rounding at the boundary
+    while alpha ** (1.0 / n) < target:
+        n += 1
+    while n > 1 and alpha ** (1.0 / (n - 1)) >= target:
+        n -= 1
+    return n
 
 
 def stratified_bootstrap_weights(

@@ -86,7 +86,10 @@ class Estimate:
     """A metric value with optional intervals; ``value`` None means undefined, explained by ``reason``.
 
     ``low``/``high`` is the stratified bootstrap percentile interval; ``wilson_low``/``wilson_high`` the
-    Wilson score interval (proportions only).
+    Wilson score interval and ``exact_low``/``exact_high`` the exact Clopper-Pearson interval (proportions
+    only). ``flag`` is set (by :func:`interval_flag`) when the bootstrap interval is not evidence of
+    precision: zero width, or pinned at 0 or 1 with the estimate on that boundary; it says what to read
+    instead.
     """
 
     value: float | None
@@ -95,17 +98,69 @@ class Estimate:
     wilson_low: float | None = None
     wilson_high: float | None = None
     reason: str | None = None
+    exact_low: float | None = None
+    exact_high: float | None = None
+    flag: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (_opt_float(v) if k != "reason" else v) for k, v in asdict(self).items()}
+        return {k: (v if k in _TEXT_FIELDS else _opt_float(v)) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Estimate:
+        """Inverse of :meth:`to_dict`; keys missing from older reports (e.g. ``flag``) load as None."""
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
 
     @classmethod
     def undefined(cls, reason: str) -> Estimate:
         return cls(value=None, reason=reason)
+
+
+_TEXT_FIELDS = ("reason", "flag")
+#: Interval widths at or below this are zero (percentiles of identical values can differ by rounding).
+_ZERO_WIDTH = 1e-12
+
+
+def exact_proportion_interval(successes: int, total: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Exact (Clopper-Pearson) interval for ``successes / total``; None when ``total`` is 0.
+
+    Used beside the Wilson interval for proportions at 0 or 1, where a bootstrap cannot vary the sample
+    and the interval must come from the binomial model itself.
+    """
+    from scipy.stats import beta
+
+    if not 0.0 < level < 1.0:
+        raise ValidationError(f"confidence level must be strictly between 0 and 1, got {level!r}")
+    k, n = int(successes), int(total)
+    if n < 0 or k < 0 or k > n:
+        raise ValidationError(f"exact interval needs 0 <= successes <= total, got {k} of {n}")
+    if n == 0:
+        return None
+    alpha = (1.0 - level) / 2.0
+    low = 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1.0 - alpha, k + 1, n - k))
+    return low, high
+
+
+def interval_flag(est: Estimate, instead: str) -> str | None:
+    """Why ``est``'s bootstrap interval must not be read as evidence, or None when it may be.
+
+    Flags a zero-width interval (the resamples cannot vary this sample, e.g. a perfectly separated split)
+    and an interval that touches 0 or 1 while the point estimate sits on that same boundary (the bootstrap
+    cannot go past it, so the interval is one-sided by construction). ``instead`` is the short advice
+    appended to the reason, e.g. which interval to read instead.
+    """
+    if est.value is None or est.low is None or est.high is None:
+        return None
+    if est.high - est.low <= _ZERO_WIDTH:
+        why = f"zero-width interval [{est.low:.2f}, {est.high:.2f}]: the bootstrap cannot vary this sample"
+    elif est.value in (0.0, 1.0) and est.value in (est.low, est.high):
+        why = (
+            f"at the boundary: the estimate {est.value:.2f} is on the edge of [0, 1] and the bootstrap "
+            "interval cannot extend past it"
+        )
+    else:
+        return None
+    return f"{why}; {instead}" if instead else why
 
 
 @dataclass

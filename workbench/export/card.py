@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from workbench import __version__
+from workbench.calibration.thresholds import guarantee_text
 from workbench.config import Settings, get_settings
 from workbench.db.engine import session_scope
 from workbench.db.models import Calibration, Case, Evaluation, Label, ModelVersion, Round
@@ -326,8 +327,13 @@ def _operating_point_lines(point: dict[str, Any] | None, label: str) -> list[str
     if point.get("met") is not None:
         line += f"; policy {'met' if point['met'] else 'NOT met'} on {ctx}"
     out = [line]
+    status = guarantee_text(point)
+    if status:
+        out.append(f"  - {status} ({ctx})")
     if point.get("note"):
         out.append(f"  - note on {ctx}: {point['note']}")
+    if point.get("in_sample"):
+        out.append(f"  - **{point['in_sample']}** ({ctx}): optimistic; the test line is the honest one")
     return out
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from workbench.calibration.thresholds import DEFAULT_POLICY
 from workbench.errors import ValidationError as WorkbenchValidationError
 
 SPLIT_NAMES = ("pool", "train", "val", "test")
@@ -52,7 +53,7 @@ class CalibrateParams(_Params):
 
     model_version: int
     methods: list[str] = Field(default_factory=lambda: ["identity", "temperature", "isotonic", "platt"])
-    policy: str = "sensitivity>=0.9"
+    policy: str = DEFAULT_POLICY
     select: str | None = None
 
 
@@ -74,7 +75,7 @@ class RoundParams(_Params):
     train: TrainParams = Field(default_factory=TrainParams)
     mc_samples: int = Field(default=8, ge=0, le=100)
     methods: list[str] = Field(default_factory=lambda: ["identity", "temperature", "isotonic", "platt"])
-    policy: str = "sensitivity>=0.9"
+    policy: str = DEFAULT_POLICY
     batch_size: int = Field(default=20, ge=1, le=10_000)
     mix: dict[str, float] | None = None
     second_reads: int = Field(default=0, ge=0, le=10_000)

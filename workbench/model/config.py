@@ -198,7 +198,9 @@ class TrainConfig:
 
     ``imbalance``: "class_weight" (weights from counts), "balanced" (class-balanced batches),
     "focal" (focal loss with class-balancing alpha) or "none" (allowed, but recorded).
-    ``monitor`` picks the best epoch (and drives early stopping / LR reduction).
+    ``monitor`` picks the best epoch (and drives early stopping / LR reduction), read on a tuning slice
+    of ``tuning_fraction`` of the training cases (patient-grouped), so validation stays unselected; 0, or
+    too few cases for a slice with 3 of each class, falls back to validation (recorded as in-sample).
     ``shot_jitter`` adds a separate small misalignment and exposure/white-balance draw per image on top
     of the pair augmentation (see model.augment). ``deterministic`` enables TensorFlow op determinism so a CPU run with the same seed repeats.
     """
@@ -215,6 +217,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     patience: int = 5
     monitor: str = "val_auc_pr"
+    tuning_fraction: float = 0.15
     reduce_lr_factor: float = 0.5
     seed: int = 0
     augment: bool = True
@@ -243,6 +246,7 @@ class TrainConfig:
         _check_float("focal_gamma", self.focal_gamma, 0.0, 10.0)
         _check_int("patience", self.patience, 1, 1000)
         _check_choice("monitor", self.monitor, tuple(MONITORS))
+        _check_float("tuning_fraction", self.tuning_fraction, 0.0, 0.5)
         _check_float("reduce_lr_factor", self.reduce_lr_factor, 0.0, 0.99, low_open=True)
         _check_int("seed", self.seed, 0, 2**31 - 1)
         _check_bool("augment", self.augment)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, delete, func, select
 
-from workbench.calibration.service import calibrated_probabilities
+from workbench.calibration.service import calibrated_probabilities, epoch_chosen_on_val, in_sample_note
 from workbench.config import Settings
 from workbench.data.labels import latest_label_subquery
 from workbench.db.engine import session_scope
@@ -68,6 +68,7 @@ def evaluate_version(
         op_threshold = (
             threshold if threshold is not None else (version.threshold if method != "none" else None)
         )
+        epoch_on_val = epoch_chosen_on_val(version.metrics)
     if _missing_predictions(engine, version_id, split):
         from workbench.model.scoring import infer_version
 
@@ -78,6 +79,9 @@ def evaluate_version(
     p = calibrated_probabilities(engine, version_id, data.logit, None if method != "none" else "none")
     t = 0.5 if op_threshold is None else float(op_threshold)
     report = evaluate(data.y, p, split=split, threshold=t, n_boot=n_boot)
+    report.in_sample = in_sample_note(
+        split, method != "none", threshold is None and op_threshold is not None, epoch_on_val
+    )
     if baseline:
         report.baseline = baseline_section(
             engine, settings, data.case_ids.tolist(), data.y, p, split, n_boot=n_boot, seed=report.seed
@@ -178,8 +182,8 @@ def _p_text(p: float | None) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
-def _signed_interval(low: float | None, high: float | None) -> str:
-    return "" if low is None or high is None else f" [{low:+.2f}, {high:+.2f}]"
+def _signed_interval(low: float | None, high: float | None, digits: int = 2) -> str:
+    return "" if low is None or high is None else f" [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def compare_versions(
@@ -294,15 +298,15 @@ def comparison_lines(result: dict[str, Any]) -> list[str]:
         return out
 
     lines = [
-        f"Comparison with version {result['other']} on the same labelled cases: {result['method']}, "
-        f"{pct} intervals",
+        f"Comparison of v{result['version']} with v{result['other']} on {ctx}, the labelled cases both "
+        f"scored: {result['method']}, {pct} intervals",
         f"{ctx}: {auroc(result['a'])} vs {auroc(result['b'])}",
     ]
     if result.get("delta") is not None:
         se = "" if result.get("se") is None else f", SE {result['se']:.3f}"
         lines.append(
             f"{ctx}: ΔAUROC (v{result['version']} - v{result['other']}) {result['delta']:+.3f}"
-            f"{_signed_interval(result.get('low'), result.get('high'))}{se}, {_p_text(result.get('p_value'))}"
+            f"{_signed_interval(result.get('low'), result.get('high'), 3)}{se}, {_p_text(result.get('p_value'))}"
         )
     lines.append(f"Verdict: {result['verdict']}")
     lines += [f"- {ctx}: {note}" for note in result.get("notes") or []]

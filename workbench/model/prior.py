@@ -37,7 +37,9 @@ class PriorCorrection:
         return {**asdict(self), "train_prevalence": self.train_prevalence}
 
 
-def prior_correction(imbalance: str, negatives: int, positives: int, focal_gamma: float = 0.0) -> PriorCorrection:
+def prior_correction(
+    imbalance: str, negatives: int, positives: int, focal_gamma: float = 0.0
+) -> PriorCorrection:
     """The offset for training with ``imbalance`` on ``negatives``/``positives`` labelled cases."""
     if imbalance not in SHIFTING_MODES or negatives <= 0 or positives <= 0:
         why = (
@@ -54,7 +56,9 @@ def prior_correction(imbalance: str, negatives: int, positives: int, focal_gamma
     return PriorCorrection(offset, imbalance, int(positives), int(negatives), exact, why)
 
 
-def prior_offset_of(config: dict[str, Any] | None, data_counts: dict[str, Any] | None, metrics: dict[str, Any] | None) -> float:
+def prior_offset_of(
+    config: dict[str, Any] | None, data_counts: dict[str, Any] | None, metrics: dict[str, Any] | None
+) -> float:
     """A stored version's offset: the recorded one, else derived from its training config and counts."""
     recorded = ((metrics or {}).get("training") or {}).get("prior_correction")
     if recorded and recorded.get("offset") is not None:

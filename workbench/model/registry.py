@@ -16,7 +16,7 @@ import time
 import zipfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class LabelledPairs:
     case_ids: list[int]
     pairs: list[tuple[str, str]]
     labels: list[int]
+    patient_ids: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         c = Counter(self.labels)
@@ -65,7 +66,45 @@ def training_data(engine: Engine) -> tuple[LabelledPairs, LabelledPairs]:
             target.case_ids.append(case.id)
             target.pairs.append((case.pre_path, case.post_path))
             target.labels.append(int(value))
+            target.patient_ids.append(case.patient_id)
     return train, val
+
+
+MIN_TUNING_PER_CLASS = 3
+
+
+def carve_tuning_slice(
+    train: LabelledPairs, val: LabelledPairs, fraction: float, seed: int
+) -> tuple[LabelledPairs, LabelledPairs, dict[str, Any]]:
+    """(fit, tune, record): the cases the weights are fitted on, the cases that pick the epoch, and where
+    epoch selection happened. The tuning slice is a patient-grouped, stratified ``fraction`` of training;
+    with ``fraction`` 0 or a slice lacking MIN_TUNING_PER_CLASS cases of a class (or leaving fewer than 2
+    training positives), validation picks the epoch and is recorded as in-sample for that choice."""
+    from workbench.data.splits import tuning_mask
+
+    def subset(keep: list[bool]) -> LabelledPairs:
+        pick = [i for i, k in enumerate(keep) if k]
+        return LabelledPairs(
+            [train.case_ids[i] for i in pick],
+            [train.pairs[i] for i in pick],
+            [train.labels[i] for i in pick],
+            [train.patient_ids[i] for i in pick],
+        )
+
+    why = "tuning_fraction is 0"
+    if fraction > 0:
+        mask = tuning_mask(train.patient_ids, train.labels, fraction, seed)
+        fit, tune = subset([not m for m in mask]), subset(mask)
+        t, f = tune.counts(), fit.counts()
+        if min(t["positive"], t["negative"]) >= MIN_TUNING_PER_CLASS and f["positive"] >= 2:
+            record = {"on": "tune", **t, "fraction": fraction, "val_in_sample": False}
+            return fit, tune, record
+        why = (
+            f"a {fraction:.0%} tuning slice would hold {t['positive']} positive and {t['negative']} negative "
+            f"case(s) (needs {MIN_TUNING_PER_CLASS} of each)"
+        )
+    record = {"on": "val", **val.counts(), "fraction": fraction, "val_in_sample": True, "why": why}
+    return train, val, record
 
 
 def artifact_dir(settings: Settings, version_id: int) -> Path:
@@ -241,16 +280,21 @@ def train_version(
         from workbench.model.features import FeatureCache
 
         cache = FeatureCache(Path(settings.artifacts) / "features")
+    fit_set, tune_set, selection = carve_tuning_slice(
+        train_set, val_set, train_cfg.tuning_fraction, train_cfg.seed
+    )
     started = time.monotonic()
     try:
         result = train(
             model_cfg,
             train_cfg,
-            train_set.pairs,
-            train_set.labels,
-            val_set.pairs,
-            val_set.labels,
+            fit_set.pairs,
+            fit_set.labels,
+            tune_set.pairs,
+            tune_set.labels,
             out,
+            check_pairs=val_set.pairs,
+            check_labels=val_set.labels,
             progress=on_event,
             should_cancel=should_cancel,
             parent_model_path=parent_path,
@@ -260,7 +304,9 @@ def train_version(
     except BaseException as exc:
         _set_status(engine, version_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    counts = {"train": train_set.counts(), "val": val_set.counts()}
+    counts = {"train": fit_set.counts(), "val": val_set.counts()}
+    if selection["on"] == "tune":
+        counts["tune"] = tune_set.counts()
     if result.cancelled:
         _set_status(engine, version_id, "cancelled", data_counts=counts, error="cancelled on request")
         return {"cancelled": True, "model_version": version_id}
@@ -275,7 +321,12 @@ def train_version(
         artifact_uri=str(out),
         artifact_sha256=digest,
         data_counts=counts,
-        metrics={"training": training, "learning_check": check, "seconds": time.monotonic() - started},
+        metrics={
+            "training": training,
+            "learning_check": check,
+            "epoch_selection": selection,
+            "seconds": time.monotonic() - started,
+        },
         error=check.get("summary") if failed else None,
     )
     out_result = _finished_result(engine, version_id)

@@ -31,8 +31,8 @@ import numpy as np
 from workbench.errors import ValidationError
 from workbench.model.config import MONITORS, ModelConfig, TrainConfig
 from workbench.model.learning_check import check_learning
-from workbench.model.prior import prior_correction
 from workbench.model.pipeline import Pair, check_pairs
+from workbench.model.prior import prior_correction
 
 ProgressFn = Callable[[dict[str, Any]], None]
 CancelFn = Callable[[], bool]
@@ -238,8 +238,14 @@ def train(
     parent_model_path: str | os.PathLike | None = None,
     feature_cache: Any = None,
     imagenet_weights_path: str | None = None,
+    check_pairs: Sequence[Pair] | None = None,
+    check_labels: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train (or warm-start from ``parent_model_path``) and save the best model to ``out_path``.
+
+    ``val_pairs``/``y_val`` pick the epoch (early stopping, LR schedule): the registry passes a tuning
+    slice carved from training. ``check_pairs``/``check_labels`` (default: the same) are what the learning
+    check and ``val_metrics`` read: the validation split, which selects nothing here.
 
     ``feature_cache`` (a features.FeatureCache or a folder) makes phase 1 with frozen backbones
     train only the head on cached backbone features (no augmentation in that phase), then grafts the
@@ -377,7 +383,9 @@ def train(
 
     elapsed = time.monotonic() - started
     n_pos = int(y_tr.sum())
-    correction = prior_correction(train_cfg.imbalance, int(y_tr.shape[0]) - n_pos, n_pos, train_cfg.focal_gamma)
+    correction = prior_correction(
+        train_cfg.imbalance, int(y_tr.shape[0]) - n_pos, n_pos, train_cfg.focal_gamma
+    )
     base = {
         "prior_correction": correction.to_dict(),
         "history": history,
@@ -393,13 +401,19 @@ def train(
 
     if state["best_weights"] is not None:
         train_model.set_weights(state["best_weights"])
+    chk_p, y_chk = val_p, y_va
+    if check_pairs is not None:
+        if check_labels is None or len(check_labels) != len(check_pairs) or not check_pairs:
+            raise ValidationError("check_pairs needs one label each (and at least one pair)")
+        chk_p = _validated(train_p, y_tr, check_pairs, check_labels)[2]
+        y_chk = np.asarray(check_labels, dtype=int)
     val_ds = make_dataset(
-        val_p, None, input_size=model_cfg.input_size, backbone=model_cfg.backbone, batch_size=16, cache=False
+        chk_p, None, input_size=model_cfg.input_size, backbone=model_cfg.backbone, batch_size=16, cache=False
     )
     val_logits = train_model.predict(val_ds, verbose=0)
-    val_metrics = evaluate_logits(y_va, val_logits)
+    val_metrics = evaluate_logits(y_chk, val_logits)
     verdict = check_learning(
-        y_va,
+        y_chk,
         val_logits,
         history,
         train_cfg.imbalance,
