@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cli.common import engine, handle_errors
+from workbench.calibration.calibrators import METHOD_NAMES
 from workbench.calibration.plots import plot_reliability
 from workbench.calibration.service import DEFAULT_METHODS, calibrate_version, format_summary, load_curves
 from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
@@ -16,7 +17,7 @@ from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
 def calibrate(
     version: int = typer.Argument(..., help="Model version id (with predictions on val/test)."),
     methods: str = typer.Option(
-        ",".join(DEFAULT_METHODS), help="Comma-separated: identity, temperature, isotonic, platt, beta."
+        ",".join(DEFAULT_METHODS), help=f"Comma-separated, of: {', '.join(METHOD_NAMES)}."
     ),
     policy: str = typer.Option(DEFAULT_POLICY, help=f"Threshold policy: {VALID_FORMS}."),
     select: str | None = typer.Option(None, help="Use this method instead of the automatic choice."),

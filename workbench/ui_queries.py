@@ -283,37 +283,11 @@ def calibrated_versions(engine: Engine) -> list[CalibratedVersion]:
 def calibration_rows(
     engine: Engine, version_ids: list[int], methods: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    """One row per (version, method, split) from the stored ``Calibration.metrics``: ECE (equal width and
-    equal mass), Brier and NLL as ``{value, low, high}`` estimates, with the split's n and positives."""
-    out: list[dict[str, Any]] = []
-    with session_scope(engine) as s:
-        q = select(Calibration).where(Calibration.model_version_id.in_(version_ids))
-        if methods:
-            q = q.where(Calibration.method.in_(methods))
-        selected = dict(
-            s.execute(
-                select(ModelVersion.id, ModelVersion.calibration_id).where(ModelVersion.id.in_(version_ids))
-            ).all()
-        )
-        for cal in s.scalars(q.order_by(Calibration.model_version_id, Calibration.id)):
-            for entry in (cal.metrics or {}).get("splits", []):
-                measures = ((entry.get("calibrated") or {}).get("measures")) or {}
-                out.append(
-                    {
-                        "version": cal.model_version_id,
-                        "method": cal.method,
-                        "selected": selected.get(cal.model_version_id) == cal.id,
-                        "split": entry.get("split"),
-                        "n": entry.get("n"),
-                        "positives": entry.get("positives"),
-                        "ece": measures.get("ece"),
-                        "ece_quantile": measures.get("ece_quantile"),
-                        "brier": measures.get("brier"),
-                        "nll": measures.get("nll"),
-                        "reason": entry.get("reason"),
-                    }
-                )
-    return out
+    """One row per (version, method, split) from the stored ``Calibration.metrics`` (see
+    :func:`workbench.calibration.views.calibration_readings`: ECE, Brier, NLL, slope, intercept, ...)."""
+    from workbench.calibration.views import calibration_readings
+
+    return calibration_readings(engine, version_ids, methods)
 
 
 def paired_predictions(

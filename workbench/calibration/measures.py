@@ -30,7 +30,7 @@ from workbench.evaluation.bootstrap import (
     percentile_interval,
     wilson_interval,
 )
-from workbench.evaluation.metrics import Estimate, validate_binary
+from workbench.evaluation.metrics import Estimate, interval_flag, validate_binary
 
 NLL_EPS = 1e-7
 # Probabilities are clipped to [LOGIT_EPS, 1 - LOGIT_EPS] before the logit, so p in {0, 1} (isotonic output)
@@ -54,11 +54,15 @@ def _bin_matrix(p: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return onehot
 
 
+def _binned(y: np.ndarray, p: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-case bin membership (one-hot) and its label- and prediction-weighted copies."""
+    onehot = _bin_matrix(p, edges)
+    return onehot, onehot * y[:, None], onehot * p[:, None]
+
+
 def ece_statistic(y: np.ndarray, p: np.ndarray, edges: np.ndarray) -> Statistic:
     """Weighted ECE: sum over bins of |observed positives - sum of predictions| / total weight."""
-    onehot = _bin_matrix(p, edges)
-    a_y = onehot * y[:, None]
-    a_p = onehot * p[:, None]
+    onehot, a_y, a_p = _binned(y, p, edges)
 
     def stat(w: np.ndarray) -> np.ndarray:
         return np.abs(w @ a_y - w @ a_p).sum(axis=1) / w.sum(axis=1)
@@ -68,9 +72,7 @@ def ece_statistic(y: np.ndarray, p: np.ndarray, edges: np.ndarray) -> Statistic:
 
 def mce_statistic(y: np.ndarray, p: np.ndarray, edges: np.ndarray) -> Statistic:
     """Weighted MCE: largest |observed frequency - mean prediction| over non-empty bins."""
-    onehot = _bin_matrix(p, edges)
-    a_y = onehot * y[:, None]
-    a_p = onehot * p[:, None]
+    onehot, a_y, a_p = _binned(y, p, edges)
 
     def stat(w: np.ndarray) -> np.ndarray:
         counts = w @ onehot
@@ -111,9 +113,7 @@ def ece_debiased_statistic(y: np.ndarray, p: np.ndarray, edges: np.ndarray) -> S
 
 def ece_debiased_squared_statistic(y: np.ndarray, p: np.ndarray, edges: np.ndarray) -> Statistic:
     """Weighted debiased squared L2 ECE (unclipped, may be negative); see :func:`ece_debiased_statistic`."""
-    onehot = _bin_matrix(p, edges)
-    a_y = onehot * y[:, None]
-    a_p = onehot * p[:, None]
+    onehot, a_y, a_p = _binned(y, p, edges)
 
     def stat(w: np.ndarray) -> np.ndarray:
         counts = w @ onehot
@@ -372,6 +372,9 @@ def _estimate(point: float, samples: np.ndarray, level: float) -> Estimate:
     ci = percentile_interval(samples, level)
     if ci is not None:
         est.low, est.high = ci
+        est.flag = interval_flag(
+            est, "for ECE, read ece_debiased and ece_null (a perfectly calibrated model's ECE)"
+        )
     return est
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, delete, select
 
 from workbench.calibration.calibrators import calibrator_from_json, get_calibrator, sigmoid
 from workbench.calibration.compare import assess
+from workbench.calibration.measures import read_ece
 from workbench.calibration.reliability import reliability_curve
 from workbench.calibration.thresholds import (
     DEFAULT_POLICY,
@@ -295,13 +296,18 @@ def calibrated_probabilities(
 def format_summary(summary: CalibrationSummary) -> str:
     """Comparison table: each method on each split, with intervals, split, n and positives."""
 
+    flagged: list[str] = []
+
     def est(m: dict[str, Any], key: str) -> str:
         e = (m.get("measures") or {}).get(key) or {}
         if e.get("value") is None:
             return "n/a"
         if e.get("low") is None:
             return f"{e['value']:.4f}"
-        return f"{e['value']:.4f} [{e['low']:.4f}, {e['high']:.4f}]"
+        mark = "!" if e.get("flag") else ""
+        if mark:
+            flagged.append(e["flag"])
+        return f"{e['value']:.4f} [{e['low']:.4f}, {e['high']:.4f}]{mark}"
 
     lines = [
         f"model version {summary.version_id}: calibrators fitted on validation, scored where not fitted",
@@ -318,12 +324,35 @@ def format_summary(summary: CalibrationSummary) -> str:
                 f"{method:<12} {where:<34} {est(m, 'ece'):<26} {est(m, 'ece_quantile'):<26} "
                 f"{est(m, 'brier'):<26} {est(m, 'nll'):<26}"
             )
+    if flagged:
+        lines.append(f"! {len(flagged)} interval(s) not to be read as evidence, e.g.: {flagged[0]}")
     lines.append(f"selected: {summary.selected} ({summary.selection_rule})")
+    for entry in summary.assessments[summary.selected]["splits"]:
+        measures = (entry.get("calibrated") or {}).get("measures") or {}
+        if not measures:
+            continue
+        where = split_context(entry["split"], entry["n"], entry["positives"])
+        slope, intercept = (
+            measures.get("calibration_slope") or {},
+            measures.get("calibration_intercept") or {},
+        )
+        lines.append(
+            f"{summary.selected} on {where}: {read_ece(measures)}; calibration slope {_value_text(slope)}, "
+            f"intercept {_value_text(intercept)}"
+        )
     for label, point in (("chosen on", summary.threshold), ("reported on", summary.threshold_test)):
         if point:
             lines.append(format_operating_point(point, label))
     lines.extend(f"note: {n}" for n in summary.notes)
     return "\n".join(lines)
+
+
+def _value_text(e: dict[str, Any]) -> str:
+    if e.get("value") is None:
+        return f"n/a ({e.get('reason') or 'undefined'})"
+    if e.get("low") is None:
+        return f"{e['value']:.2f}"
+    return f"{e['value']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"
 
 
 def load_curves(

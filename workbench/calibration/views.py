@@ -23,7 +23,16 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation.decision_curve import decision_curve
 from workbench.model.predictions import load_predictions
 
-READING_KEYS = ("calibration_slope", "calibration_intercept", "ece", "ece_debiased", "ece_null")
+READING_KEYS = (
+    "ece",
+    "ece_quantile",
+    "brier",
+    "nll",
+    "calibration_slope",
+    "calibration_intercept",
+    "ece_debiased",
+    "ece_null",
+)
 
 
 @dataclass(frozen=True)
@@ -94,8 +103,8 @@ def decision_curve_view(
 def calibration_readings(
     engine: Engine, version_ids: Sequence[int], methods: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
-    """One row per stored (version, method, split): calibration slope and intercept, plug-in and debiased
-    ECE and the ECE reference level (Estimate dicts, None when stored before they existed), and the
+    """One row per stored (version, method, split): plug-in ECE (equal width and equal mass), Brier, NLL,
+    calibration slope and intercept, debiased ECE and the ECE reference level (Estimate dicts, None when stored before they existed), and the
     :func:`~workbench.calibration.measures.read_ece` sentence, with the split's n and positives."""
     out: list[dict[str, Any]] = []
     with session_scope(engine) as s:

@@ -144,9 +144,10 @@ def exact_proportion_interval(successes: int, total: int, level: float = 0.95) -
 def interval_flag(est: Estimate, instead: str) -> str | None:
     """Why ``est``'s bootstrap interval must not be read as evidence, or None when it may be.
 
-    Flags a zero-width interval (the resamples cannot vary this sample, e.g. a perfectly separated split)
-    and an interval that touches 0 or 1 while the point estimate sits on that same boundary (the bootstrap
-    cannot go past it, so the interval is one-sided by construction). ``instead`` is the short advice
+    Flags a zero-width interval (the resamples cannot vary this sample, e.g. a perfectly separated split),
+    an interval that touches 0 or 1 while the point estimate sits on that same boundary (the bootstrap
+    cannot go past it, so the interval is one-sided by construction), and an interval that misses its own
+    point estimate (a statistic biased under resampling, such as a binned ECE). ``instead`` is the short advice
     appended to the reason, e.g. which interval to read instead.
     """
     if est.value is None or est.low is None or est.high is None:
@@ -157,6 +158,11 @@ def interval_flag(est: Estimate, instead: str) -> str | None:
         why = (
             f"at the boundary: the estimate {est.value:.2f} is on the edge of [0, 1] and the bootstrap "
             "interval cannot extend past it"
+        )
+    elif not est.low - _ZERO_WIDTH <= est.value <= est.high + _ZERO_WIDTH:
+        why = (
+            f"the estimate {est.value:.4f} lies outside its bootstrap interval [{est.low:.4f}, {est.high:.4f}]: "
+            "the statistic is biased under resampling (a binned ECE grows when cases repeat)"
         )
     else:
         return None
