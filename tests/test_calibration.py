@@ -372,3 +372,18 @@ def test_plot_reliability_overlays_curves(tmp_path: Path):
     assert plot_reliability(curves[:1]) is not None and not (tmp_path / "none.png").exists()
     with pytest.raises(ValidationError):
         plot_reliability([])
+
+
+def test_scaling_methods_stay_finite_on_separable_validation():
+    """0/1 maximum likelihood on separable validation sends the weight to infinity (T -> 0, an
+    overconfident calibrator); Platt's smoothed targets keep temperature, Platt and beta moderate."""
+    rng = np.random.default_rng(30)
+    y = np.r_[np.ones(12, dtype=int), np.zeros(108, dtype=int)]
+    z = np.where(y == 1, rng.normal(4.0, 1.0, 120), rng.normal(-4.0, 1.0, 120))
+    assert z[y == 1].min() > z[y == 0].max()  # perfectly separated
+    temperature = get_calibrator("temperature").fit(z, y)
+    platt = get_calibrator("platt").fit(z, y)
+    assert 0.5 < temperature.temperature < 2.0
+    assert 0.3 < platt.weight < 2.0
+    beta = get_calibrator("beta").fit(z, y)
+    assert 0.01 < beta.transform(np.array([0.0]))[0] < 0.99
