@@ -206,10 +206,14 @@ def compare_versions(
         raise ValidationError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     if int(version_id) == int(other_id):
         raise ValidationError(f"compare version {version_id} with a different version, not with itself")
+    epoch_on_val = []
     with session_scope(engine) as s:
         for vid in (version_id, other_id):
-            if s.get(ModelVersion, vid) is None:
+            row = s.get(ModelVersion, vid)
+            if row is None:
                 raise NotFoundError(f"no model version {vid}")
+            if epoch_chosen_on_val(row.metrics):
+                epoch_on_val.append(f"v{vid}")
     a = load_predictions(engine, version_id, split).labelled()
     b = load_predictions(engine, other_id, split).labelled()
     common, ia, ib = np.intersect1d(a.case_ids, b.case_ids, assume_unique=True, return_indices=True)
@@ -251,6 +255,12 @@ def compare_versions(
             notes.append(
                 f"{k} labelled {split} case(s) scored only by v{vid} are left out (compared on the {n} both scored)"
             )
+    if split == "train":
+        notes.append(
+            "in-sample: both versions were fitted on these cases; compare on test for an honest answer"
+        )
+    elif split == "val" and epoch_on_val:
+        notes.append(f"in-sample for {', '.join(epoch_on_val)}: its training epoch was picked on these cases")
     if positives and positives < 10:
         notes.append(
             f"only {positives} positives: the DeLong normal approximation is rough; read it cautiously"
