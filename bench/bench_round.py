@@ -35,6 +35,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from workbench.active.building import build_queue
+    from workbench.calibration.calibrators import DEFAULT_METHODS
     from workbench.calibration.service import calibrate_version
     from workbench.calibration.thresholds import DEFAULT_POLICY
     from workbench.config import Settings
@@ -82,7 +83,7 @@ def main() -> None:
         infer_version(engine, settings, version, ["pool", "val", "test"], mc_samples=8, batch_size=64)
         times["infer"] = time.perf_counter() - t
         t = time.perf_counter()
-        calibrate_version(engine, version, ["identity", "temperature", "isotonic", "platt"], DEFAULT_POLICY)
+        calibrate_version(engine, version, DEFAULT_METHODS, DEFAULT_POLICY)
         times["calibrate"] = time.perf_counter() - t
         t = time.perf_counter()
         build_queue(engine, settings, version, 20)

@@ -13,14 +13,14 @@ import streamlit as st
 
 from ui import state
 from workbench import ui_queries
+from workbench.calibration.calibrators import DEFAULT_METHODS, METHOD_NAMES
 from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
 from workbench.jobs import store
 from workbench.jobs.submit import submit_job
 from workbench.model.config import PRESETS
 
 IMBALANCE = ["class_weight", "balanced", "focal", "none"]
-METHODS = ["identity", "temperature", "isotonic", "platt", "beta"]
-DEFAULT_METHODS = ["identity", "temperature", "isotonic", "platt"]
+METHODS = list(METHOD_NAMES)
 SPLITS = ["pool", "val", "test", "train"]
 REFRESH_S = 2.0
 
@@ -119,7 +119,7 @@ def _calibrate_tab() -> None:
     if version is None:
         return
     with st.form("form_calibrate"):
-        methods = st.multiselect("Methods", METHODS, default=DEFAULT_METHODS, key="cal_methods")
+        methods = st.multiselect("Methods", METHODS, default=list(DEFAULT_METHODS), key="cal_methods")
         policy = st.text_input(
             "Threshold policy",
             DEFAULT_POLICY,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, delete, select
 
-from workbench.calibration.calibrators import calibrator_from_json, get_calibrator, sigmoid
+from workbench.calibration.calibrators import DEFAULT_METHODS, calibrator_from_json, get_calibrator, sigmoid
 from workbench.calibration.compare import assess
 from workbench.calibration.measures import read_ece
 from workbench.calibration.reliability import reliability_curve
@@ -37,7 +37,6 @@ from workbench.evaluation.report import evaluate, split_context
 from workbench.model.predictions import PredictionSet, load_predictions
 from workbench.model.prior import prior_offset_of
 
-DEFAULT_METHODS = ("identity", "temperature", "platt", "beta", "isotonic", "histogram", "bbq")
 FALLBACK_METHOD = "temperature"
 # Fewest fitted parameters first: among methods within NLL_TOLERANCE of the best, the earliest wins.
 COMPLEXITY_ORDER = ("identity", "temperature", "platt", "beta", "histogram", "isotonic", "bbq")

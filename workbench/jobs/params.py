@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from workbench.calibration.calibrators import DEFAULT_METHODS
 from workbench.calibration.thresholds import DEFAULT_POLICY
 from workbench.errors import ValidationError as WorkbenchValidationError
 
@@ -52,7 +53,7 @@ class CalibrateParams(_Params):
     """Fit calibrators on validation predictions of a version and choose its operating threshold."""
 
     model_version: int
-    methods: list[str] = Field(default_factory=lambda: ["identity", "temperature", "isotonic", "platt"])
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
     policy: str = DEFAULT_POLICY
     select: str | None = None
 
@@ -74,7 +75,7 @@ class RoundParams(_Params):
 
     train: TrainParams = Field(default_factory=TrainParams)
     mc_samples: int = Field(default=8, ge=0, le=100)
-    methods: list[str] = Field(default_factory=lambda: ["identity", "temperature", "isotonic", "platt"])
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
     policy: str = DEFAULT_POLICY
     batch_size: int = Field(default=20, ge=1, le=10_000)
     mix: dict[str, float] | None = None
