@@ -98,8 +98,16 @@ KNOWN = (
         "thresholds", "bench_thresholds.py", "Guaranteed operating thresholds (bench_thresholds.py)", [], 120
     ),
     Spec("model", "bench_model.py", "Model (bench_model.py)", [], 300),
+    Spec("runtimes", "bench_runtimes.py", "Prediction runtimes: Keras vs ONNX (bench_runtimes.py)", [], 420),
     Spec("round", "bench_round.py", "Active-learning round (bench_round.py)", [], 600),
     Spec("simulate", "bench_simulate.py", "Simulated labelling (bench_simulate.py)", [], 300),
+    Spec(
+        "pair_check",
+        "bench_pair_check.py",
+        "Pair sanity check on planted faults (bench_pair_check.py)",
+        [],
+        420,
+    ),
     Spec("cpu_preset_check", "cpu_preset_check.py", "CPU preset check (cpu_preset_check.py)", [], 660),
     Spec(
         "subtle",

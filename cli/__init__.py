@@ -23,7 +23,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.command("synth")(data.synth)
 app.command("import")(data.import_)
-app.command("cases")(data.cases)
+app.add_typer(data.cases_app, name="cases")
 app.command("demo")(demo)
 app.command("train")(models.train)
 app.command("evaluate")(models.evaluate)

@@ -11,7 +11,7 @@ import typer
 
 from cli.common import engine, fail, handle_errors, settings
 from workbench.export.bundle import export_bundle
-from workbench.export.predict import PREDICTION_FIELDS, load_bundle
+from workbench.export.predict import PREDICTION_FIELDS, RUNTIMES, load_bundle
 from workbench.export.promotion import best_by_rule, promote, resolve_version
 
 
@@ -63,13 +63,21 @@ def predict(
     post: Path | None = typer.Option(None, "--post", help="Post-stain image."),
     pairs_csv: Path | None = typer.Option(None, "--csv", help="CSV of pre_path,post_path[,case_id]."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text/CSV."),
+    runtime: str = typer.Option(
+        "keras",
+        "--runtime",
+        help="keras: model.keras (reproduces the workbench's stored predictions exactly); "
+        "onnx: model.onnx with onnxruntime, no TensorFlow imported (faster start, same decisions).",
+    ),
 ) -> None:
     """Predict with a bundle only: same preprocessing, its calibrator and threshold; prints the decision."""
     if (pre is None) != (post is None):
         raise fail("give both --pre and --post")
     if (pre is None) == (pairs_csv is None):
         raise fail("give --pre and --post, or --csv")
-    b = load_bundle(bundle)
+    if runtime not in RUNTIMES:
+        raise fail(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    b = load_bundle(bundle, runtime=runtime)
     if pre is not None and post is not None:
         r = b.predict_pair(pre, post)
         if as_json:

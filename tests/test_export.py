@@ -212,9 +212,7 @@ def test_load_bundle_predicts_like_the_workbench(wb: Workbench, tmp_path: Path) 
         out = bundle.predict_pair(case.pre_path, case.post_path)
         assert out["raw_probability"] == pytest.approx(pred.probability, abs=1e-5)
         assert out["logit"] == pytest.approx(pred.logit, abs=1e-4)
-        expected_cal = float(
-            calibrated_probabilities(wb.engine, wb.version_id, np.array([pred.probability]))[0]
-        )
+        expected_cal = float(calibrated_probabilities(wb.engine, wb.version_id, np.array([pred.logit]))[0])
         assert out["calibrated_probability"] == pytest.approx(expected_cal, abs=1e-5)
         assert out["threshold"] == pytest.approx(threshold)
         assert out["decision"] == ("positive" if out["calibrated_probability"] >= threshold else "negative")

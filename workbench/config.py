@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workbench.errors import SettingsError
@@ -67,8 +68,20 @@ class Settings(BaseSettings):
     retrain_after_labels: int = Field(
         default=0, ge=0, description="Start a round automatically after this many new labels (0: never)."
     )
+    id_salt: SecretStr | None = Field(
+        default=None,
+        description="Pseudonym salt for DICOM patient ids (64 hex digits); default: the `id_salt` file in "
+        "the home folder, created on first use.",
+    )
     ui_port: int = Field(default=8501, ge=1, le=65_535, description="Port of the Streamlit UI.")
     log_level: str = Field(default="INFO", description="Python logging level name.")
+
+    @field_validator("id_salt", mode="after")
+    @classmethod
+    def _check_salt(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value.get_secret_value().strip()):
+            raise ValueError("must be 64 hex digits (e.g. from `openssl rand -hex 32`)")
+        return value
 
     @field_validator("home", mode="after")
     @classmethod

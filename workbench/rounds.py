@@ -6,7 +6,8 @@ inference, calibration or queue; the round ends ``did_not_learn`` with the reaso
 the job's message and result say why. Its report tells what the labelling bought: labels added, the
 positive yield of the batch against the pool's estimated base rate and against the random audit
 slice, the training set's class balance and the model's test metrics. Rounds never overlap: a
-second one is refused while one is queued or running.
+second one is refused while one is queued or running. Before training, the pair sanity check
+(``data.pair_check``) checks every case not checked yet; what it found is in the report.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def round_job(ctx: Any) -> dict[str, Any]:
         train_params["use_feature_cache"] = train_params.get("use_feature_cache") or p.get(
             "feature_cache", True
         )
+    # Pairs imported since the last check are checked before training, so a flagged pair never trains.
+    from workbench.data.pair_check import check_unchecked_safely
+
+    pair_check = check_unchecked_safely(engine, "round")
+    ctx.progress(0.0, pair_check["message"], force=True)
     try:
         trained = run_step(ctx, "train", train_params, 0.0, 0.6)
         version = trained["model_version"]
@@ -119,7 +125,11 @@ def round_job(ctx: Any) -> dict[str, Any]:
         status="labelling",
         calibration_id=calibration_id,
         threshold=threshold,
-        report={"queue": queued, "selected_calibration": calibrated.get("selected")},
+        report={
+            "queue": queued,
+            "selected_calibration": calibrated.get("selected"),
+            "pair_check": pair_check,
+        },
     )
     return {"round": round_id, "model_version": version, "queued": queued["queued"], "threshold": threshold}
 

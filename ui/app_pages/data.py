@@ -1,4 +1,4 @@
-"""Data: cases per split and label, labelling over rounds, positive yield, expert agreement, import."""
+"""Data: cases per split and label, suspect pairs, labelling over rounds, yield, agreement, import."""
 
 from __future__ import annotations
 
@@ -23,6 +23,34 @@ def _splits() -> None:
     left.dataframe(table, hide_index=True, width="stretch")
     left.caption("'unlabelled' includes cases whose latest answer is Unsure.")
     right.bar_chart(table.set_index("split")[["negative", "positive", "unlabelled"]])
+
+
+def _pairs() -> None:
+    st.subheader("Pair sanity check")
+    view = ui_queries.pair_check_view(state.engine())
+    counts = view.counts
+    cols = st.columns(len(counts))
+    for col, (status, n) in zip(cols, counts.items(), strict=True):
+        col.metric(status.capitalize(), n)
+    st.caption(
+        "Every pair is checked at import and before each round: is it one cervix (structural similarity "
+        "against this data set's pairs and against pairs of different patients) and is post really after "
+        "pre (the pre-to-post change against this data set's typical one)? Suspect pairs are kept out of "
+        "training until an expert confirms them (Label page, pair checks; or "
+        "`workbench cases confirm-pair CASE --ok|--reject`)."
+    )
+    if view.evaluation_flagged:
+        where = " and ".join(f"{n} {split}" for split, n in sorted(view.evaluation_flagged.items()))
+        st.warning(
+            f"{where} case(s) have a suspect or rejected pair. They are never trained on, but the "
+            "evaluation metrics on their split include them: treat those metrics as suspect until an "
+            "expert has looked at these pairs.",
+            icon=":material/warning:",
+        )
+    if not view.flagged:
+        st.info("No suspect or rejected pair.")
+        return
+    st.dataframe(pd.DataFrame(view.flagged), hide_index=True, width="stretch")
 
 
 def _rounds() -> None:
@@ -135,11 +163,13 @@ def _import(username: str) -> None:
             st.dataframe(pd.DataFrame(result.split_counts).T.fillna(0).astype(int), width="stretch")
         if result.report_path:
             st.caption(f"Per-row report: {result.report_path}")
+        if result.pair_check:
+            st.caption(result.pair_check)
 
 
 st.title("Data")
 user = state.require_user()
-for section in (_splits, _rounds, _agreement):
+for section in (_splits, _pairs, _rounds, _agreement):
     with state.page_errors():
         section()
 with state.page_errors():

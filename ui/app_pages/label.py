@@ -2,6 +2,8 @@
 
 Every answer is written by a button callback (``submit_label``) before the page renders the next case,
 so a label is in the database before the page moves on. Keyboard: N, P, U, S (skip), Z (undo).
+When pairs flagged by the pair sanity check wait for an expert, a toggle switches to answering them
+(``answer_pair_check``: the pair is sound, or reject it; keyboard O, X, S).
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ import streamlit as st
 from ui import state
 from ui.views import ZOOMS, load_image
 from workbench import ui_queries
-from workbench.active.leases import ClaimedItem, claim_next, queue_progress, skip, submit_label, undo_last
+from workbench.active.leases import (
+    ClaimedItem,
+    answer_pair_check,
+    claim_next,
+    queue_progress,
+    skip,
+    submit_label,
+    undo_last,
+)
+from workbench.db.models import PAIR_CHECK_KIND
 from workbench.users import authorize
 
 VALUE_NAMES = {0: "Negative", 1: "Positive", None: "Unsure"}
@@ -166,10 +177,67 @@ def _buttons(item: ClaimedItem | None) -> None:
     )
 
 
-st.title("Label")
-user = state.require_user()
-state.show_flashes()
-with state.page_errors():
+def _answer_pair(item_id: int, external_id: str, sound: bool) -> None:
+    """Button callback: the expert's decision on a flagged pair (runs before the next render)."""
+    name = _acting_user()
+
+    def act():  # type: ignore[no-untyped-def]
+        eng = state.engine()
+        authorize(eng, name, "label")
+        return answer_pair_check(eng, item_id, name, sound)
+
+    result, err = state.run_action(act)
+    if err:
+        state.flash("warning", err)
+    elif sound:
+        state.flash("success", f"Case {external_id}: pair confirmed as sound; it goes back into training.")
+    else:
+        state.flash("success", f"Case {external_id}: pair rejected; it is never trained on.")
+
+
+def _pair_checks(username: str) -> None:
+    """Answer pair-check items: one cervix, pre before post? (no label is asked for)."""
+    item = claim_next(
+        state.engine(), username, lease_seconds=state.settings().lease_seconds, kinds=[PAIR_CHECK_KIND]
+    )
+    if item is None:
+        st.info("No pair check is waiting for you.", icon=":material/inbox:")
+        return
+    st.markdown(
+        f"**Pair check, case {item.external_id}:** is this ONE cervix, with the pre-stain shot really "
+        "before the post-stain one (acetowhite areas appear in post, not in pre)?"
+    )
+    score = f" (score {item.score:.2f})" if item.score is not None else ""
+    st.caption(f"Why it was flagged{score}: {item.reason or 'no reason recorded'}")
+    above_images = st.container()
+    _images(item)
+    with above_images:
+        cols = st.columns(3)
+        args = (item.item_id, item.external_id)
+        cols[0].button(
+            "Sound pair",
+            key="btn_pair_ok",
+            shortcut="O",
+            width="stretch",
+            on_click=_answer_pair,
+            args=(*args, True),
+        )
+        cols[1].button(
+            "Reject pair",
+            key="btn_pair_reject",
+            shortcut="X",
+            width="stretch",
+            on_click=_answer_pair,
+            args=(*args, False),
+        )
+        cols[2].button("Skip", key="btn_pair_skip", shortcut="S", width="stretch", on_click=_skip, args=args)
+    st.caption(
+        f"Leased to you until {item.lease_expires_at:%H:%M:%S} UTC. Keyboard: O sound · X reject · S skip"
+    )
+
+
+def _label_queue(user: state.CurrentUser) -> None:
+    """The labelling queue: claim the next case and ask for Negative / Positive / Unsure."""
     item = claim_next(state.engine(), user.username, lease_seconds=state.settings().lease_seconds)
     _progress(ui_queries.current_round(state.engine()))
     if item is None:
@@ -194,3 +262,21 @@ with state.page_errors():
         st.caption(
             f"Keyboard for case {item.external_id}: N Negative · P Positive · U Unsure · S Skip · Z Undo last"
         )
+
+
+st.title("Label")
+user = state.require_user()
+state.show_flashes()
+with state.page_errors():
+    waiting = queue_progress(state.engine(), kinds=[PAIR_CHECK_KIND])
+    open_checks = waiting["queued"] + waiting["leased"]
+    answering_pairs = bool(open_checks) and st.toggle(
+        f"Answer pair checks ({open_checks} waiting)",
+        key="label_pair_checks",
+        help="Pairs the pair sanity check flagged (maybe swapped, maybe not one cervix): kept out of "
+        "training until an expert answers.",
+    )
+    if answering_pairs:
+        _pair_checks(user.username)
+    else:
+        _label_queue(user)

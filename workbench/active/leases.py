@@ -18,7 +18,11 @@ Rules, all enforced here rather than in the UI:
   case that excludes this labeller; :func:`skip` (no label row) puts the SAME row back to
   ``queued`` with ``exclude_labeller`` set and the lease cleared;
 * undo never deletes: it appends a ``correction`` label (value NULL) that withdraws the labeller's
-  latest label and re-opens the case, leased to them at top priority.
+  latest label and re-opens the case, leased to them at top priority;
+* ``pair-check`` items (pairs the pair sanity check flagged) ask whether the pair is sound, not for a
+  label: they are claimed only when asked for by kind, refused by :func:`submit_label`, and answered
+  with :func:`answer_pair_check` (or, outside the queue, :func:`resolve_pair`), which sets the case's
+  ``pair_status`` to ``confirmed`` (back into training) or ``rejected``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from workbench.active.agreement import sync_adjudication
 from workbench.active.strategies import Selected
 from workbench.data.labels import current_labels
 from workbench.db.engine import is_sqlite, session_scope
-from workbench.db.models import QUEUE_KINDS, SPLITS, Case, Label, QueueItem, utcnow
+from workbench.db.models import PAIR_CHECK_KIND, QUEUE_KINDS, SPLITS, Case, Label, QueueItem, utcnow
 from workbench.errors import ConflictError, NotFoundError, ValidationError
 
 OPEN_STATUSES = ("queued", "leased")
@@ -42,6 +46,8 @@ OPEN_STATUSES = ("queued", "leased")
 INDEPENDENT_KINDS = ("second_read", "adjudication")
 # Splits that active learning may offer for (first) labelling; val/test stay untouched.
 LABELLABLE_SPLITS = ("pool", "train")
+# What claim_next offers when no kinds are asked for: items that want a label (not pair checks).
+LABEL_KINDS = tuple(k for k in QUEUE_KINDS if k != PAIR_CHECK_KIND)
 DEFAULT_LEASE_SECONDS = 600
 
 
@@ -240,9 +246,13 @@ def claim_next(
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     kinds: Iterable[str] | None = None,
 ) -> ClaimedItem | None:
-    """Lease the highest-priority item this labeller may take (or the one they already hold); None if none."""
+    """Lease the highest-priority item this labeller may take (or the one they already hold); None if none.
+
+    ``kinds`` None means every kind that asks for a label (``LABEL_KINDS``); ``pair-check`` items are
+    claimed only when asked for by kind.
+    """
     labeller = _check_labeller(labeller)
-    kinds_t = _check_kinds(kinds)
+    kinds_t = _check_kinds(kinds) or LABEL_KINDS
     if not lease_seconds > 0:
         raise ValidationError(f"lease_seconds must be > 0, got {lease_seconds}")
     now = utcnow()
@@ -394,6 +404,11 @@ def submit_label(
                     "use undo to change it"
                 )
             return _result(existing, item.id, case.external_id, duplicate=True)
+        if item.kind == PAIR_CHECK_KIND:
+            raise ValidationError(
+                f"the item for case {case.external_id} is a pair check: say whether the pair is sound "
+                "(answer_pair_check), it takes no label"
+            )
         _refuse_unless_leased(item, labeller, case.external_id, now)
 
         source = "adjudication" if item.kind == "adjudication" else "expert"
@@ -604,3 +619,160 @@ def queue_progress(
         "positives_found": int(positives or 0),
         "unsure": int(unsure or 0),
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# Pair checks: an expert says whether a pair flagged by workbench.data.pair_check is sound
+
+PAIR_DECISIONS = {True: "confirmed", False: "rejected"}
+
+
+@dataclass(frozen=True)
+class PairAnswer:
+    """The outcome of a pair-check answer: the case's new ``pair_status`` and the items it closed."""
+
+    case_id: int
+    external_id: str
+    status: str
+    expert: str
+    closed_items: tuple[int, ...]
+    duplicate: bool = False
+
+
+def enqueue_pair_checks(
+    session: Session, suspects: Sequence[tuple[int, float, str]], cancel: Sequence[int] = ()
+) -> int:
+    """In the caller's transaction: one open ``pair-check`` item per suspect ``(case id, score, reason)``
+    (a case that has one already keeps it) and the queued pair checks of the ``cancel`` cases (found
+    sound when checked again) cancelled. Returns the number of items created."""
+    ids = [int(c) for c, _, _ in suspects]
+    open_ids: set[int] = set()
+    splits: dict[int, str] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        open_ids.update(
+            session.scalars(
+                select(QueueItem.case_id).where(
+                    QueueItem.case_id.in_(chunk),
+                    QueueItem.kind == PAIR_CHECK_KIND,
+                    QueueItem.status.in_(OPEN_STATUSES),
+                )
+            )
+        )
+        splits.update(
+            {
+                cid: split
+                for cid, split in session.execute(select(Case.id, Case.split).where(Case.id.in_(chunk)))
+            }
+        )
+    created = 0
+    for case_id, score, reason in suspects:
+        if int(case_id) in open_ids:
+            continue
+        ensure_queueable(splits[int(case_id)], PAIR_CHECK_KIND, case_id)
+        session.add(
+            QueueItem(
+                case_id=int(case_id),
+                kind=PAIR_CHECK_KIND,
+                strategy="pair-check",
+                reason=reason,
+                score=float(score),
+                priority=float(score),
+            )
+        )
+        created += 1
+    cancel_ids = [int(c) for c in cancel]
+    for i in range(0, len(cancel_ids), 500):
+        session.execute(
+            update(QueueItem)
+            .where(
+                QueueItem.case_id.in_(cancel_ids[i : i + 500]),
+                QueueItem.kind == PAIR_CHECK_KIND,
+                QueueItem.status == "queued",
+            )
+            .values(status="cancelled", done_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    session.flush()
+    return created
+
+
+def _decide_pair(
+    s: Session, case: Case, expert: str, sound: bool, note: str | None, now: datetime, item_id: int | None
+) -> PairAnswer:
+    """Set the case's pair status; close its open pair-check items (the answered one held by ``expert``)."""
+    status = PAIR_DECISIONS[bool(sound)]
+    extra = f": {note.strip()}" if note and note.strip() else ""
+    earlier = f"; the check said: {case.pair_check_reason}" if case.pair_check_reason else ""
+    case.pair_status = status
+    case.pair_check_reason = f"{status} by {expert} on {_when(now)}{extra}{earlier}"[:4000]
+    items = s.scalars(
+        select(QueueItem)
+        .where(
+            QueueItem.case_id == case.id,
+            QueueItem.kind == PAIR_CHECK_KIND,
+            QueueItem.status.in_(OPEN_STATUSES),
+        )
+        .with_for_update()
+    ).all()
+    for item in items:
+        if item.id == item_id or item.status == "queued":  # a lease held by someone else stays on record
+            item.lease_holder = expert
+        item.status, item.done_at = "done", now
+    s.flush()
+    return PairAnswer(case.id, case.external_id, status, expert, tuple(sorted(i.id for i in items)))
+
+
+def _check_sound(sound: object) -> bool:
+    if not isinstance(sound, bool):
+        raise ValidationError(
+            f"the answer must be True (the pair is sound) or False (reject it), got {sound!r}"
+        )
+    return sound
+
+
+def answer_pair_check(
+    engine: Engine, item_id: int, expert: str, sound: bool, note: str | None = None
+) -> PairAnswer:
+    """Answer a leased ``pair-check`` item: ``sound`` True confirms the pair (it goes back into training),
+    False rejects it. Same lease rules as :func:`submit_label`; the same answer again is a no-op."""
+    expert = _check_labeller(expert)
+    sound = _check_sound(sound)
+    now = utcnow()
+    with session_scope(engine) as s:
+        case_id = s.scalar(select(QueueItem.case_id).where(QueueItem.id == item_id))
+        if case_id is None:
+            raise NotFoundError(f"no queue item {item_id}")
+        case = _lock_case(s, case_id)
+        item = s.scalar(
+            select(QueueItem)
+            .where(QueueItem.id == item_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        assert item is not None
+        if item.kind != PAIR_CHECK_KIND:
+            raise ValidationError(
+                f"queue item {item_id} is a {item.kind} item for case {case.external_id}: it takes a label "
+                "(submit_label), not a pair-check answer"
+            )
+        if (
+            item.status == "done"
+            and item.lease_holder == expert
+            and case.pair_status == PAIR_DECISIONS[sound]
+        ):
+            return PairAnswer(case.id, case.external_id, case.pair_status, expert, (item.id,), duplicate=True)
+        _refuse_unless_leased(item, expert, case.external_id, now)
+        return _decide_pair(s, case, expert, sound, note, now, item.id)
+
+
+def resolve_pair(
+    engine: Engine, case_id: int, expert: str, sound: bool, note: str | None = None
+) -> PairAnswer:
+    """An expert's decision on a case's pair outside the queue (CLI ``workbench cases confirm-pair``):
+    ``confirmed`` or ``rejected`` whatever the status was; open pair-check items of the case are closed."""
+    expert = _check_labeller(expert)
+    sound = _check_sound(sound)
+    with session_scope(engine) as s:
+        case = _lock_case(s, int(case_id))
+        return _decide_pair(s, case, expert, sound, note, utcnow(), None)

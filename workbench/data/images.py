@@ -23,6 +23,9 @@ Choices made here, and why:
   content). 32-bit integer ("I") data is clipped to 0-65535 first. Float ("F") data in [0, 1] is
   scaled by 255; other float data is taken to be on the 0-255 scale and clipped.
 * CMYK and YCbCr use Pillow's conversion to RGB (no ICC colour management).
+* DICOM files (the 'DICM' marker at byte 128, or a ``.dcm``/``.dicom`` suffix) are decoded by
+  :mod:`workbench.data.dicom` inside this same path, so every reader of a case image (import, training
+  pipeline, inference, bundle prediction) reads a DICOM the same way; its rules are in that module.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from workbench.data import dicom
 from workbench.errors import ValidationError
 
 # Register every Pillow plugin now: Pillow fills Image.OPEN lazily, and a first decode from several
@@ -64,7 +68,10 @@ SUPPORTED_MODES: frozenset[str] = frozenset(
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What import records about one image file; width and height are after EXIF orientation."""
+    """What import records about one image file; width and height are after EXIF orientation.
+
+    For a DICOM file, ``format`` is "DICOM" and ``mode`` its PhotometricInterpretation.
+    """
 
     path: Path
     sha256: str
@@ -121,19 +128,25 @@ def inspect_image(path: Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     Decoding all the way (including the conversion `load_rgb` will do) is what catches truncated files
     and unsupported modes at import time instead of in the middle of a training run.
     """
+    return decode_image(path, max_pixels)[0]
+
+
+def decode_image(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[ImageInfo, np.ndarray]:
+    """`inspect_image` plus the full-size 8-bit RGB pixels it decoded (import stores DICOMs from them)."""
     path = Path(path)
     _check_file(path)
     digest = sha256_file(path)
-    _, mode, fmt, notes, image = _decode(path, max_pixels, None)
-    return ImageInfo(
+    rgb, mode, fmt, notes, (width, height) = _decode(path, max_pixels, None)
+    info = ImageInfo(
         path=path,
         sha256=digest,
-        width=image.width,
-        height=image.height,
+        width=width,
+        height=height,
         mode=mode,
         format=fmt,
         converted="; ".join(notes) or None,
     )
+    return info, rgb
 
 
 def load_rgb(path: Path, size: tuple[int, int] | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -177,8 +190,19 @@ def _check_file(path: Path) -> None:
 
 def _decode(
     path: Path, max_pixels: int, size: tuple[int, int] | None
-) -> tuple[np.ndarray, str, str, list[str], Image.Image]:
-    """Open, check, fully decode, orient and convert; returns (rgb, original mode, format, notes, image)."""
+) -> tuple[np.ndarray, str, str, list[str], tuple[int, int]]:
+    """Open, check, fully decode, orient and convert; returns (rgb, original mode, format, notes, (w, h)).
+
+    (w, h) is the full decoded size, before any resize to `size`.
+    """
+    if dicom.is_dicom(path):
+        decoded = dicom.decode(path, max_pixels)
+        rgb = decoded.rgb
+        full = (rgb.shape[1], rgb.shape[0])
+        if size is not None and full != size:
+            resized = Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.BILINEAR)
+            rgb = np.array(resized, dtype=np.uint8)
+        return np.ascontiguousarray(rgb), decoded.photometric, "DICOM", [decoded.note], full
     formats = [f for f in SUPPORTED_FORMATS if f in Image.OPEN] or None
     try:
         handle = Image.open(path, formats=formats)
@@ -235,7 +259,7 @@ def _decode(
     if size is not None and (rgb.shape[1], rgb.shape[0]) != size:
         resized = Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.BILINEAR)
         rgb = np.array(resized, dtype=np.uint8)
-    return np.ascontiguousarray(rgb), mode, fmt, notes, oriented
+    return np.ascontiguousarray(rgb), mode, fmt, notes, (oriented.width, oriented.height)
 
 
 def _to_rgb8(img: Image.Image) -> tuple[np.ndarray, str | None]:

@@ -2,21 +2,34 @@
 
 Good rows are imported in one transaction; bad rows are reported one per line with a specific
 reason (and written to a CSV report). Re-running the same import adds and changes nothing.
+
+DICOM images (rules in :mod:`workbench.data.dicom`): each is decoded, converted to a de-identified PNG
+staged under ``$WORKBENCH_HOME/images/dicom/`` and moved into place only when its case is written
+(just before the commit; a failed commit can leave unreferenced, content-addressed PNGs that a retry
+reuses). The case row points to the PNG; the patient id is the manifest's or the pseudonymised
+PatientID; StudyDate, SeriesInstanceUID and AcquisitionDateTime go to ``cases.source_metadata``. A row
+whose case id contains the DICOM's PatientID or PatientName is refused, and every reason and case id
+reported for a DICOM row has those values redacted.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import secrets
+import shutil
+import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from workbench.data.images import MAX_PIXELS, ImageInfo, inspect_image, resolve_inside
+from workbench.data import dicom
+from workbench.data.images import MAX_PIXELS, ImageInfo, decode_image, inspect_image, resolve_inside
 from workbench.data.labels import current_labels, latest_label_subquery
 from workbench.data.sources import RawRow, read_source
 from workbench.data.splits import (
@@ -28,10 +41,11 @@ from workbench.data.splits import (
 )
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, ImportBatch, Label
-from workbench.errors import ValidationError
+from workbench.errors import SettingsError, ValidationError
 
 LABEL_VALUES = {"0": 0, "1": 1, "negative": 0, "positive": 1, "neg": 0, "pos": 1}
 MAX_ID_LENGTH = 256
+WITHHELD_CASE_ID = "(withheld)"
 
 
 def parse_label(text: str) -> int | None:
@@ -53,6 +67,15 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True)
+class _Derived:
+    """The de-identified PNG made from a DICOM image: where it goes, its sha256, where it is staged."""
+
+    final: Path
+    sha256: str
+    staged: Path | None
+
+
 @dataclass
 class _Checked:
     row: RawRow
@@ -61,10 +84,99 @@ class _Checked:
     patient_id: str
     pre: ImageInfo
     post: ImageInfo
+    derived: dict[str, _Derived] = field(default_factory=dict)  # "pre"/"post" when that image is DICOM
+    source_metadata: dict[str, object] | None = None
+
+    def stored_path(self, which: str) -> str:
+        """Path the case row records: the de-identified PNG for a DICOM image, else the file itself."""
+        derived = self.derived.get(which)
+        return str(derived.final) if derived else _stored_path(getattr(self, which))
+
+    def stored_sha256(self, which: str) -> str:
+        derived = self.derived.get(which)
+        return derived.sha256 if derived else getattr(self, which).sha256
 
     @property
     def pair_sha256(self) -> str:
-        return hashlib.sha256(f"{self.pre.sha256}:{self.post.sha256}".encode()).hexdigest()
+        pre, post = self.stored_sha256("pre"), self.stored_sha256("post")
+        return hashlib.sha256(f"{pre}:{post}".encode()).hexdigest()
+
+
+class _DicomStore:
+    """Set up on the first DICOM row: the pseudonym salt, and staging of the de-identified PNGs.
+
+    ``stage=False`` (dry run) computes the PNGs' hashes and writes nothing.
+    """
+
+    def __init__(self, home: Path | None, stage: bool) -> None:
+        self._home = home
+        self._stage = stage
+        self._lock = threading.Lock()
+        self._salt: bytes | None = None
+        self._staging: Path | None = None
+
+    def _home_dir(self) -> Path:
+        if self._home is None:
+            from workbench.config import get_settings
+
+            self._home = get_settings().home
+        return self._home
+
+    def salt(self) -> bytes:
+        with self._lock:
+            if self._salt is None:
+                from workbench.config import get_settings
+
+                configured = get_settings().id_salt
+                self._salt = (
+                    bytes.fromhex(configured.get_secret_value().strip())
+                    if configured is not None
+                    else dicom.load_salt(self._home_dir())
+                )
+            return self._salt
+
+    def put(self, png: bytes) -> _Derived:
+        """Stage one PNG (fsynced, so a later rename never exposes a partial file)."""
+        digest = hashlib.sha256(png).hexdigest()
+        with self._lock:
+            store = dicom.store_dir(self._home_dir())
+            if self._stage and self._staging is None:
+                self._staging = store / f".incoming-{secrets.token_hex(8)}"
+                try:
+                    self._staging.mkdir(parents=True)
+                except OSError as exc:
+                    raise SettingsError(f"cannot create {self._staging}: {exc.strerror or exc}") from None
+            staging = self._staging
+        final = store / f"{digest}.png"
+        if staging is None:
+            return _Derived(final, digest, None)
+        staged = staging / f"{secrets.token_hex(8)}.png"
+        try:
+            with open(staged, "wb") as fh:
+                fh.write(png)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot write a de-identified image in {staging}: {exc.strerror or exc}"
+            ) from None
+        return _Derived(final, digest, staged)
+
+    def commit(self, derived: list[_Derived]) -> None:
+        """Move staged PNGs into place (an existing file of the same name already has these bytes)."""
+        for item in derived:
+            if item.staged is None or item.final.exists():
+                continue
+            try:
+                os.replace(item.staged, item.final)
+            except OSError as exc:
+                raise SettingsError(
+                    f"cannot store a de-identified image at {item.final}: {exc.strerror or exc}"
+                ) from None
+
+    def cleanup(self) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
 
 @dataclass
@@ -81,10 +193,17 @@ class ImportResult:
     batch_id: int | None = None
     report_path: Path | None = None
     dry_run: bool = False
+    pair_check: str | None = None  # one line from workbench.data.pair_check, after a written import
 
 
-def _check_row(root: Path, row: RawRow, max_pixels: int) -> _Checked | Rejected:
-    """Validate one row completely (ids, label, split, both images decoded); never raises."""
+def _check_row(
+    root: Path, row: RawRow, max_pixels: int, store: _DicomStore, fmt: str = "manifest"
+) -> _Checked | Rejected:
+    """Validate one row completely (ids, label, split, both images decoded).
+
+    Never raises for a bad row; only a SettingsError (salt or image store unusable) stops the import.
+    """
+    identifiers: set[str] = set()
     try:
         if row.problem:
             raise ValidationError(row.problem)
@@ -100,19 +219,95 @@ def _check_row(root: Path, row: RawRow, max_pixels: int) -> _Checked | Rejected:
         patient_id = row.patient_id.strip() or case_id
         if len(patient_id) > MAX_ID_LENGTH:
             raise ValidationError(f"patient id longer than {MAX_ID_LENGTH} characters")
-        infos = []
+        paths: dict[str, Path] = {}
+        headers: dict[str, dicom.DicomHeader] = {}
         for which, rel in (("pre", row.pre), ("post", row.post)):
             try:
-                infos.append(inspect_image(resolve_inside(root, rel), max_pixels=max_pixels))
+                paths[which] = resolve_inside(root, rel)
+                if dicom.is_dicom(paths[which]):
+                    headers[which] = dicom.read_header(paths[which])
+                    identifiers |= headers[which].identifiers
             except ValidationError as exc:
                 raise ValidationError(f"{which} image: {exc}") from None
-        if infos[0].sha256 == infos[1].sha256:
-            raise ValidationError("pre and post images are the same file content")
-        return _Checked(row, label, split, patient_id, infos[0], infos[1])
+        metadata: dict[str, object] | None = None
+        if headers:
+            order = "pre_path/post_path columns" if fmt == "manifest" else "pre.*/post.* file names"
+            if row.order_by_time:
+                first, second, order = dicom.order_by_time(headers["pre"], headers["post"])
+                headers = {"pre": first, "post": second}
+                paths = {"pre": first.path, "post": second.path}
+            patient_id, how = _dicom_patient_id(row, case_id, headers, store)
+            metadata = {"patient_id": how, "pre_post_order": order}
+            metadata.update({which: dict(h.metadata) for which, h in headers.items()})
+        infos: dict[str, ImageInfo] = {}
+        derived: dict[str, _Derived] = {}
+        for which, path in paths.items():
+            try:
+                if which in headers:
+                    info, rgb = decode_image(path, max_pixels=max_pixels)
+                    derived[which] = store.put(dicom.png_bytes(rgb))
+                    del rgb
+                    info = replace(info, converted=f"{info.converted}; stored as a de-identified PNG")
+                else:
+                    info = inspect_image(path, max_pixels=max_pixels)
+            except ValidationError as exc:
+                raise ValidationError(f"{which} image: {exc}") from None
+            infos[which] = info
+        checked = _Checked(row, label, split, patient_id, infos["pre"], infos["post"], derived, metadata)
+        if checked.stored_sha256("pre") == checked.stored_sha256("post"):
+            raise ValidationError(
+                "pre and post DICOM images have the same pixels"
+                if derived
+                else "pre and post images are the same file content"
+            )
+        return checked
     except ValidationError as exc:
-        return Rejected(row.line, row.case_id, str(exc))
+        return _rejected(row, str(exc), identifiers)
+    except SettingsError:
+        raise
     except Exception as exc:  # an unexpected failure on one row must not stop the import
-        return Rejected(row.line, row.case_id, f"unexpected error: {type(exc).__name__}: {exc}")
+        return _rejected(row, f"unexpected error: {type(exc).__name__}: {exc}", identifiers)
+
+
+def _rejected(row: RawRow, reason: str, identifiers: set[str]) -> Rejected:
+    """A Rejected row with any DICOM identifying value taken out of its case id and reason."""
+    if not identifiers:
+        return Rejected(row.line, row.case_id, reason)
+    case_id = WITHHELD_CASE_ID if dicom.contains_identifier(row.case_id, identifiers) else row.case_id
+    return Rejected(row.line, case_id, dicom.redact(reason, identifiers))
+
+
+def _dicom_patient_id(
+    row: RawRow, case_id: str, headers: dict[str, dicom.DicomHeader], store: _DicomStore
+) -> tuple[str, str]:
+    """(patient id, where it came from) for a row with DICOM images; never the PatientID in clear.
+
+    The manifest's patient id is kept unless it is the PatientID (then it is pseudonymised too); without
+    one, the pseudonymised PatientID, else the case id. Case or patient ids holding identifiers are refused.
+    """
+    identifiers: set[str] = set()
+    for h in headers.values():
+        identifiers |= h.identifiers
+    if dicom.contains_identifier(case_id, identifiers):
+        raise ValidationError(
+            "case id contains the DICOM's PatientID or PatientName (withheld); give the case a "
+            "pseudonymous id"
+        )
+    found = {h.patient_id for h in headers.values() if h.patient_id}
+    if len(found) > 1:
+        raise ValidationError("the pre and post DICOM files name different patients (PatientID differs)")
+    dicom_pid = next(iter(found), "")
+    given = row.patient_id.strip()
+    if given and not (dicom_pid and given.casefold() == dicom_pid.casefold()):
+        if dicom.contains_identifier(given, identifiers):
+            raise ValidationError(
+                "patient id contains the DICOM's PatientID or PatientName; leave it empty to use the "
+                "pseudonymised PatientID"
+            )
+        return given, "manifest"
+    if dicom_pid:
+        return dicom.pseudonym(dicom_pid, store.salt()), "DICOM PatientID, pseudonymised (HMAC-SHA256)"
+    return case_id, "case id (the DICOM files have no PatientID)"
 
 
 def _stored_path(info: ImageInfo) -> str:
@@ -131,18 +326,56 @@ def import_source(
     report_dir: Path | None = None,
     max_pixels: int = MAX_PIXELS,
     workers: int = 4,
+    home: Path | None = None,
 ) -> ImportResult:
     """Import a manifest CSV or case folder; see the module docstring for the guarantees.
 
     ``strict``: import nothing when any row is rejected. ``dry_run``: validate and report only.
+    ``home``: where DICOM images are stored de-identified and the pseudonym salt lives (default: the
+    configured ``WORKBENCH_HOME``; only read when a row has a DICOM image).
     """
+    store = _DicomStore(home, stage=not dry_run)
+    try:
+        return _import(
+            engine,
+            path,
+            store,
+            requester,
+            proportions,
+            seed,
+            strict,
+            dry_run,
+            report_dir,
+            max_pixels,
+            workers,
+        )
+    finally:
+        store.cleanup()  # staged PNGs of rows not written (rejected, dry run, strict)
+
+
+def _import(
+    engine: Engine,
+    path: Path,
+    store: _DicomStore,
+    requester: str,
+    proportions: dict[str, float] | None,
+    seed: int,
+    strict: bool,
+    dry_run: bool,
+    report_dir: Path | None,
+    max_pixels: int,
+    workers: int,
+) -> ImportResult:
+    """The body of :func:`import_source`, run while ``store`` holds staged DICOM images."""
     from workbench.users import authorize_actor
 
     authorize_actor(engine, requester, "import")
     source = read_source(path)
     result = ImportResult(source=str(source.path), format=source.format, dry_run=dry_run)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        checked_all = list(pool.map(lambda r: _check_row(source.root, r, max_pixels), source.rows))
+        checked_all = list(
+            pool.map(lambda r: _check_row(source.root, r, max_pixels, store, source.format), source.rows)
+        )
 
     with session_scope(engine) as session:
         existing_by_id = {}
@@ -159,6 +392,7 @@ def import_source(
         seen_ids: dict[str, int] = {}
         seen_pairs: dict[str, str] = {}
         good: list[_Checked] = []
+        unchanged: list[_Checked] = []
         for item in checked_all:
             if isinstance(item, Rejected):
                 result.rejected.append(item)
@@ -177,6 +411,7 @@ def import_source(
                     result.rejected.append(Rejected(item.row.line, cid, reason))
                 else:
                     result.unchanged += 1
+                    unchanged.append(item)
                 continue
             twin = existing_by_pair.get(item.pair_sha256)
             if twin is not None:
@@ -222,14 +457,16 @@ def import_source(
             session.add(batch)
             session.flush()
             result.batch_id = batch.id
+            # De-identified PNGs go into place before the commit, so no stored case lacks its images.
+            store.commit([d for c in good for d in c.derived.values()])
             for c in good:
                 case = Case(
                     external_id=c.row.case_id.strip(),
                     patient_id=c.patient_id,
-                    pre_path=_stored_path(c.pre),
-                    post_path=_stored_path(c.post),
-                    pre_sha256=c.pre.sha256,
-                    post_sha256=c.post.sha256,
+                    pre_path=c.stored_path("pre"),
+                    post_path=c.stored_path("post"),
+                    pre_sha256=c.stored_sha256("pre"),
+                    post_sha256=c.stored_sha256("post"),
                     pair_sha256=c.pair_sha256,
                     pre_width=c.pre.width,
                     pre_height=c.pre.height,
@@ -237,14 +474,22 @@ def import_source(
                     post_height=c.post.height,
                     split=splits[c.row.case_id.strip()],
                     import_batch_id=batch.id,
+                    source_metadata=c.source_metadata,
                 )
                 session.add(case)
                 if c.label is not None:
                     case.labels.append(Label(value=c.label, labeller=f"import:{batch.id}", source="import"))
             result.imported = len(good)
+        if write:
+            # An unchanged DICOM case whose stored PNG was deleted gets it back (same bytes, same name).
+            store.commit([d for c in unchanged for d in c.derived.values()])
         if not write:
             session.rollback()
 
+    if result.batch_id is not None:  # committed: the pair check can neither undo nor mask the import
+        from workbench.data.pair_check import check_unchecked_safely
+
+        result.pair_check = check_unchecked_safely(engine, "import")["message"]
     if result.rejected:
         result.report_path = _write_report(result, report_dir)
     return result

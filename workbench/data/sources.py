@@ -5,7 +5,11 @@ Formats (paths are relative to the CSV or folder, never outside it):
 - manifest CSV: ``case_id,pre_path,post_path[,label][,patient_id][,split]``
 - folder: one sub-folder per case holding ``pre.*`` and ``post.*``, plus an optional ``labels.csv``
   (``case_id,label[,patient_id][,split]``) at the top. A folder holding ``manifest.csv`` is read as
-  that manifest.
+  that manifest. A case sub-folder with no ``pre.*``/``post.*`` but exactly two DICOM files
+  (``*.dcm``/``*.dicom``) is one pair whose pre and post are told apart at validation by acquisition
+  time, earlier = pre (the rule is in :mod:`workbench.data.dicom`).
+
+Images may be DICOM files (``.dcm``) in either format.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from pathlib import Path
 
 from workbench.errors import ValidationError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".dicom")
+DICOM_SUFFIXES = (".dcm", ".dicom")
 MANIFEST_REQUIRED = ("case_id", "pre_path", "post_path")
 MANIFEST_OPTIONAL = ("label", "patient_id", "split")
 LABELS_REQUIRED = ("case_id", "label")
@@ -34,6 +39,7 @@ class RawRow:
     patient_id: str = ""
     split: str = ""
     problem: str | None = None  # a reading problem found before validation (e.g. missing images)
+    order_by_time: bool = False  # pre/post are two DICOMs to be ordered by acquisition time
 
 
 @dataclass
@@ -140,6 +146,18 @@ def _read_folder(root: Path) -> Source:
     for folder in folders:
         pre, pre_problem = _find_image(folder, "pre")
         post, post_problem = _find_image(folder, "post")
+        by_time = False
+        if not pre and not post:
+            dicoms = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in DICOM_SUFFIXES)
+            if len(dicoms) == 2:
+                pre, post = (f"{folder.name}/{p.name}" for p in dicoms)
+                pre_problem = post_problem = None
+                by_time = True
+            elif dicoms:
+                pre_problem = (
+                    f"no pre.*/post.* images in {folder.name}/ and {len(dicoms)} DICOM files "
+                    "(exactly two are ordered by acquisition time)"
+                )
         line, rec = labels.pop(folder.name, (0, {}))
         rows.append(
             RawRow(
@@ -151,6 +169,7 @@ def _read_folder(root: Path) -> Source:
                 patient_id=rec.get("patient_id", "") or "",
                 split=rec.get("split", "") or "",
                 problem=pre_problem or post_problem,
+                order_by_time=by_time,
             )
         )
     for case_id, (line, _rec) in sorted(labels.items(), key=lambda kv: kv[1][0]):

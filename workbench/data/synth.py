@@ -70,6 +70,13 @@ Options for every level:
 * **Label noise** (``label_noise`` in [0, 0.5)): exactly ``round(label_noise * labelled)`` labelled cases
   get the other label in ``manifest.csv``; ``ground_truth.csv`` keeps the truth (``label``) and the
   recorded label (``recorded_label``).
+* **Pair faults** (``swap_rate``, ``mismatch_rate``, each in [0, 0.5]): what a data pipeline does to pairs,
+  planted after rendering so every image stays as generated. Exactly ``round(n * swap_rate)`` cases get
+  their pre and post files exchanged (*swapped*), and exactly ``round(n * mismatch_rate)`` other cases get
+  their post file replaced by the post file of an unfaulted case of another patient (*mismatched*; the
+  bytes are copied, so two cases share that post file). ``ground_truth.csv`` then gains a ``pair_fault``
+  column (``swapped``, ``mismatched`` or empty) and ``synth.json`` the two rates; with both rates 0 the
+  output is byte-identical to what it was before these options existed.
 
 Not modelled: real anatomy and pathology variation, iodine (Schiller) staining, blood, mucus, instruments
 (speculum), motion blur, camera optics, or any link to real prevalence. The data exists to exercise the
@@ -80,7 +87,7 @@ Output layout (the project's import format, both variants at once)::
     OUT/cases/<case_id>/pre.<fmt>, post.<fmt>
     OUT/manifest.csv        case_id,pre_path,post_path,label,patient_id  (label empty when unlabelled)
     OUT/ground_truth.csv    case_id,label,recorded_label,patient_id,site,lesion_strength,lesion_area,
-                            lookalike_strength,evidence                    (all cases, true labels)
+                            lookalike_strength,evidence[,pair_fault]       (all cases, true labels)
     OUT/README.txt          what the data models and does not model
     OUT/synth.json          parameters and reference AUROCs; written last (absent: an incomplete run)
 
@@ -122,8 +129,14 @@ TRUTH_COLUMNS = (
     "lookalike_strength",
     "evidence",
 )
+#: Written after TRUTH_COLUMNS only when pair faults are planted (so a fault-free output is unchanged).
+PAIR_FAULT_COLUMN = "pair_fault"
+PAIR_FAULTS = ("swapped", "mismatched")
+MAX_FAULT_RATE = 0.5
 #: Parameters a version-1 synth.json lacks, with the values version 1 implied.
 _V1_DEFAULTS = {"difficulty": "easy", "label_noise": 0.0, "sites": 1}
+#: Parameters written to synth.json only when non-zero; an output without them had them at zero.
+_FAULT_DEFAULTS = {"swap_rate": 0.0, "mismatch_rate": 0.0}
 
 JPEG_QUALITY = 92
 MIN_SIDE, MAX_SIDE = 32, 4096
@@ -157,6 +170,9 @@ class SynthSummary:
     #: the labelled cases (None when only one class is present).
     reference_auroc: float | None = None
     reference_auroc_recorded: float | None = None
+    #: Planted pair faults (``pair_fault`` in ground_truth.csv): pre/post exchanged, post of another patient.
+    swapped: int = 0
+    mismatched: int = 0
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1142,6 +1158,7 @@ def _summary_from_files(root: Path, n: int, params: dict) -> SynthSummary | None
         patients = len({row["patient_id"] for row in truth})
     except (KeyError, ValueError, TypeError):
         return None
+    faults = [row.get(PAIR_FAULT_COLUMN) or "" for row in truth]
     reference = params.get("reference_auroc")
     reference = reference if isinstance(reference, dict) else {}
     return SynthSummary(
@@ -1157,6 +1174,8 @@ def _summary_from_files(root: Path, n: int, params: dict) -> SynthSummary | None
         sites=params["sites"],
         reference_auroc=reference.get("truth"),
         reference_auroc_recorded=reference.get("recorded"),
+        swapped=faults.count("swapped"),
+        mismatched=faults.count("mismatched"),
     )
 
 
@@ -1307,6 +1326,85 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
+_README_FAULTS = """
+Planted pair faults (swap_rate={swap_rate}, mismatch_rate={mismatch_rate})
+  - {swapped} case(s) SWAPPED: their pre.{fmt} holds the post-stain photograph and post.{fmt} the
+    pre-stain one.
+  - {mismatched} case(s) MISMATCHED: their post.{fmt} is a byte copy of the post-stain photograph of
+    an unfaulted case of ANOTHER patient (not the same cervix as their pre.{fmt}).
+  - ground_truth.csv column pair_fault says which (swapped, mismatched, or empty). Labels, lesion and
+    evidence columns describe the case as rendered, before the fault.
+"""
+
+
+def _validate_faults(swap_rate: object, mismatch_rate: object, n: int) -> tuple[float, float, int, int]:
+    """(swap_rate, mismatch_rate, swapped count, mismatched count); ValidationError on bad rates."""
+    rates = []
+    for name, value in (("swap_rate", swap_rate), ("mismatch_rate", mismatch_rate)):
+        if not _is_number(value) or not 0.0 <= float(value) <= MAX_FAULT_RATE:
+            raise ValidationError(f"{name} must be a number between 0 and {MAX_FAULT_RATE}, got {value!r}")
+        rates.append(float(value))
+    k_swap, k_mismatch = round(n * rates[0]), round(n * rates[1])
+    if k_swap + k_mismatch > n - 1 and k_mismatch:
+        raise ValidationError(
+            f"swap_rate + mismatch_rate plant {k_swap + k_mismatch} faults in {n} cases; a mismatched post "
+            "is taken from an unfaulted case, so leave at least one case unfaulted"
+        )
+    return rates[0], rates[1], k_swap, k_mismatch
+
+
+def _plant_faults(
+    k_swap: int, k_mismatch: int, patients: np.ndarray, rng: np.random.Generator
+) -> tuple[list[str], dict[int, int]]:
+    """Which cases are swapped / mismatched (exact counts) and each mismatched case's donor case.
+
+    Donors are unfaulted cases of another patient, distinct while there are enough of them.
+    """
+    n = len(patients)
+    faults = [""] * n
+    order = rng.permutation(n)
+    for i in order[:k_swap]:
+        faults[int(i)] = "swapped"
+    for i in order[k_swap : k_swap + k_mismatch]:
+        faults[int(i)] = "mismatched"
+    clean = np.sort(order[k_swap + k_mismatch :])
+    donors: dict[int, int] = {}
+    used: set[int] = set()
+    for i in sorted(int(i) for i in order[k_swap : k_swap + k_mismatch]):
+        donor = None
+        for _ in range(64):  # a random draw almost always fits; the scan below covers the rare rest
+            j = int(clean[rng.integers(len(clean))])
+            if patients[j] != patients[i] and j not in used:
+                donor = j
+                break
+        if donor is None:
+            others = clean[patients[clean] != patients[i]]
+            if not len(others):
+                raise ValidationError(
+                    "mismatch_rate needs unfaulted cases of at least one other patient to take a post "
+                    "image from; lower the rates or generate more cases"
+                )
+            fresh = others[~np.isin(others, sorted(used))]
+            donor = int(rng.choice(fresh if len(fresh) else others))
+        used.add(donor)
+        donors[i] = donor
+    return faults, donors
+
+
+def _apply_faults(case_dirs: list[Path], fmt: str, faults: list[str], donors: dict[int, int]) -> None:
+    """Rewrite the image files of the faulted cases (donors are unfaulted, so read them untouched)."""
+    for i, donor in sorted(donors.items()):
+        _write_atomic(case_dirs[i] / f"post.{fmt}", (case_dirs[donor] / f"post.{fmt}").read_bytes())
+    for i, fault in enumerate(faults):
+        if fault == "swapped":
+            pre, post = (
+                (case_dirs[i] / f"pre.{fmt}").read_bytes(),
+                (case_dirs[i] / f"post.{fmt}").read_bytes(),
+            )
+            _write_atomic(case_dirs[i] / f"pre.{fmt}", post)
+            _write_atomic(case_dirs[i] / f"post.{fmt}", pre)
+
+
 def generate_dataset(
     out: Path,
     n: int = 400,
@@ -1319,19 +1417,25 @@ def generate_dataset(
     difficulty: str = "realistic",
     label_noise: float = 0.0,
     sites: int = 1,
+    swap_rate: float = 0.0,
+    mismatch_rate: float = 0.0,
 ) -> SynthSummary:
     """Write a synthetic pair data set to ``out`` (see the module docstring) and return its summary.
 
     ``size`` is ``(width, height)``. Exactly ``round(n * positive_rate)`` positives (at least one when the
     rate is above zero). ``difficulty`` is ``"easy"`` (generator version 1 pixels), ``"realistic"`` or
     ``"hard"``; ``label_noise`` flips exactly ``round(label_noise * labelled)`` recorded labels in the
-    manifest; ``sites`` (1-16) draws that many site/device profiles. Reuses a complete earlier output of the
-    same parameters instead of regenerating; refuses a non-empty folder that is not such an output.
+    manifest; ``sites`` (1-16) draws that many site/device profiles; ``swap_rate`` / ``mismatch_rate``
+    plant exactly ``round(n * rate)`` swapped / mismatched pairs (column ``pair_fault``). Reuses a complete
+    earlier output of the same parameters instead of regenerating; refuses a non-empty folder that is not
+    such an output.
     """
     n, positive_rate, seed, size, unlabelled_fraction, cases_per_patient, fmt = _validate(
         n, positive_rate, seed, size, unlabelled_fraction, cases_per_patient, image_format
     )
     difficulty, label_noise, sites = _validate_levels(difficulty, label_noise, sites)
+    swap_rate, mismatch_rate, k_swap, k_mismatch = _validate_faults(swap_rate, mismatch_rate, n)
+    faulty = bool(k_swap or k_mismatch or swap_rate or mismatch_rate)
     root = Path(out)
     params = {
         "generator": "workbench.data.synth",
@@ -1347,6 +1451,9 @@ def generate_dataset(
         "label_noise": label_noise,
         "sites": sites,
     }
+    if faulty:  # only then, so a fault-free synth.json stays byte-identical to earlier outputs
+        params.update(swap_rate=swap_rate, mismatch_rate=mismatch_rate)
+    compared = {**_FAULT_DEFAULTS, **params}
     if root.exists() and not root.is_dir():
         raise ValidationError(f"output path {root} exists and is not a folder; choose an empty folder")
     if root.is_dir() and any(root.iterdir()):
@@ -1358,17 +1465,17 @@ def generate_dataset(
                 previous = None
             if isinstance(previous, dict):
                 # Version 1 outputs predate the difficulty levels: they are what "easy" draws today.
-                previous = {**_V1_DEFAULTS, **previous}
+                previous = {**_V1_DEFAULTS, **_FAULT_DEFAULTS, **previous}
             same = (
                 isinstance(previous, dict)
                 and previous.get("generator") == params["generator"]
-                and {k: previous.get(k) for k in params if k != "version"}
-                == {k: v for k, v in params.items() if k != "version"}
+                and {k: previous.get(k) for k in compared if k != "version"}
+                == {k: v for k, v in compared.items() if k != "version"}
             )
             if not same:
                 raise ValidationError(
                     f"{root} already holds synthetic data made with different parameters "
-                    f"({_describe_difference(previous, params)}); choose an empty folder"
+                    f"({_describe_difference(previous, compared)}); choose an empty folder"
                 )
             if previous.get("version") == GENERATOR_VERSION and _complete(root, n, fmt):
                 summary = _summary_from_files(root, n, previous)
@@ -1393,7 +1500,8 @@ def generate_dataset(
 
     seq = np.random.SeedSequence([seed, 0x5E7A])
     # The first three streams are those of generator version 1 (easy keeps its pixels); the others are new.
-    design_seq, patient_seq, case_seq, noise_seq, site_seq = seq.spawn(5)
+    # Spawning a sixth child leaves the first five as they were (children are numbered in order).
+    design_seq, patient_seq, case_seq, noise_seq, site_seq, fault_seq = seq.spawn(6)
     level = _LEVELS.get(difficulty)
     design_rng = np.random.default_rng(design_seq)
     if level is None:
@@ -1417,8 +1525,12 @@ def generate_dataset(
         patient_site = np.arange(n_patients) % sites
         site_rng.shuffle(patient_site)
 
+    faults, donors = [""] * n, {}
+    if faulty:
+        faults, donors = _plant_faults(k_swap, k_mismatch, patients, np.random.default_rng(fault_seq))
+
     width, height = size
-    manifest_rows, truth_rows, evidence = [], [], []
+    manifest_rows, truth_rows, evidence, case_dirs = [], [], [], []
     for i, (case_id, case_rng_seq) in enumerate(zip(case_ids, case_seq.spawn(n), strict=True)):
         rng = np.random.default_rng(case_rng_seq)
         patient = patient_models[patients[i]]
@@ -1431,6 +1543,7 @@ def generate_dataset(
             pre, post, info = _render_case2(width, height, patient, bool(labels[i]), level, site, rng)
         case_dir = root / CASES_DIR / case_id
         case_dir.mkdir(parents=True, exist_ok=True)
+        case_dirs.append(case_dir)
         _write_atomic(case_dir / f"pre.{fmt}", _encode(pre, fmt, site.quality))
         _write_atomic(case_dir / f"post.{fmt}", _encode(post, fmt, site.quality))
         label = "" if unlabelled[i] else str(int(recorded[i]))
@@ -1450,13 +1563,17 @@ def generate_dataset(
                 _fmt(info["lookalike_strength"]),
                 _fmt(info["evidence"]),
             ]
+            + ([faults[i]] if faulty else [])
         )
+    if faulty:
+        _apply_faults(case_dirs, fmt, faults, donors)
 
     _write_atomic(
         root / MANIFEST_NAME,
         _csv_bytes(["case_id", "pre_path", "post_path", "label", "patient_id"], manifest_rows),
     )
-    _write_atomic(root / GROUND_TRUTH_NAME, _csv_bytes(list(TRUTH_COLUMNS), truth_rows))
+    truth_header = list(TRUTH_COLUMNS) + ([PAIR_FAULT_COLUMN] if faulty else [])
+    _write_atomic(root / GROUND_TRUTH_NAME, _csv_bytes(truth_header, truth_rows))
     scores = np.array(evidence)
     keep = ~unlabelled
     reference = {
@@ -1488,6 +1605,15 @@ def generate_dataset(
         ),
         model=_model_text(difficulty),
     )
+    swapped, mismatched = faults.count("swapped"), faults.count("mismatched")
+    if faulty:
+        readme += _README_FAULTS.format(
+            swap_rate=swap_rate,
+            mismatch_rate=mismatch_rate,
+            swapped=swapped,
+            mismatched=mismatched,
+            fmt=fmt,
+        )
     _write_atomic(root / README_NAME, readme.encode("utf-8"))
     record = {**params, "reference_auroc": reference}
     _write_atomic(root / PARAMS_NAME, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))
@@ -1504,6 +1630,8 @@ def generate_dataset(
         sites=sites,
         reference_auroc=reference["truth"],
         reference_auroc_recorded=reference["recorded"],
+        swapped=swapped,
+        mismatched=mismatched,
     )
 
 

@@ -40,7 +40,11 @@ LABEL_SOURCES = ("import", "expert", "adjudication", "correction", "simulation")
 MODEL_STATUSES = ("queued", "training", "ready", "failed", "cancelled", "did_not_learn")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 QUEUE_STATUSES = ("queued", "leased", "done", "cancelled")
-QUEUE_KINDS = ("label", "second_read", "relabel", "adjudication")
+# pair-check: an expert says whether a pair flagged by workbench.data.pair_check is sound (no label)
+PAIR_CHECK_KIND = "pair-check"
+QUEUE_KINDS = ("label", "second_read", "relabel", "adjudication", PAIR_CHECK_KIND)
+# Pair sanity check status of a case; NULL = not checked yet
+PAIR_STATUSES = ("ok", "suspect", "confirmed", "rejected")
 ROLES = ("labeller", "admin")
 
 
@@ -81,6 +85,7 @@ class Case(Base):
     __tablename__ = "cases"
     __table_args__ = (
         CheckConstraint(_in("split", SPLITS), name="split"),
+        CheckConstraint(f"pair_status IS NULL OR {_in('pair_status', PAIR_STATUSES)}", name="pair_status"),
         UniqueConstraint("pair_sha256", name="uq_cases_pair_sha256"),
         Index("ix_cases_split_id", "split", "id"),
     )
@@ -100,6 +105,13 @@ class Case(Base):
     split: Mapped[str] = mapped_column(String(8))
     import_batch_id: Mapped[int | None] = mapped_column(ForeignKey("import_batches.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # De-identified facts from the source (DICOM: StudyDate, SeriesInstanceUID, AcquisitionDateTime,
+    # where the patient id and the pre/post order came from); None for ordinary image files.
+    source_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Pair sanity check: fault log-likelihood ratio, why, and ok/suspect/confirmed/rejected (NULL: unchecked)
+    pair_check_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pair_check_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pair_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     labels: Mapped[list[Label]] = relationship(back_populates="case", order_by="Label.id")
 

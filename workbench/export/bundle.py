@@ -4,8 +4,14 @@ Bundle layout::
 
     model.keras          the verified training artifact (byte copy; loads with safe_mode=True)
     model.h5             legacy HDF5 copy, only where Keras writes AND reads it back with equal outputs
+    model.onnx           portable copy (tf2onnx, opset 17) for onnxruntime without TensorFlow, only where
+                         its logits match the Keras model's (see portable.py); ``workbench predict
+                         --runtime onnx`` runs it
     saved_model/         TF SavedModel; signature "serve" (also "serving_default"): inputs "pre" and
-                         "post" (preprocessed float32 batches) -> {"logit", "probability"}
+                         "post" (preprocessed float32 batches) -> {"logit", "probability"}; signature
+                         "serve_images": inputs "pre" and "post" (1-D batches of encoded JPEG/PNG
+                         bytes) -> {"logit", "calibrated_probability", "decision"}, with decoding,
+                         resizing, preprocessing, calibrator and threshold inside the graph (serving.py)
     calibration.json     selected calibrator: method, parameters (the Calibration row's JSON), fitted on
     threshold.json       operating threshold, policy, achieved sensitivity/specificity with intervals
     preprocessing.json   input size, backbone, preprocessing function, channel order, resize method
@@ -36,6 +42,8 @@ from workbench.db.engine import session_scope
 from workbench.db.models import ModelVersion, utcnow
 from workbench.errors import ConflictError, WorkbenchError
 from workbench.export.card import collect_facts, preprocessing_spec, render_card
+from workbench.export.portable import ONNX_FILE, write_onnx
+from workbench.export.serving import SIGNATURE, add_image_endpoint
 from workbench.model.registry import artifact_dir, sha256_file, verify_artifact
 from workbench.users import authorize_actor
 
@@ -57,6 +65,7 @@ class BundleInfo:
     evaluation_split: str | None
     zip_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    onnx: dict[str, Any] = field(default_factory=dict)  # the manifest's "onnx" entry (written, reason, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +77,7 @@ class BundleInfo:
             "h5_note": self.h5_note,
             "evaluation_split": self.evaluation_split,
             "notes": list(self.notes),
+            "onnx": dict(self.onnx),
         }
 
 
@@ -113,8 +123,11 @@ def _write_h5(model: Any, target: Path, probe: dict[str, np.ndarray]) -> tuple[b
     return True, None
 
 
-def _write_saved_model(model: Any, target: Path) -> None:
-    """TF SavedModel with one endpoint ``serve(pre, post) -> {"logit", "probability"}``."""
+def _write_saved_model(
+    model: Any, target: Path, *, backbone: str, calibration_parameters: dict[str, Any], threshold: float
+) -> None:
+    """TF SavedModel with ``serve(pre, post) -> {"logit", "probability"}`` (also ``serving_default``) and
+    ``serve_images(pre, post)`` on encoded images -> {"logit", "calibrated_probability", "decision"}."""
     import keras
     import tensorflow as tf
 
@@ -133,6 +146,13 @@ def _write_saved_model(model: Any, target: Path) -> None:
             tf.TensorSpec((None, h, w, 3), tf.float32, name="pre"),
             tf.TensorSpec((None, h, w, 3), tf.float32, name="post"),
         ],
+    )
+    add_image_endpoint(
+        archive,
+        model,
+        backbone=backbone,
+        calibration_parameters=calibration_parameters,
+        threshold=threshold,
     )
     archive.write_out(str(target), verbose=False)
 
@@ -223,9 +243,16 @@ def export_bundle(
             input_size = [w, h]
         probe = _probe_inputs(model, backbone)
         h5_written, h5_note = _write_h5(model, tmp / "model.h5", probe)
-        _write_saved_model(model, tmp / "saved_model")
-
+        onnx = write_onnx(model, tmp / ONNX_FILE, probe)
         calibration = facts["calibration"]
+        _write_saved_model(
+            model,
+            tmp / "saved_model",
+            backbone=backbone,
+            calibration_parameters=calibration["parameters"],
+            threshold=float(facts["threshold"]["value"]),
+        )
+
         _write_json(
             tmp / "calibration.json",
             {
@@ -245,7 +272,7 @@ def export_bundle(
             + ["saved_model/", "README.md", MANIFEST]
         )
         (tmp / "README.md").write_text(
-            render_card(facts, h5=h5, license_id=license_id, files=listed), encoding="utf-8"
+            render_card(facts, h5=h5, onnx=onnx, license_id=license_id, files=listed), encoding="utf-8"
         )
         files = _file_hashes(tmp)
         manifest = {
@@ -260,6 +287,15 @@ def export_bundle(
             "backbone": backbone,
             "config": facts["config"],
             "h5": h5,
+            "onnx": onnx,
+            "serving": {
+                "saved_model": "saved_model/",
+                "signatures": {
+                    "serve": "pre, post: float32 (batch, height, width, 3) preprocessed -> logit, probability",
+                    SIGNATURE: "pre, post: string (batch,) encoded JPEG/PNG bytes -> logit (float64), "
+                    "calibrated_probability (float64), decision ('positive'/'negative')",
+                },
+            },
             "training_data_counts": facts["data_counts"],
             "lineage": facts["lineage"],
             "label_counts": facts["label_counts"],
@@ -287,6 +323,7 @@ def export_bundle(
         evaluation_split=split,
         zip_path=zip_path,
         notes=list(facts.get("notes", [])),
+        onnx=onnx,
     )
 
 

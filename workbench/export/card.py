@@ -558,13 +558,14 @@ def render_card(
     facts: dict[str, Any],
     *,
     h5: dict[str, Any] | None = None,
+    onnx: dict[str, Any] | None = None,
     license_id: str = "mit",
     files: list[str] | None = None,
 ) -> str:
     """The README.md (model card) text for ``facts`` from :func:`collect_facts`.
 
-    ``h5`` is ``{"written": bool, "reason": str | None}`` from the export; ``files`` lists the bundle's
-    files for the card's inventory.
+    ``h5`` and ``onnx`` are ``{"written": bool, "reason": str | None, ...}`` from the export; ``files``
+    lists the bundle's files for the card's inventory.
     """
     vid = facts["model_version"]
     model = (facts.get("config") or {}).get("model") or {}
@@ -600,6 +601,8 @@ def render_card(
         lines.append(f"- `{name}`")
     if h5 is not None and not h5.get("written"):
         lines.append(f"- `model.h5` (legacy format) was NOT written: {h5.get('reason')}")
+    if onnx is not None and not onnx.get("written"):
+        lines.append(f"- `model.onnx` (portable format) was NOT written: {onnx.get('reason')}")
     lines += [
         "",
         "## Uses",
@@ -667,10 +670,18 @@ def render_card(
         "```bash",
         "workbench predict path/to/bundle --pre pre.jpg --post post.jpg",
         "workbench predict path/to/bundle --csv pairs.csv   # columns pre_path,post_path[,case_id]",
+        "workbench predict path/to/bundle --csv pairs.csv --runtime onnx   # model.onnx, no TensorFlow",
         "```",
         "",
+        "Portable model: `model.onnx` (when listed above) runs with onnxruntime alone; it takes the same "
+        "preprocessed `pre` and `post` batches and returns `logit` and `probability`. `--runtime onnx` "
+        "decodes with Pillow, preprocesses and calibrates with NumPy, and never imports TensorFlow.",
+        "",
         "Serving: `saved_model/` has a `serve` signature taking the preprocessed `pre` and `post` batches "
-        "and returning `logit` and `probability` (uncalibrated; apply `calibration.json`).",
+        "and returning `logit` and `probability` (uncalibrated; apply `calibration.json`), and a "
+        "`serve_images` signature taking the encoded JPEG/PNG bytes of each image (1-D string batches "
+        "`pre` and `post`) and returning `logit`, `calibrated_probability` and `decision`, with decoding, "
+        "resizing, preprocessing, the calibrator and the threshold inside the graph (no client code).",
         "",
     ]
     lines += _training_section(facts)

@@ -19,6 +19,13 @@ raw probability as the workbench's stored prediction for the same pair. The cali
 from ``calibration.json`` with :func:`~workbench.calibration.calibrators.calibrator_from_json` (pure
 NumPy) and the decision is ``calibrated_probability >= threshold``.
 
+``runtime="onnx"`` (``workbench predict --runtime onnx``) runs ``model.onnx`` with onnxruntime instead
+and never imports TensorFlow or Keras: decode and resize with the same ``load_rgb`` (Pillow), the
+backbone's preprocessing in NumPy (:func:`workbench.export.portable.preprocess_numpy`, bit-identical
+tensors), the same NumPy calibrator and threshold. Its raw probabilities agree with the Keras path's
+to ~1e-6; the Keras path stays the default because it is the one that reproduces the workbench's
+stored predictions exactly and every bundle has it.
+
 The checksums detect accidental or casual modification; they are not a signature (whoever can
 edit the files can also edit ``manifest.json``).
 """
@@ -36,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from workbench.calibration.calibrators import Calibrator, calibrator_from_json
 from workbench.errors import ValidationError, WorkbenchError
@@ -44,6 +52,7 @@ from workbench.model.registry import sha256_file
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "workbench-bundle"
 REQUIRED_FILES = ("model.keras", "calibration.json", "threshold.json", "preprocessing.json")
+RUNTIMES = ("keras", "onnx")
 #: Keys of one prediction, in CSV column order (predict_csv adds case_id, pre_path and post_path first).
 PREDICTION_FIELDS = ("raw_probability", "logit", "calibrated_probability", "threshold", "decision")
 
@@ -93,7 +102,8 @@ def verify_bundle(root: Path) -> dict[str, Any]:
 
 @dataclass
 class Bundle:
-    """A verified, loaded bundle: the Keras model, its calibrator, threshold and preprocessing."""
+    """A verified, loaded bundle: its model (Keras, or :class:`~workbench.export.portable.OnnxModel` for
+    ``runtime="onnx"``), calibrator, threshold and preprocessing."""
 
     path: Path
     model: Any
@@ -102,6 +112,7 @@ class Bundle:
     threshold_info: dict[str, Any]
     preprocessing: dict[str, Any]
     calibrator: Calibrator
+    runtime: str = "keras"
 
     @property
     def threshold(self) -> float:
@@ -119,26 +130,38 @@ class Bundle:
         self, pairs: Sequence[tuple[str | Path, str | Path]], batch_size: int = 32
     ) -> list[dict[str, Any]]:
         """Predict a list of (pre, post) image paths, in order (see :meth:`predict_pair` for the keys)."""
-        from workbench.model.inference import predict_pairs
-
         if not pairs:
             return []
-        out = predict_pairs(
-            self.model, list(pairs), batch_size=batch_size, mc_samples=0, backbone=self.backbone
-        )
-        raw = np.asarray(out["probability"], dtype=np.float64)
-        calibrated = self.calibrator.transform(np.asarray(out["logit"], dtype=np.float64))
+        logit = self.logits(pairs, batch_size=batch_size)
+        raw = expit(logit)
+        calibrated = self.calibrator.transform(logit)
         t = self.threshold
         return [
             {
                 "raw_probability": float(raw[i]),
-                "logit": float(out["logit"][i]),
+                "logit": float(logit[i]),
                 "calibrated_probability": float(calibrated[i]),
                 "threshold": t,
                 "decision": "positive" if calibrated[i] >= t else "negative",
             }
             for i in range(raw.shape[0])
         ]
+
+    def logits(self, pairs: Sequence[tuple[str | Path, str | Path]], batch_size: int = 32) -> np.ndarray:
+        """Raw float64 logits of (pre, post) image paths with this bundle's runtime."""
+        if self.runtime == "onnx":
+            from workbench.export.portable import load_inputs
+            from workbench.model.pipeline import check_pairs
+
+            size = self.preprocessing["input_size"]
+            inputs = load_inputs(check_pairs(pairs), (int(size["width"]), int(size["height"])), self.backbone)
+            return self.model.logits(inputs, batch_size=batch_size)
+        from workbench.model.inference import predict_pairs
+
+        out = predict_pairs(
+            self.model, list(pairs), batch_size=batch_size, mc_samples=0, backbone=self.backbone
+        )
+        return np.asarray(out["logit"], dtype=np.float64)
 
     def predict_pair(self, pre_path: str | Path, post_path: str | Path) -> dict[str, Any]:
         """One pair: ``raw_probability``, ``logit``, ``calibrated_probability``, ``threshold`` and
@@ -193,9 +216,25 @@ def _bundle_root(extracted: Path) -> Path:
     raise WorkbenchError(f"the zip holds no {MANIFEST} at its top level or in a single folder")
 
 
-def _load_folder(root: Path, shown_path: Path) -> Bundle:
-    import keras
+def _load_onnx(root: Path, manifest: dict[str, Any], preprocessing: dict[str, Any]) -> Any:
+    """The bundle's ``model.onnx`` in an onnxruntime session, checked against preprocessing.json."""
+    from workbench.export.portable import ONNX_FILE, OnnxModel
 
+    if ONNX_FILE not in manifest["files"]:
+        why = (manifest.get("onnx") or {}).get("reason") or "exported before ONNX support"
+        raise WorkbenchError(f"{ONNX_FILE}: not in this bundle ({why}); use --runtime keras")
+    model = OnnxModel(root / ONNX_FILE)
+    size = preprocessing.get("input_size") or {}
+    if (size.get("width"), size.get("height")) != model.input_size:
+        raise WorkbenchError(
+            f"preprocessing.json ({size}) does not match {ONNX_FILE} (input {model.input_size[0]}x{model.input_size[1]})"
+        )
+    return model
+
+
+def _load_folder(root: Path, shown_path: Path, runtime: str = "keras") -> Bundle:
+    if runtime not in RUNTIMES:
+        raise ValidationError(f"runtime: must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
     manifest = verify_bundle(root)
     calibration = _read_json(root, "calibration.json")
     threshold_info = _read_json(root, "threshold.json")
@@ -207,6 +246,13 @@ def _load_folder(root: Path, shown_path: Path) -> Bundle:
         raise WorkbenchError(f"calibration.json/threshold.json: missing or bad field ({exc})") from None
     if not 0.0 <= threshold <= 1.0:
         raise WorkbenchError(f"threshold.json: value {threshold} is not in [0, 1]")
+    if runtime == "onnx":
+        model = _load_onnx(root, manifest, preprocessing)
+        return Bundle(
+            shown_path, model, manifest, calibration, threshold_info, preprocessing, calibrator, runtime
+        )
+    import keras
+
     try:
         model = keras.models.load_model(root / "model.keras", safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
@@ -226,21 +272,22 @@ def _load_folder(root: Path, shown_path: Path) -> Bundle:
     return Bundle(shown_path, model, manifest, calibration, threshold_info, preprocessing, calibrator)
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def load_bundle(path: str | Path, runtime: str = "keras") -> Bundle:
     """Verify (sha256 of every file against manifest.json) and load a bundle folder or ``.zip``.
 
-    Uses no database and no settings. WorkbenchError names the offending file, e.g.
+    ``runtime`` is "keras" (``model.keras``) or "onnx" (``model.onnx`` with onnxruntime; no TensorFlow is
+    imported). Uses no database and no settings. WorkbenchError names the offending file, e.g.
     ``model.keras: sha256 mismatch (bundle modified?)``.
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        return _load_folder(path, path)
+        return _load_folder(path, path, runtime)
     if path.is_file() and zipfile.is_zipfile(path):
         tmp = Path(tempfile.mkdtemp(prefix="workbench-bundle-"))
         try:
             with zipfile.ZipFile(path) as zf:
                 zf.extractall(tmp)  # member names are sanitised by zipfile (no absolute or '..' paths)
-            return _load_folder(_bundle_root(tmp), path)
+            return _load_folder(_bundle_root(tmp), path, runtime)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if not path.exists():

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, or_, select
 
 from workbench.config import Settings
 from workbench.data.labels import cases_with_labels
@@ -50,15 +50,20 @@ def training_data(engine: Engine) -> tuple[LabelledPairs, LabelledPairs]:
     """(train, val) labelled pairs: train = labelled train + pool cases, val = labelled val cases.
 
     Uses each case's training label (adjudicated where experts disagreed); test cases are never
-    used here.
+    used here. Pairs the pair sanity check flagged (``pair_status`` suspect, or rejected by an expert)
+    are left out of both until an expert confirms them (``workbench.data.pair_check``).
     """
     from workbench.active.agreement import training_labels
+    from workbench.data.pair_check import EXCLUDED_FROM_TRAINING
 
     labels = training_labels(engine, splits=(*TRAINABLE_SPLITS, "val"))
     train = LabelledPairs([], [], [])
     val = LabelledPairs([], [], [])
+    sound = or_(Case.pair_status.is_(None), Case.pair_status.not_in(EXCLUDED_FROM_TRAINING))
     with session_scope(engine) as s:
-        for case, _value in s.execute(cases_with_labels().where(Case.split.in_((*TRAINABLE_SPLITS, "val")))):
+        for case, _value in s.execute(
+            cases_with_labels().where(Case.split.in_((*TRAINABLE_SPLITS, "val")), sound)
+        ):
             value = labels.get(case.id)
             if value is None:
                 continue
