@@ -1,5 +1,8 @@
 """Error types that adapters (CLI, UI, workers) turn into one clear line for the user."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class WorkbenchError(Exception):
     """Base class: an expected failure whose message is safe and useful to show as is."""
@@ -27,3 +30,16 @@ class PermissionDenied(WorkbenchError):
 
 class ConflictError(WorkbenchError):
     """The action conflicts with the current state (stale lease, job already running, ...)."""
+
+
+@contextmanager
+def file_read_errors(path: object) -> Iterator[None]:
+    """Turn the OS errors of reading ``path`` into one ValidationError each, naming the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ValidationError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise ValidationError(f"not a regular file (is a directory): {path}") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read file: {path} ({exc.strerror or exc})") from None

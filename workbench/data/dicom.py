@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench.errors import SettingsError, ValidationError
+from workbench.errors import SettingsError, ValidationError, file_read_errors
 
 if TYPE_CHECKING:
     from workbench.data.synth import SynthSummary
@@ -208,15 +208,8 @@ def _read(path: Path) -> Any:
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(_PREAMBLE + 4)
-    except FileNotFoundError:
-        raise ValidationError(f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise ValidationError(f"not a regular file (is a directory): {path}") from None
-    except OSError as exc:
-        raise ValidationError(f"cannot read file: {path} ({exc.strerror or exc})") from None
+    with file_read_errors(path), open(path, "rb") as handle:
+        head = handle.read(_PREAMBLE + 4)
     if len(head) < _PREAMBLE + 4 or head[_PREAMBLE:] != b"DICM":
         raise ValidationError(f"not a DICOM file (no 'DICM' marker at byte 128): {path}")
     try:

@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from workbench.data import dicom
-from workbench.errors import ValidationError
+from workbench.errors import ValidationError, file_read_errors
 
 # Register every Pillow plugin now: Pillow fills Image.OPEN lazily, and a first decode from several
 # threads at once (import, the training pipeline) can see it half filled and refuse a valid file.
@@ -109,16 +109,9 @@ def resolve_inside(root: Path, relative: str) -> Path:
 def sha256_file(path: Path) -> str:
     """Hex sha256 of the file's bytes, read in chunks (images can be large)."""
     digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-    except FileNotFoundError:
-        raise ValidationError(f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise ValidationError(f"not a regular file (is a directory): {path}") from None
-    except OSError as exc:
-        raise ValidationError(f"cannot read file: {path} ({exc.strerror or exc})") from None
+    with file_read_errors(path), open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
