@@ -238,13 +238,13 @@ def train(
     parent_model_path: str | os.PathLike | None = None,
     feature_cache: Any = None,
     imagenet_weights_path: str | None = None,
-    check_pairs: Sequence[Pair] | None = None,
-    check_labels: Sequence[int] | None = None,
+    gate_pairs: Sequence[Pair] | None = None,
+    gate_labels: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train (or warm-start from ``parent_model_path``) and save the best model to ``out_path``.
 
     ``val_pairs``/``y_val`` pick the epoch (early stopping, LR schedule): the registry passes a tuning
-    slice carved from training. ``check_pairs``/``check_labels`` (default: the same) are what the learning
+    slice carved from training. ``gate_pairs``/``gate_labels`` (default: the same) are what the learning
     check and ``val_metrics`` read: the validation split, which selects nothing here.
 
     ``feature_cache`` (a features.FeatureCache or a folder) makes phase 1 with frozen backbones
@@ -402,11 +402,11 @@ def train(
     if state["best_weights"] is not None:
         train_model.set_weights(state["best_weights"])
     chk_p, y_chk = val_p, y_va
-    if check_pairs is not None:
-        if check_labels is None or len(check_labels) != len(check_pairs) or not check_pairs:
-            raise ValidationError("check_pairs needs one label each (and at least one pair)")
-        chk_p = _validated(train_p, y_tr, check_pairs, check_labels)[2]
-        y_chk = np.asarray(check_labels, dtype=int)
+    if gate_pairs is not None:
+        if gate_labels is None or not gate_pairs:
+            raise ValidationError("gate_pairs needs one label each (and at least one pair)")
+        chk_p = check_pairs(gate_pairs, list(gate_labels))
+        y_chk = np.asarray(gate_labels, dtype=int)
     val_ds = make_dataset(
         chk_p, None, input_size=model_cfg.input_size, backbone=model_cfg.backbone, batch_size=16, cache=False
     )
