@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Engine
 
+from workbench.config import Settings
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, Label, ModelVersion
 from workbench.model.predictions import write_predictions
+
+if TYPE_CHECKING:
+    from workbench.export.bundle import BundleInfo
 
 
 def make_cases(
@@ -85,3 +91,43 @@ def insert_cases(engine: Engine, n: int, split: str = "pool") -> list[int]:
         s.add_all(cases)
         s.flush()
         return [c.id for c in cases]
+
+
+# A tiny small_cnn at 32x32, one epoch: plumbing for export tests, on too little data to learn from
+# (the learning check is recorded, not enforced).
+TINY_TRAIN = {
+    "preset": "cpu",
+    "epochs": 1,
+    "overrides": {
+        "model": {"input_size": [32, 32], "token_dim": 8, "heads": 2, "key_dim": 4, "cnn_width": 4},
+        "train": {"phase1_batch": 8, "augment": False, "learning_check": "warn"},
+    },
+}
+
+
+def exported_tiny_bundle(root: Path, n_boot: int) -> tuple[Engine, Settings, int, BundleInfo]:
+    """A SQLite workbench under ``root`` with 30 synthetic pairs, a tiny trained, scored and calibrated
+    version and its exported bundle (``root/bundle``): (engine, settings, version id, bundle info)."""
+    from workbench.calibration.service import calibrate_version
+    from workbench.data.importer import import_source
+    from workbench.data.synth import generate_dataset
+    from workbench.db.engine import create_db_engine
+    from workbench.db.schema import upgrade
+    from workbench.export.bundle import export_bundle
+    from workbench.model.registry import train_version
+    from workbench.model.scoring import infer_version
+
+    settings = Settings(
+        home=root / "home", artifact_root=str(root / "artifacts"), database_url=f"sqlite:///{root / 'wb.db'}"
+    )
+    engine = create_db_engine(settings.db_url)
+    upgrade(engine)
+    data = generate_dataset(
+        root / "data", n=30, positive_rate=0.3, size=(48, 48), image_format="png", difficulty="easy"
+    )
+    import_source(engine, data.manifest)
+    version_id = train_version(engine, settings, TINY_TRAIN)["model_version"]
+    infer_version(engine, settings, version_id, ["train", "val", "test"], mc_samples=0)
+    calibrate_version(engine, version_id, n_boot=n_boot)
+    info = export_bundle(engine, settings, version_id, root / "bundle", actor="cli", make_zip=True)
+    return engine, settings, version_id, info

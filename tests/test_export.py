@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 
-from workbench.calibration.service import calibrate_version, calibrated_probabilities
+from factories import TINY_TRAIN, exported_tiny_bundle
+from workbench.calibration.service import calibrated_probabilities
 from workbench.config import Settings
-from workbench.data.importer import import_source
-from workbench.data.synth import generate_dataset
 from workbench.db.engine import create_db_engine, session_scope
 from workbench.db.models import Calibration, Case, Evaluation, Label, ModelVersion, Prediction, Promotion
 from workbench.db.schema import upgrade
@@ -37,15 +36,7 @@ from workbench.users import add_user
 
 keras = pytest.importorskip("keras")
 
-TINY = {
-    "preset": "cpu",
-    "epochs": 1,
-    "overrides": {
-        "model": {"input_size": [32, 32], "token_dim": 8, "heads": 2, "key_dim": 4, "cnn_width": 4},
-        # plumbing on too little data to learn from: the learning check is recorded, not enforced
-        "train": {"phase1_batch": 8, "augment": False, "learning_check": "warn"},
-    },
-}
+TINY = TINY_TRAIN
 
 METRIC_WORDS = re.compile(
     r"\b(AUROC|AUPRC|ECE|Brier|NLL|Sensitivity|Specificity|Accuracy|Precision|Recall|F1)\b", re.IGNORECASE
@@ -64,22 +55,7 @@ class Workbench:
 @pytest.fixture(scope="module")
 def wb(tmp_path_factory: pytest.TempPathFactory) -> Workbench:
     root = tmp_path_factory.mktemp("export")
-    settings = Settings(
-        home=root / "home", artifact_root=str(root / "artifacts"), database_url=f"sqlite:///{root / 'wb.db'}"
-    )
-    engine = create_db_engine(settings.db_url)
-    upgrade(engine)
-    data = generate_dataset(
-        root / "data", n=30, positive_rate=0.3, size=(48, 48), image_format="png", difficulty="easy"
-    )
-    import_source(engine, data.manifest)
-    from workbench.model.registry import train_version
-    from workbench.model.scoring import infer_version
-
-    version_id = train_version(engine, settings, TINY)["model_version"]
-    infer_version(engine, settings, version_id, ["train", "val", "test"], mc_samples=0)
-    calibrate_version(engine, version_id, n_boot=100)
-    info = export_bundle(engine, settings, version_id, root / "bundle", actor="cli", make_zip=True)
+    engine, settings, version_id, info = exported_tiny_bundle(root, n_boot=100)
     yield Workbench(engine, settings, version_id, info, root)
     engine.dispose()
 

@@ -21,27 +21,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from factories import TINY_TRAIN, exported_tiny_bundle
 from workbench.calibration.calibrators import calibrator_from_json
-from workbench.config import Settings
-from workbench.data.importer import import_source
 from workbench.data.synth import generate_dataset
-from workbench.db.engine import create_db_engine
-from workbench.db.schema import upgrade
 from workbench.errors import WorkbenchError
-from workbench.export.bundle import BundleInfo, export_bundle
+from workbench.export.bundle import BundleInfo
 from workbench.export.portable import ONNX_FILE, OnnxModel, load_inputs, preprocess_numpy, write_onnx
 from workbench.export.predict import load_bundle
 
 keras = pytest.importorskip("keras")
 
-TINY = {
-    "preset": "cpu",
-    "epochs": 1,
-    "overrides": {
-        "model": {"input_size": [32, 32], "token_dim": 8, "heads": 2, "key_dim": 4, "cnn_width": 4},
-        "train": {"phase1_batch": 8, "augment": False, "learning_check": "warn"},
-    },
-}
+TINY = TINY_TRAIN
 N_PAIRS = 200
 PROB_TOL = 1e-4
 
@@ -65,23 +55,7 @@ def _pairs(manifest: Path) -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     root = tmp_path_factory.mktemp("portable")
-    settings = Settings(
-        home=root / "home", artifact_root=str(root / "artifacts"), database_url=f"sqlite:///{root / 'wb.db'}"
-    )
-    engine = create_db_engine(settings.db_url)
-    upgrade(engine)
-    data = generate_dataset(
-        root / "train", n=30, positive_rate=0.3, size=(48, 48), image_format="png", difficulty="easy"
-    )
-    import_source(engine, data.manifest)
-    from workbench.calibration.service import calibrate_version
-    from workbench.model.registry import train_version
-    from workbench.model.scoring import infer_version
-
-    version_id = train_version(engine, settings, TINY)["model_version"]
-    infer_version(engine, settings, version_id, ["train", "val", "test"], mc_samples=0)
-    calibrate_version(engine, version_id, n_boot=50)
-    info = export_bundle(engine, settings, version_id, root / "bundle", actor="cli", make_zip=True)
+    engine, settings, version_id, info = exported_tiny_bundle(root, n_boot=50)
     engine.dispose()
     more = generate_dataset(
         root / "pairs",
