@@ -1,4 +1,8 @@
-"""``workbench ui``: start the Streamlit UI (``streamlit run ui/app.py``) on the configured port."""
+"""``workbench ui``: start the Streamlit UI (``streamlit run ui/app.py``) on the configured address and port.
+
+It listens on 127.0.0.1 (this machine only) unless ``WORKBENCH_UI_HOST`` or ``--host`` says otherwise:
+the UI shows patient images, so exposing it on every interface is a decision, not a default.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from cli.common import engine, handle_errors, settings
+from cli.common import engine, fail, handle_errors, settings
+from workbench.config import check_listen_host
 
 APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
 
@@ -41,16 +46,23 @@ def ui(
     port: int | None = typer.Option(
         None, "--port", "-p", min=1, max=65_535, help="Port (default: WORKBENCH_UI_PORT)."
     ),
-    host: str = typer.Option(
-        "0.0.0.0", "--host", help="Address to listen on (127.0.0.1: this machine only)."
+    host: str | None = typer.Option(
+        None,
+        "--host",
+        help="Address to listen on (default: WORKBENCH_UI_HOST, 127.0.0.1: this machine only; 0.0.0.0: "
+        "every interface).",
     ),
 ) -> None:
     """Serve the web UI (Label, Jobs, Calibration, Models, Data); refuses an out-of-date database schema."""
     cfg = settings()
+    try:
+        chosen_host = check_listen_host(host) if isinstance(host, str) else cfg.ui_host
+    except ValueError as exc:
+        raise fail(f"--host: {exc}") from None
     engine().dispose()  # one clear line now if the database is unreachable or behind, not in the browser
     chosen = port if isinstance(port, int) else cfg.ui_port  # called directly: typer defaults are not values
-    host = host if isinstance(host, str) else "0.0.0.0"
-    typer.echo(f"workbench UI on http://{'localhost' if host in ('0.0.0.0', '::') else host}:{chosen}")
+    shown = "localhost" if chosen_host in ("0.0.0.0", "::") else chosen_host
+    typer.echo(f"workbench UI on http://{shown}:{chosen} (listening on {chosen_host})")
     sys.stdout.flush()
-    cmd = streamlit_command(chosen, host)
+    cmd = streamlit_command(chosen, chosen_host)
     os.execv(cmd[0], cmd)  # the UI process replaces this one, so signals reach Streamlit directly

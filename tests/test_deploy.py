@@ -1,18 +1,66 @@
-"""docker-compose.yml cannot run here (no Docker engine); these checks keep it faithful to the settings."""
+"""docker-compose.yml, read as Compose reads it: its services, its settings, and what it exposes.
+
+No Docker engine runs here, so the file is parsed with PyYAML and its ``${...}`` variables are
+interpolated by :func:`interpolate` with Compose's rules (``${V}``, ``${V:-default}``,
+``${V:?error}``, ``$$``). Where the ``docker compose`` plugin exists, ``docker compose config`` is
+checked too.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 from workbench.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+SECRETS = {"POSTGRES_PASSWORD": "pg-Secret-123", "FLOWER_USER": "ops", "FLOWER_PASSWORD": "fl-Secret-456"}
+_VARIABLE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|:\?|-|\?)(?P<arg>[^}]*))?\}")
 
 
-def _compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+class MissingVariable(Exception):
+    """A ``${NAME:?message}`` variable is unset or empty: Compose refuses to start."""
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """``value`` (a parsed compose tree) with its variables replaced as Compose does."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m["name"], m["op"], m["arg"] or ""
+        current = env.get(name)
+        unset = current is None or (op in (":-", ":?") and current == "")
+        if op in (":?", "?") and unset:
+            raise MissingVariable(f"{name}: {arg}")
+        if op in (":-", "-") and unset:
+            return arg
+        return current or ""
+
+    return _VARIABLE.sub(one, value)
+
+
+def _raw() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _compose(env: dict[str, str] | None = None) -> dict:
+    return interpolate(_raw(), SECRETS if env is None else env)
 
 
 def test_services_and_published_ports() -> None:
@@ -20,6 +68,46 @@ def test_services_and_published_ports() -> None:
     assert {"postgres", "redis", "migrate", "worker-gpu", "worker-cpu", "ui", "flower"} <= set(services)
     published = {name for name, svc in services.items() if svc.get("ports")}
     assert published == {"ui", "flower"}
+
+
+def test_published_ports_are_on_localhost_by_default() -> None:
+    services = _compose()["services"]
+    assert services["ui"]["ports"] == ["127.0.0.1:8501:8501"]
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    # The UI can be opened up deliberately; Flower cannot.
+    opened = _compose({**SECRETS, "WORKBENCH_UI_BIND": "0.0.0.0"})["services"]
+    assert opened["ui"]["ports"] == ["0.0.0.0:8501:8501"]
+    assert opened["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    # Inside its container the UI listens on every interface, so the published port reaches it.
+    ui = services["ui"]["command"]
+    assert ui[ui.index("--host") + 1] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_each_secret(missing: str) -> None:
+    env = {k: v for k, v in SECRETS.items() if k != missing}
+    with pytest.raises(MissingVariable, match=missing):
+        _compose(env)
+    with pytest.raises(MissingVariable, match=missing):
+        _compose({**env, missing: ""})
+
+
+def test_no_default_password_anywhere() -> None:
+    text = COMPOSE.read_text()
+    assert not re.search(r"\$\{[A-Z_]*(PASSWORD|USER)[A-Z_]*:?-", text), "a credential has a default value"
+    services = _compose()["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == SECRETS["POSTGRES_PASSWORD"]
+    for name in ("migrate", "worker-gpu", "worker-cpu", "ui", "flower"):
+        url = services[name]["environment"]["WORKBENCH_DATABASE_URL"]
+        assert f":{SECRETS['POSTGRES_PASSWORD']}@postgres:" in url, name
+
+
+def test_flower_requires_basic_auth_from_the_environment_not_argv() -> None:
+    flower = _compose()["services"]["flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "ops:fl-Secret-456"
+    assert not any("basic" in str(part).lower() for part in flower["command"]), "credentials in argv"
+    # Flower still gets the workbench's broker settings.
+    assert flower["environment"]["WORKBENCH_BROKER_URL"].startswith("redis://")
 
 
 def test_workers_queues_gpu_reservation_and_migration_order() -> None:
@@ -41,3 +129,28 @@ def test_environment_is_valid_settings() -> None:
     settings = Settings(**values)  # would raise on a bad value (e.g. visibility timeout below the time limit)
     assert settings.broker.startswith("redis://") and settings.db_url.startswith("postgresql://")
     assert settings.visibility_timeout_s > settings.task_time_limit_s
+    # What the settings show masks the password.
+    assert SECRETS["POSTGRES_PASSWORD"] not in str(settings.describe())
+
+
+def _docker_compose() -> list[str] | None:
+    for cmd in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(cmd[0]) and subprocess.run([*cmd, "version"], capture_output=True).returncode == 0:
+            return cmd
+    return None
+
+
+def test_docker_compose_config_agrees_when_available(tmp_path: Path) -> None:
+    """The real ``docker compose config`` (where installed) refuses a missing secret and binds localhost."""
+    cmd = _docker_compose()
+    if cmd is None:
+        pytest.skip("the docker compose plugin is not installed (the checks above emulate it)")
+    base = {k: v for k, v in os.environ.items() if k not in SECRETS and k != "WORKBENCH_UI_BIND"}
+    run = [*cmd, "-f", str(COMPOSE), "--project-directory", str(tmp_path), "config", "--format", "json"]
+    refused = subprocess.run(run, capture_output=True, text=True, env=base)
+    assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr
+    ok = subprocess.run(run, capture_output=True, text=True, env={**base, **SECRETS}, check=True)
+    services = json.loads(ok.stdout)["services"]
+    for name, port in (("ui", 8501), ("flower", 5555)):
+        (published,) = services[name]["ports"]
+        assert published["host_ip"] == "127.0.0.1" and int(published["published"]) == port

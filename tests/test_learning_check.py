@@ -188,7 +188,6 @@ def _shuffle_labels(manifest: Path, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def shuffled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    pytest.importorskip("keras")
     from workbench.config import Settings
     from workbench.data.importer import import_source
     from workbench.data.synth import generate_dataset

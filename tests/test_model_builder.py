@@ -8,22 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 from workbench.errors import ValidationError
-from workbench.model.config import PRESETS, ModelConfig, TrainConfig, preset
-from workbench.model.weights import IMAGENET_FILES, resolve_weights
-
-keras = pytest.importorskip("keras")
-
-from workbench.model.builder import (  # noqa: E402
+from workbench.model.builder import (
     HEAD_LAYER_NAMES,
     backbones,
     build_model,
     preprocess_fn,
     set_backbone_trainable,
 )
+from workbench.model.config import PRESETS, ModelConfig, TrainConfig, preset
+from workbench.model.weights import IMAGENET_FILES, resolve_weights
 
 
 def tiny_cfg(**changes) -> ModelConfig:

@@ -6,14 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from workbench.errors import ValidationError
 from workbench.model.augment import augment_pair
-
-tf = pytest.importorskip("tensorflow")
-
-from workbench.model.pipeline import load_arrays, make_dataset  # noqa: E402
+from workbench.model.pipeline import load_arrays, make_dataset
 
 
 def marked_image(size: int = 48, seed: int = 0) -> np.ndarray:

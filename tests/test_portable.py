@@ -29,8 +29,6 @@ from workbench.export.bundle import BundleInfo
 from workbench.export.portable import ONNX_FILE, OnnxModel, load_inputs, preprocess_numpy, write_onnx
 from workbench.export.predict import load_bundle
 
-keras = pytest.importorskip("keras")
-
 TINY = TINY_TRAIN
 N_PAIRS = 200
 PROB_TOL = 1e-4

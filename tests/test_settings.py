@@ -69,3 +69,54 @@ def test_settings_file_and_precedence(tmp_path: Path, monkeypatch: pytest.Monkey
     f.write_text("lease_seconds = [\n")
     with pytest.raises(SettingsError, match="cannot parse"):
         load_settings()
+
+
+def test_ui_host_defaults_to_this_machine_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().ui_host == "127.0.0.1"
+    monkeypatch.setenv("WORKBENCH_UI_HOST", " 0.0.0.0 ")
+    assert load_settings().ui_host == "0.0.0.0"
+    monkeypatch.setenv("WORKBENCH_UI_HOST", "ui.internal.example")
+    assert load_settings().ui_host == "ui.internal.example"
+
+
+@pytest.mark.parametrize("value", ["", "every interface", "http://0.0.0.0", "10.0.0.1:8501"])
+def test_bad_ui_host_names_the_setting(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("WORKBENCH_UI_HOST", value)
+    with pytest.raises(SettingsError, match="WORKBENCH_UI_HOST: .*not an address to listen on"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WORKBENCH_DATABASE_URL", "workbench:Pw-9f3kq@db:5432/wb"),  # no scheme: not echoed at all
+        ("WORKBENCH_BROKER_URL", "workbench:Pw-9f3kq@redis"),
+        ("WORKBENCH_ID_SALT", "Pw-9f3kq"),  # a bad secret is never quoted back
+    ],
+)
+def test_settings_errors_never_show_a_password(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name) as caught:
+        load_settings()
+    assert "Pw-9f3kq" not in str(caught.value)
+
+
+def test_redact_masks_url_passwords_and_secret_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.errors import ValidationError
+    from workbench.redaction import redact
+
+    assert redact("postgresql://workbench:s3cr%40t@db:5432/wb") == "postgresql://workbench:***@db:5432/wb"
+    assert redact("postgresql+psycopg://u:p@h/db, redis://:rpw@redis:6379/0") == (
+        "postgresql+psycopg://u:***@h/db, redis://:***@redis:6379/0"
+    )
+    assert redact("host=db user=wb password=hunter22 dbname=wb") == "host=db user=wb password=*** dbname=wb"
+    # Not secrets: a URL without a password, a port followed by a path holding an '@'.
+    for text in ("postgresql://workbench@db/wb", "http://host:8501/x?email=a@b.org", "sqlite:///a/b.db"):
+        assert redact(text) == text
+    monkeypatch.setenv("FLOWER_PASSWORD", "flower-Pw-77")
+    assert redact("login ops:flower-Pw-77 refused") == "login ops:*** refused"
+    # Every WorkbenchError is redacted where it is made, whatever adapter shows it.
+    err = ValidationError("cannot reach postgresql://wb:Pw-9f3kq@db/wb (flower-Pw-77)")
+    assert "Pw-9f3kq" not in str(err) and "flower-Pw-77" not in str(err) and "wb:***@db" in str(err)

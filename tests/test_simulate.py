@@ -53,7 +53,6 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(synth: Path, tmp_path_factory: pytest.TempPathFactory):
-    pytest.importorskip("keras")
     out = tmp_path_factory.mktemp("sim") / "out"
     events: list[tuple[float, str]] = []
     result = simulate(synth, out, progress=lambda f, m: events.append((f, m)), **RUN)

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 from workbench.data.images import sha256_file
 from workbench.errors import ValidationError
+from workbench.model.builder import build_model
 from workbench.model.config import ModelConfig, TrainConfig
-from workbench.model.training import compute_class_weights
-
-keras = pytest.importorskip("keras")
-
-from workbench.model.builder import build_model  # noqa: E402
-from workbench.model.features import FeatureCache, build_head_model, graft_head, pair_features  # noqa: E402
-from workbench.model.inference import PredictionCancelled, predict_pairs  # noqa: E402
-from workbench.model.training import save_atomic, train  # noqa: E402
+from workbench.model.features import FeatureCache, build_head_model, graft_head, pair_features
+from workbench.model.inference import PredictionCancelled, predict_pairs
+from workbench.model.training import compute_class_weights, save_atomic, train
 
 MODEL = {
     "backbone": "small_cnn",

@@ -6,6 +6,7 @@ bad value is reported once, naming the setting, before any work starts.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workbench.errors import SettingsError
+from workbench.redaction import redact
 
 ENV_PREFIX = "WORKBENCH_"
 SETTINGS_FILE_ENV = "WORKBENCH_SETTINGS_FILE"
@@ -74,6 +76,11 @@ class Settings(BaseSettings):
         "the home folder, created on first use.",
     )
     ui_port: int = Field(default=8501, ge=1, le=65_535, description="Port of the Streamlit UI.")
+    ui_host: str = Field(
+        default="127.0.0.1",
+        description="Address the Streamlit UI listens on: 127.0.0.1 (this machine only, the default), "
+        "0.0.0.0 (every interface: only behind a proxy or firewall you trust) or a host name.",
+    )
     log_level: str = Field(default="INFO", description="Python logging level name.")
 
     @field_validator("id_salt", mode="after")
@@ -94,8 +101,16 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return None
         if "://" not in value:
-            raise ValueError(f"not a URL: {value!r} (expected e.g. sqlite:///path or postgresql://...)")
+            # The value is not echoed: without a scheme, a "user:password@host" in it could not be masked.
+            raise ValueError(
+                "not a URL (no '://'; expected e.g. sqlite:///path or postgresql://user@host/db)"
+            )
         return value
+
+    @field_validator("ui_host")
+    @classmethod
+    def _check_ui_host(cls, value: str) -> str:
+        return check_listen_host(value)
 
     @field_validator("log_level")
     @classmethod
@@ -143,17 +158,27 @@ class Settings(BaseSettings):
         for name in type(self).model_fields:
             out[name] = getattr(self, name)
         out.update(database_url=self.db_url, broker_url=self.broker, artifact_root=self.artifacts)
-        return {k: _mask(str(v)) if v is not None else None for k, v in out.items()}
+        return {k: redact(str(v)) if v is not None else None for k, v in out.items()}
 
 
-def _mask(text: str) -> str:
-    """Hide the password part of a URL."""
-    if "://" in text and "@" in text:
-        scheme, rest = text.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return text
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def check_listen_host(value: str) -> str:
+    """An address to listen on (IPv4, IPv6 or a host name), stripped; ValueError saying what is wrong."""
+    host = value.strip()
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError(
+            f"not an address to listen on: {value!r} (use 127.0.0.1 for this machine only, 0.0.0.0 for "
+            "every interface, or a host name)"
+        )
+    return host
 
 
 def _read_settings_file(path: Path) -> dict[str, Any]:
@@ -202,7 +227,7 @@ def load_settings(**overrides: Any) -> Settings:
         name = str(err["loc"][0]) if err["loc"] else "settings"
         env = f"{ENV_PREFIX}{name.upper()}" if name in Settings.model_fields else name
         msg = err["msg"].removeprefix("Value error, ")
-        raise SettingsError(f"{env}: {msg}") from None
+        raise SettingsError(f"{env}: {msg}") from None  # redacted by SettingsError itself
 
 
 @lru_cache(maxsize=1)

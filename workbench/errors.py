@@ -3,9 +3,18 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from workbench.redaction import redact
+
 
 class WorkbenchError(Exception):
-    """Base class: an expected failure whose message is safe and useful to show as is."""
+    """Base class: an expected failure whose message is safe and useful to show as is.
+
+    Safe because its text arguments are redacted on creation (:func:`workbench.redaction.redact`): a
+    database URL quoted in a message shows ``postgresql://workbench:***@host/db`` in every adapter and log.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class SettingsError(WorkbenchError):

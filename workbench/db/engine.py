@@ -1,4 +1,9 @@
-"""Engine and session factory: SQLite gets WAL, a busy timeout, foreign keys and immediate writes."""
+"""Engine and session factory: SQLite gets WAL, a busy timeout, foreign keys, immediate writes and
+``synchronous=FULL`` (a committed label survives a power loss).
+
+Error messages quoting the database URL go through :class:`~workbench.errors.SettingsError`, which
+masks its password (``postgresql://workbench:***@host/db``).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ def create_db_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is not a number
         raise SettingsError(f"WORKBENCH_DATABASE_URL: cannot parse {url!r}: {exc}") from None
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername == "postgresql":
@@ -51,7 +56,16 @@ def create_db_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
         raise SettingsError(f"WORKBENCH_DATABASE_URL: unusable database URL {url!r}: {exc}") from None
 
 
+#: SQLite durability: with WAL, ``synchronous=NORMAL`` skips the fsync at each commit, so the last
+#: commits before a power loss (or an OS crash) can vanish even though the labeller saw "saved". Labels
+#: are the one thing the workbench cannot recompute, so every commit is fsynced (``FULL``); the cost is
+#: one fsync per transaction, which labelling and job bookkeeping can afford.
+SQLITE_SYNCHRONOUS = "FULL"
+
+
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    """WAL, busy timeout, foreign keys and durable commits on every connection; BEGIN IMMEDIATE."""
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
         dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself
@@ -59,7 +73,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         cur.close()
 
     @event.listens_for(engine, "begin")
