@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,7 +85,11 @@ def messy_manifest(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     a = rgb(root / "badlabel" / "pre.png", next(seed))
     bad("badlabel", str(a.relative_to(root)), "shared/ok.png", "bad label", label="maybe")
     b = rgb(root / "dupid" / "pre.png", next(seed))
-    bad("ok-0", str(b.relative_to(root)), "shared/ok.png", "duplicate case id")
+    # ok-0 again with another label (0, not 1): neither row is imported; ok-2 again with the same label:
+    # the first row is imported, the repeat reported.
+    bad("ok-0", str(b.relative_to(root)), "shared/ok.png", "given different labels", label="0")
+    b2 = rgb(root / "dupid2" / "pre.png", next(seed))
+    bad("ok-2", str(b2.relative_to(root)), "shared/ok.png", "duplicate case id (first on line", label="0")
     # A byte-identical copy of ok-1's pair under a new id.
     (root / "twin").mkdir()
     (root / "twin" / "pre.png").write_bytes((root / "ok-1" / "pre.png").read_bytes())
@@ -95,9 +103,10 @@ def messy_manifest(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def test_messy_manifest_imports_exactly_the_good_rows(engine, messy_manifest, tmp_path) -> None:  # type: ignore[no-untyped-def]
     manifest, expected = messy_manifest
     result = import_source(engine, manifest, report_dir=tmp_path / "reports")
-    assert result.imported == 12
-    assert _count(engine, Case) == 12
+    assert result.imported == 11
+    assert _count(engine, Case) == 11
     reasons = {r.case_id: r.reason for r in result.rejected}
+    assert len([r for r in result.rejected if r.case_id == "ok-0"]) == 2  # both ok-0 rows
     assert set(reasons) == set(expected)
     for cid, fragment in expected.items():
         assert fragment in reasons[cid], (cid, reasons[cid])
@@ -135,7 +144,7 @@ def test_reimport_adds_and_changes_nothing(engine, messy_manifest, tmp_path) -> 
 def test_strict_imports_nothing_when_a_row_is_bad(engine, messy_manifest, tmp_path) -> None:  # type: ignore[no-untyped-def]
     manifest, expected = messy_manifest
     result = import_source(engine, manifest, strict=True, report_dir=tmp_path)
-    assert len(result.rejected) == len(expected)
+    assert len(result.rejected) == len(expected) + 1  # ok-0's two rows
     assert _count(engine, Case) == 0 and _count(engine, Label) == 0 and _count(engine, ImportBatch) == 0
 
 
@@ -208,3 +217,131 @@ def test_splits_grouped_by_patient_stratified_and_frozen(engine, tmp_path) -> No
     assert {k: second[k] for k in first} == first
     expected = "pool" if first["c149"] == "train" else first["c149"]
     assert second["c150"] == expected
+
+
+# ------------------------------------------------------------------------------------------------
+# Where the report goes, and a report that cannot be written
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """``folder`` unwritable for this process while the block runs.
+
+    As root, permission bits stop nothing, so the folder gets a read-only bind mount (what
+    docker-compose does to ./data); otherwise ``chmod a-w``. Either way the block starts only once a
+    write there really fails.
+    """
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], check=True)
+        undo = ["umount", str(folder)]
+    else:
+        folder.chmod(0o555)
+        undo = None
+    try:
+        with pytest.raises(OSError):
+            (folder / ".probe").touch()
+        yield
+    finally:
+        if undo:
+            subprocess.run(undo, check=True)
+        else:
+            folder.chmod(0o755)
+
+
+def _small_source(root: Path) -> Path:
+    """A manifest with two good rows and one bad row (a missing image)."""
+    rows = []
+    for i in range(2):
+        rgb(root / f"c{i}" / "pre.png", 2 * i)
+        rgb(root / f"c{i}" / "post.png", 2 * i + 1)
+        rows.append([f"c{i}", f"c{i}/pre.png", f"c{i}/post.png", "1" if i else "0", f"p{i}"])
+    rows.append(["gone", "gone/pre.png", "c0/post.png", "1", "p9"])
+    return _write_manifest(root / "manifest.csv", rows)
+
+
+def test_report_goes_to_the_home_reports_folder_never_next_to_a_read_only_source(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from workbench.config import get_settings
+
+    manifest = _small_source(tmp_path / "mnt")
+    with read_only(manifest.parent):
+        result = import_source(engine, manifest)  # no report_dir: the UI's call
+    assert result.imported == 2 and _count(engine, Case) == 2
+    assert result.report_error is None
+    assert result.report_path.parent == get_settings().home / "reports"
+    assert {r["case_id"] for r in csv.DictReader(result.report_path.open())} == {"gone"}
+    assert sorted(p.name for p in manifest.parent.iterdir()) == ["c0", "c1", "manifest.csv"]
+    with session_scope(engine) as s:  # the batch row says where its report is
+        assert s.scalar(select(ImportBatch.report_path)) == str(result.report_path)
+
+
+def test_an_unwritable_report_folder_never_masks_committed_rows(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    manifest = _small_source(tmp_path / "src")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    with read_only(reports):
+        result = import_source(engine, manifest, report_dir=reports)
+    assert result.imported == 2 and _count(engine, Case) == 2 and _count(engine, Label) == 2
+    assert [r.case_id for r in result.rejected] == ["gone"]
+    assert result.report_path is None and str(reports) in result.report_error
+    note = result.report_note()
+    assert note.startswith(f"the 2 imported case(s) are committed (batch {result.batch_id}), but the report")
+    assert not list(reports.iterdir())  # no half report either
+    # A dry run says the same without claiming a commit.
+    with read_only(reports):
+        dry = import_source(engine, manifest, report_dir=reports, dry_run=True)
+    assert dry.report_note().startswith("the report of rejected rows could not be written")
+
+
+def test_conflicting_labels_csv_rows_import_neither_label(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "folder"
+    for i in range(3):
+        rgb(root / f"c{i}" / "pre.png", 2 * i)
+        rgb(root / f"c{i}" / "post.png", 2 * i + 1)
+    (root / "labels.csv").write_text(
+        "case_id,label\nc0,positive\nc0,negative\nc1,1\nc1,positive\nc2,0\nghost,1\nghost,1\n"
+    )
+    result = import_source(engine, root, report_dir=tmp_path / "reports")
+    by_line = {r.line: (r.case_id, r.reason) for r in result.rejected}
+    assert set(by_line) == {2, 3, 5, 7, 8}
+    for line in (2, 3):  # both c0 rows, each naming both lines
+        assert by_line[line][0] == "c0"
+        assert "different labels in labels.csv (line 2: positive, line 3: negative)" in by_line[line][1]
+    assert by_line[5] == ("c1", "duplicate of labels.csv line 4 with the same label; imported once")
+    assert by_line[7][0] == "ghost" and "no folder" in by_line[7][1]
+    assert by_line[8][0] == "ghost" and "duplicate of labels.csv line 7" in by_line[8][1]
+    with session_scope(engine) as s:
+        labels = dict(s.execute(select(Case.external_id, Label.value).join(Label)).all())
+        cases = set(s.scalars(select(Case.external_id)))
+    assert cases == {"c1", "c2"} and labels == {"c1": 1, "c2": 0}
+    report = list(csv.DictReader(result.report_path.open()))
+    assert [int(r["line"]) for r in report] == [2, 3, 5, 7, 8]
+
+
+def test_ui_import_from_a_read_only_folder_reports_under_home(tmp_path: Path) -> None:
+    """The Data page's import (no report_dir) on a read-only mount: success, report in the home."""
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.config import load_settings
+    from workbench.db.engine import engine_from_settings
+    from workbench.db.schema import upgrade
+    from workbench.users import add_user
+
+    settings = load_settings()
+    eng = engine_from_settings(settings)
+    upgrade(eng)
+    add_user(eng, "root", "root-password-1", "admin")
+    manifest = _small_source(tmp_path / "mnt")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "ui" / "app.py"), default_timeout=60)
+    at.session_state["wb_user"] = {"username": "root", "role": "admin", "via": "password"}
+    at.run()
+    at.switch_page("app_pages/data.py").run()
+    with read_only(manifest.parent):
+        at.text_input(key="import_path").input(str(manifest))
+        at.button(key="FormSubmitter:form_import-Import").click().run()
+    errors = "\n".join(str(e.value) for e in at.error)
+    assert not at.exception and not errors, errors
+    assert "imported 2, unchanged 0, rejected 1" in "\n".join(str(e.value) for e in at.success)
+    reports = list((settings.home / "reports").glob("import-report-*.csv"))
+    assert len(reports) == 1
+    assert f"Per-row report: {reports[0]}" in "\n".join(str(c.value) for c in at.caption)
+    eng.dispose()

@@ -13,15 +13,16 @@ import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workbench.errors import SettingsError
 from workbench.redaction import redact
 
 ENV_PREFIX = "WORKBENCH_"
+DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]")
 SETTINGS_FILE_ENV = "WORKBENCH_SETTINGS_FILE"
 
 
@@ -70,6 +71,18 @@ class Settings(BaseSettings):
     retrain_after_labels: int = Field(
         default=0, ge=0, description="Start a round automatically after this many new labels (0: never)."
     )
+    oidc_allowed_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="OIDC admission: email domains whose accounts may sign in (comma-separated, e.g. "
+        "`example.org,clinic.example.org`; the email must be verified by the provider). With neither "
+        "this nor oidc_allowed_groups set, any account the provider authenticates may ask for access. "
+        "Either way a first login waits for an admin's approval.",
+    )
+    oidc_allowed_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="OIDC admission: groups (the `groups` claim) whose members may sign in, "
+        "comma-separated; an account passes when its domain or one of its groups is allowed.",
+    )
     id_salt: SecretStr | None = Field(
         default=None,
         description="Pseudonym salt for DICOM patient ids (64 hex digits); default: the `id_salt` file in "
@@ -89,6 +102,30 @@ class Settings(BaseSettings):
         if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value.get_secret_value().strip()):
             raise ValueError("must be 64 hex digits (e.g. from `openssl rand -hex 32`)")
         return value
+
+    @field_validator("oidc_allowed_domains", "oidc_allowed_groups", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """A comma-separated string (environment) or a list (settings file) of non-empty items."""
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @field_validator("oidc_allowed_domains", mode="after")
+    @classmethod
+    def _check_domains(cls, value: list[str]) -> list[str]:
+        domains = [v.strip().lower().removeprefix("@") for v in value]
+        bad = [d for d in domains if not DOMAIN.fullmatch(d)]
+        if bad:
+            raise ValueError(f"not an email domain: {', '.join(map(repr, bad))} (expected e.g. example.org)")
+        return domains
+
+    @field_validator("oidc_allowed_groups", mode="after")
+    @classmethod
+    def _check_groups(cls, value: list[str]) -> list[str]:
+        groups = [v.strip() for v in value]
+        bad = [g for g in groups if not g or len(g) > 256]
+        if bad:
+            raise ValueError("group names must be 1-256 characters")
+        return groups
 
     @field_validator("home", mode="after")
     @classmethod

@@ -128,7 +128,9 @@ def _import(username: str) -> None:
     st.subheader("Import cases")
     st.caption(
         "A path on the server: a folder with one sub-folder per case (pre.* and post.* images, optional "
-        "labels.csv), or a manifest CSV `case_id,pre_path,post_path[,label][,patient_id][,split]`."
+        "labels.csv), or a manifest CSV `case_id,pre_path,post_path[,label][,patient_id][,split]`. "
+        "Rejected rows are listed here and in a CSV report under `reports/` in the workbench home folder "
+        "(never next to the source, which may be read-only)."
     )
     with st.form("form_import"):
         path = st.text_input("Server path", key="import_path")
@@ -161,7 +163,9 @@ def _import(username: str) -> None:
         if result.split_counts:
             st.caption("Imported cases per split and label")
             st.dataframe(pd.DataFrame(result.split_counts).T.fillna(0).astype(int), width="stretch")
-        if result.report_path:
+        if result.report_error:  # the import itself happened: say so, beside the missing report
+            st.warning(result.report_note(), icon=":material/warning:")
+        elif result.report_path:
             st.caption(f"Per-row report: {result.report_path}")
         if result.pair_check:
             st.caption(result.pair_check)

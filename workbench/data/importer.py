@@ -3,6 +3,16 @@
 Good rows are imported in one transaction; bad rows are reported one per line with a specific
 reason (and written to a CSV report). Re-running the same import adds and changes nothing.
 
+The report of rejected rows goes to ``report_dir``, by default ``$WORKBENCH_HOME/reports`` (never next
+to the source, which may be a read-only mount). It is written before the import commits and before
+the result is returned; when it cannot be written (read-only folder, disk full) the import still
+commits its good rows and the result says so separately (:attr:`ImportResult.report_error`), so a
+report failure never hides an import that happened.
+
+A case id given more than once (two manifest rows, or two ``labels.csv`` lines of a folder source)
+with different labels imports neither label: every row naming it is rejected, saying which lines
+disagree. Repeats that agree on the label import the case once and report each repeat as a duplicate.
+
 DICOM images (rules in :mod:`workbench.data.dicom`): each is decoded, converted to a de-identified PNG
 staged under ``$WORKBENCH_HOME/images/dicom/`` and moved into place only when its case is written
 (just before the commit; a failed commit can leave unreferenced, content-addressed PNGs that a retry
@@ -14,6 +24,7 @@ reported for a DICOM row has those values redacted.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -31,7 +42,7 @@ from sqlalchemy import Engine, func, select
 from workbench.data import dicom
 from workbench.data.images import MAX_PIXELS, ImageInfo, decode_image, inspect_image, resolve_inside
 from workbench.data.labels import current_labels, latest_label_subquery
-from workbench.data.sources import RawRow, read_source
+from workbench.data.sources import RawRow, Source, _open_csv, read_source
 from workbench.data.splits import (
     DEFAULT_PROPORTIONS,
     PatientCases,
@@ -102,6 +113,15 @@ class _Checked:
         return hashlib.sha256(f"{pre}:{post}".encode()).hexdigest()
 
 
+def _home(home: Path | None) -> Path:
+    """``home``, or the configured ``WORKBENCH_HOME``."""
+    if home is not None:
+        return home
+    from workbench.config import get_settings
+
+    return get_settings().home
+
+
 class _DicomStore:
     """Set up on the first DICOM row: the pseudonym salt, and staging of the de-identified PNGs.
 
@@ -117,9 +137,7 @@ class _DicomStore:
 
     def _home_dir(self) -> Path:
         if self._home is None:
-            from workbench.config import get_settings
-
-            self._home = get_settings().home
+            self._home = _home(None)
         return self._home
 
     def salt(self) -> bytes:
@@ -194,6 +212,20 @@ class ImportResult:
     report_path: Path | None = None
     dry_run: bool = False
     pair_check: str | None = None  # one line from workbench.data.pair_check, after a written import
+    report_error: str | None = None  # why the rejected-rows report could not be written (rows unaffected)
+
+    def report_note(self) -> str | None:
+        """One line on the rejected-rows report: where it is, or why it is missing and what was kept."""
+        if self.report_path is not None:
+            return f"report of rejected rows: {self.report_path}"
+        if self.report_error is None:
+            return None
+        kept = (
+            f"the {self.imported} imported case(s) are committed (batch {self.batch_id}), but "
+            if self.batch_id is not None
+            else ""
+        )
+        return f"{kept}the report of rejected rows could not be written ({self.report_error})"
 
 
 def _check_row(
@@ -331,9 +363,11 @@ def import_source(
     """Import a manifest CSV or case folder; see the module docstring for the guarantees.
 
     ``strict``: import nothing when any row is rejected. ``dry_run``: validate and report only.
-    ``home``: where DICOM images are stored de-identified and the pseudonym salt lives (default: the
-    configured ``WORKBENCH_HOME``; only read when a row has a DICOM image).
+    ``report_dir``: where the rejected-rows CSV goes (default: ``reports/`` in the home folder).
+    ``home``: the workbench home: DICOM images are stored de-identified there, the pseudonym salt lives
+    there (default: the configured ``WORKBENCH_HOME``).
     """
+    report_dir = report_dir if report_dir is not None else _home(home) / "reports"
     store = _DicomStore(home, stage=not dry_run)
     try:
         return _import(
@@ -362,7 +396,7 @@ def _import(
     seed: int,
     strict: bool,
     dry_run: bool,
-    report_dir: Path | None,
+    report_dir: Path,
     max_pixels: int,
     workers: int,
 ) -> ImportResult:
@@ -372,9 +406,17 @@ def _import(
     authorize_actor(engine, requester, "import")
     source = read_source(path)
     result = ImportResult(source=str(source.path), format=source.format, dry_run=dry_run)
+    conflicts, repeats = _repeated_case_ids(source)
+    result.rejected.extend(repeats)
+    rows = [r for r in source.rows if r.case_id.strip() not in conflicts]
+    result.rejected.extend(
+        Rejected(r.line, r.case_id, conflicts[r.case_id.strip()])
+        for r in source.rows
+        if r.case_id.strip() in conflicts
+    )
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         checked_all = list(
-            pool.map(lambda r: _check_row(source.root, r, max_pixels, store, source.format), source.rows)
+            pool.map(lambda r: _check_row(source.root, r, max_pixels, store, source.format), rows)
         )
 
     with session_scope(engine) as session:
@@ -446,6 +488,7 @@ def _import(
         result.split_counts = _nest(counts)
 
         write = not dry_run and not (strict and result.rejected)
+        batch: ImportBatch | None = None
         if write and good:
             batch = ImportBatch(
                 source=str(source.path),
@@ -483,6 +526,11 @@ def _import(
         if write:
             # An unchanged DICOM case whose stored PNG was deleted gets it back (same bytes, same name).
             store.commit([d for c in unchanged for d in c.derived.values()])
+        if result.rejected:  # before the commit and before anyone is told the outcome
+            result.rejected.sort(key=lambda r: r.line)
+            result.report_path, result.report_error = _write_report(result.rejected, report_dir)
+            if batch is not None and result.report_path is not None:
+                batch.report_path = str(result.report_path)
         if not write:
             session.rollback()
 
@@ -490,9 +538,55 @@ def _import(
         from workbench.data.pair_check import check_unchecked_safely
 
         result.pair_check = check_unchecked_safely(engine, "import")["message"]
-    if result.rejected:
-        result.report_path = _write_report(result, report_dir)
     return result
+
+
+def _repeated_case_ids(source: Source) -> tuple[dict[str, str], list[Rejected]]:
+    """Case ids given more than once: ({case id: why all its rows are refused}, repeats to report).
+
+    A case id whose rows disagree on the label is refused entirely (no label is imported silently).
+    Repeated ``labels.csv`` lines that agree are reported; the folder reader keeps only the first, so
+    the file is read again here. (Agreeing manifest rows are reported later as duplicate case ids.)
+    """
+    name = "labels.csv" if source.format == "folder" else source.path.name
+    entries: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    if source.format == "folder":
+        labels_path = source.root / "labels.csv"
+        if labels_path.is_file():
+            for line, rec in _open_csv(labels_path)[1]:
+                entries[(rec.get("case_id") or "").strip()].append((line, rec.get("label") or ""))
+    else:
+        for row in source.rows:
+            entries[row.case_id.strip()].append((row.line, row.label))
+    conflicts: dict[str, str] = {}
+    repeats: list[Rejected] = []
+    for case_id, lines in entries.items():
+        if len(lines) < 2 or not case_id:
+            continue
+        if len({_label_key(label) for _, label in lines}) > 1:
+            given = ", ".join(f"line {line}: {label.strip() or '(empty)'}" for line, label in lines)
+            conflicts[case_id] = (
+                f"case id given different labels in {name} ({given}); none is imported: keep one row"
+            )
+            if source.format == "folder":  # the folder row carries the first line; report the others
+                repeats.extend(Rejected(line, case_id, conflicts[case_id]) for line, _ in lines[1:])
+        elif source.format == "folder":
+            first = lines[0][0]
+            repeats.extend(
+                Rejected(
+                    line, case_id, f"duplicate of {name} line {first} with the same label; imported once"
+                )
+                for line, _ in lines[1:]
+            )
+    return conflicts, repeats
+
+
+def _label_key(text: str) -> int | str | None:
+    """What a label cell means, for comparing repeats (a bad label compares as its text)."""
+    try:
+        return parse_label(text)
+    except ValidationError:
+        return text.strip().lower()
 
 
 def _compare_stored(session, stored: Case, item: _Checked) -> str | None:  # type: ignore[no-untyped-def]
@@ -564,18 +658,27 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _write_report(result: ImportResult, report_dir: Path | None) -> Path:
-    """Write rejected rows to a CSV (line, case_id, reason) and return its path."""
-    folder = report_dir or Path(result.source).parent
+def _write_report(rejected: list[Rejected], folder: Path) -> tuple[Path | None, str | None]:
+    """Write rejected rows to a CSV (line, case_id, reason): (its path, None) or (None, why not).
+
+    Never raises for an OS error: the caller's import must not fail because its report could not be
+    written. The file is written under a temporary name and renamed, so no half report is left.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = folder / f"import-report-{stamp}.csv"
+    tmp = folder / f".{path.name}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"import-report-{stamp}.csv"
-        with path.open("w", newline="", encoding="utf-8") as fh:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["line", "case_id", "reason"])
-            for r in result.rejected:
+            for r in rejected:
                 writer.writerow([r.line, r.case_id, r.reason])
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
     except OSError as exc:
-        raise ValidationError(f"cannot write the import report in {folder}: {exc.strerror}") from None
-    return path
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return None, f"cannot write in {folder}: {exc.strerror or exc}"
+    return path, None
