@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import typer
 
-from cli.common import engine, handle_errors, parse_json_option, settings
+from cli.common import AS_HELP, acting, engine, fail, handle_errors, parse_json_option, settings
 from cli.jobs import _submit
 from workbench.active.building import build_queue
 from workbench.active.leases import claim_next, queue_progress, skip, submit_label, undo_last
+from workbench.actors import CLI_OPERATOR
 from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
 from workbench.rounds import ensure_no_active_round, round_summary
-from workbench.users import add_user, get_user, list_users, set_active
+from workbench.users import add_user, approve_user, authorize, list_users, set_active
 
 queue_app = typer.Typer(help="Build and inspect the labelling queue.", no_args_is_help=True)
 round_app = typer.Typer(help="Active-learning rounds: start one, see what it bought.", no_args_is_help=True)
@@ -65,7 +67,7 @@ def label(
 ) -> None:
     """Terminal labelling loop for headless servers: n=negative p=positive u=unsure s=skip z=undo q=quit."""
     eng = engine()
-    get_user(eng, labeller)
+    authorize(eng, labeller, "label")
     lease = lease_seconds or settings().lease_seconds
     while True:
         item = claim_next(eng, labeller, lease_seconds=lease)
@@ -109,7 +111,7 @@ def round_start(
     seed: int = typer.Option(0),
     cold: bool = typer.Option(False, "--cold", help="Train from scratch instead of warm-starting."),
     wait: bool = typer.Option(True, "--wait/--no-wait"),
-    requester: str = typer.Option("cli", "--as"),
+    requester: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
     """Start a round (train -> infer -> calibrate -> queue) through the workers; refused if one runs."""
     ensure_no_active_round(engine())
@@ -119,7 +121,7 @@ def round_start(
         policy=policy,
         warm_start=not cold,
     )
-    _submit("round", params, requester, wait)
+    _submit("round", params, acting(requester), wait)
 
 
 @round_app.command("status")
@@ -129,15 +131,39 @@ def round_status(round_id: int | None = typer.Argument(None, help="Round id (def
     typer.echo(json.dumps(round_summary(engine(), round_id), indent=1, default=str))
 
 
+PASSWORD_IN_ARGV = (
+    "--password is not accepted: a password on the command line is visible to every user of this "
+    "machine (process list) and kept in shell history; type it at the prompt, or pipe it with "
+    "--password-stdin"
+)
+
+
+def read_password(from_stdin: bool) -> str:
+    """The new user's password: the first line of standard input, or typed twice at a hidden prompt."""
+    if not from_stdin:
+        return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    line = sys.stdin.readline()
+    password = line.rstrip("\r\n")
+    if not password:
+        raise fail("--password-stdin: standard input held no password (expected it on the first line)")
+    return password
+
+
 @users_app.command("add")
 @handle_errors
 def users_add(
     username: str,
     role: str = typer.Option("labeller", help="labeller or admin."),
-    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from the first line of standard input (scripts)."
+    ),
+    password_argv: str | None = typer.Option(None, "--password", hidden=True, help=PASSWORD_IN_ARGV),
 ) -> None:
-    """Add a user (the password is stored as an argon2 hash)."""
-    user = add_user(engine(), username, password, role)
+    """Add a user; the password is asked at a hidden prompt (twice) or read with --password-stdin,
+    never taken from the command line, and stored as an argon2 hash."""
+    if password_argv is not None:
+        raise fail(PASSWORD_IN_ARGV)
+    user = add_user(engine(), username, read_password(password_stdin), role, actor=CLI_OPERATOR)
     typer.echo(f"added {user.role} {user.username}")
 
 
@@ -146,14 +172,15 @@ def users_add(
 def users_list() -> None:
     """Users, roles and whether they are active."""
     for u in list_users(engine()):
-        typer.echo(f"{u.username:<24} {u.role:<9} {'active' if u.active else 'disabled'}")
+        state = "pending approval" if u.pending else "active" if u.active else "disabled"
+        typer.echo(f"{u.username:<24} {u.role:<9} {state}")
 
 
 @users_app.command("disable")
 @handle_errors
 def users_disable(username: str) -> None:
     """Disable a user: no login, no actions (history kept)."""
-    set_active(engine(), username, False)
+    set_active(engine(), username, False, actor=CLI_OPERATOR)
     typer.echo(f"disabled {username}")
 
 
@@ -161,5 +188,13 @@ def users_disable(username: str) -> None:
 @handle_errors
 def users_enable(username: str) -> None:
     """Re-enable a disabled user."""
-    set_active(engine(), username, True)
+    set_active(engine(), username, True, actor=CLI_OPERATOR)
     typer.echo(f"enabled {username}")
+
+
+@users_app.command("approve")
+@handle_errors
+def users_approve(username: str) -> None:
+    """Approve an account created by a first OIDC login: it becomes an active labeller."""
+    user = approve_user(engine(), username, actor=CLI_OPERATOR)
+    typer.echo(f"approved {user.username} ({user.role})")

@@ -11,6 +11,7 @@ import typer
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from workbench.actors import CLI_OPERATOR, Actor
 from workbench.config import Settings, load_settings
 from workbench.db.engine import engine_from_settings
 from workbench.db.schema import ensure_current
@@ -23,6 +24,17 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one clear error line to stderr and return the exit to raise."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+AS_HELP = (
+    "Act as this registered user, with that user's role (default: the local operator, who may do "
+    "anything: whoever runs this shell can read the settings and the database anyway)."
+)
+
+
+def acting(name: str | None) -> Actor:
+    """Who a command acts as: the local operator, or with ``--as NAME`` the user NAME (role-checked)."""
+    return CLI_OPERATOR if name is None else name
 
 
 def settings() -> Settings:

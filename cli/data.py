@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import engine, fail, handle_errors, settings
+from cli.common import AS_HELP, acting, engine, fail, handle_errors, settings
 from workbench.data.dicom import generate_dicom_dataset
 from workbench.data.importer import ImportResult, import_source
 from workbench.data.splits import parse_proportions
@@ -119,7 +119,7 @@ def import_(
     report_dir: Path | None = typer.Option(
         None, "--report-dir", help="Where to write the rejected-rows CSV."
     ),
-    requester: str = typer.Option("cli", "--as", help="Who is importing (recorded with the batch)."),
+    requester: str | None = typer.Option(None, "--as", help=f"{AS_HELP} Recorded with the import batch."),
 ) -> None:
     """Import pairs: every row is validated; good rows land, bad rows are reported with a reason."""
     cfg = settings()
@@ -127,7 +127,7 @@ def import_(
     result = import_source(
         eng,
         path,
-        requester=requester,
+        requester=acting(requester),
         proportions=parse_proportions(splits),
         seed=seed,
         strict=strict,

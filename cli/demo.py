@@ -23,6 +23,7 @@ from cli.data import print_import_result
 from cli.jobs import wait_for
 from cli.ui import streamlit_command
 from workbench.active.leases import queue_progress
+from workbench.actors import DEMO_OPERATOR
 from workbench.data.importer import import_source
 from workbench.data.summary import format_split_counts, split_counts
 from workbench.data.synth import generate_dataset
@@ -74,7 +75,7 @@ def _ensure_admin(eng, home: Path) -> str:  # type: ignore[no-untyped-def]
             secret.read_text().strip() if secret.exists() else "(set on the first run; see that run's output)"
         )
     password = secrets.token_urlsafe(12)
-    add_user(eng, DEMO_ADMIN, password, "admin")
+    add_user(eng, DEMO_ADMIN, password, "admin", actor=DEMO_OPERATOR)
     secret.write_text(password + "\n")
     secret.chmod(0o600)
     return password
@@ -124,7 +125,7 @@ def demo(
         f"[2/6] synthetic data ({DEMO_DIFFICULTY}): {summary.n} pairs, {summary.positives} positive, "
         f"{summary.labelled} labelled, in {summary.root}"
     )
-    result = import_source(eng, summary.manifest, requester="demo", report_dir=cfg.home / "reports")
+    result = import_source(eng, summary.manifest, requester=DEMO_OPERATOR, report_dir=cfg.home / "reports")
     typer.echo("[3/6] ", nl=False)
     print_import_result(result, verbose=False)
     typer.echo(format_split_counts(split_counts(eng)))
@@ -153,7 +154,7 @@ def demo(
 
             params = {"train": {"preset": "cpu", "epochs": epochs, "seed": seed}, "batch_size": batch_size}
             try:
-                job_id = submit_job(eng, "round", params, requester="demo", send=send_job)
+                job_id = submit_job(eng, "round", params, requester=DEMO_OPERATOR, send=send_job)
             except ConflictError:  # a round from an interrupted run: the new worker picks it up again
                 job_id = store.active_job_of_kind(eng, "round")
             typer.echo(f"      round job {job_id}: train -> infer -> calibrate -> queue")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import engine, fail, handle_errors, settings
+from cli.common import AS_HELP, acting, engine, fail, handle_errors, settings
 from workbench.export.bundle import export_bundle
 from workbench.export.predict import PREDICTION_FIELDS, RUNTIMES, load_bundle
 from workbench.export.promotion import best_by_rule, promote, resolve_version
@@ -19,10 +19,10 @@ from workbench.export.promotion import best_by_rule, promote, resolve_version
 def promote_cmd(
     version: int = typer.Argument(..., help="A ready model version."),
     reason: str = typer.Option(..., "--reason", help="Why this version is the current best (recorded)."),
-    actor: str = typer.Option("cli", "--as", help="Who promotes (must be an admin)."),
+    actor: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
     """Make a version the current best (who, when and why are recorded)."""
-    promote(engine(), version, actor, reason)
+    promote(engine(), version, acting(actor), reason)
     typer.echo(f"model version {version} promoted to current best")
 
 
@@ -36,7 +36,7 @@ def export(
         False, "--best", help="Pick the calibrated version with the best validation AUPRC."
     ),
     make_zip: bool = typer.Option(False, "--zip", help="Also write OUT.zip."),
-    actor: str = typer.Option("cli", "--as", help="Who exports (must be an admin)."),
+    actor: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
     """Export a version as a bundle: .keras, .h5, SavedModel, calibration, threshold, model card."""
     eng = engine()
@@ -46,7 +46,7 @@ def export(
         version, why = best_by_rule(eng)
         typer.echo(why)
     chosen = resolve_version(eng, version)
-    info = export_bundle(eng, settings(), chosen, out, actor=actor, make_zip=make_zip)
+    info = export_bundle(eng, settings(), chosen, out, actor=acting(actor), make_zip=make_zip)
     typer.echo(f"bundle of model version {info.model_version}: {info.path}")
     if info.zip_path:
         typer.echo(f"zip: {info.zip_path}")

@@ -13,7 +13,8 @@ import typer
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from cli.common import engine, fail, handle_errors, parse_json_option, train_params
+from cli.common import AS_HELP, acting, engine, fail, handle_errors, parse_json_option, train_params
+from workbench.actors import Actor
 from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
 from workbench.jobs import store
 from workbench.jobs.kinds import QUEUES
@@ -56,7 +57,7 @@ def worker(
     )
 
 
-def _submit(kind: str, params: dict[str, Any], requester: str, wait: bool) -> None:
+def _submit(kind: str, params: dict[str, Any], requester: Actor, wait: bool) -> None:
     from workers.app import send_job
 
     eng = engine()
@@ -125,13 +126,13 @@ def submit_train(
         None, help='JSON of config overrides, e.g. \'{"model": {"dropout": 0.3}}\'.'
     ),
     wait: bool = typer.Option(False, "--wait", help="Show progress until the job ends."),
-    requester: str = typer.Option("cli", "--as", help="Who submits."),
+    requester: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
     """Train a model version."""
     params = train_params(
         preset, phases, epochs, fine_tune_epochs, imbalance, seed, parent, feature_cache, overrides
     )
-    _submit("train", params, requester, wait)
+    _submit("train", params, acting(requester), wait)
 
 
 @submit_app.command("infer")
@@ -142,13 +143,13 @@ def submit_infer(
     mc_samples: int = typer.Option(8, min=0, help="MC-dropout passes for the uncertainty (0: none)."),
     batch_size: int = typer.Option(32, min=1),
     wait: bool = typer.Option(False, "--wait"),
-    requester: str = typer.Option("cli", "--as"),
+    requester: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
     """Score cases with a model version (resumable)."""
     params = dict(
         model_version=version, splits=splits.split(","), mc_samples=mc_samples, batch_size=batch_size
     )
-    _submit("infer", params, requester, wait)
+    _submit("infer", params, acting(requester), wait)
 
 
 @submit_app.command("round")
@@ -161,13 +162,13 @@ def submit_round(
     seed: int = typer.Option(0),
     overrides: str | None = typer.Option(None, help="JSON of model/train config overrides."),
     wait: bool = typer.Option(False, "--wait"),
-    requester: str = typer.Option("cli", "--as"),
+    requester: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
     """One active-learning round: train -> infer -> calibrate -> queue."""
     train = dict(
         preset=preset, epochs=epochs, seed=seed, overrides=parse_json_option(overrides, "--overrides")
     )
-    _submit("round", dict(train=train, batch_size=batch_size, policy=policy), requester, wait)
+    _submit("round", dict(train=train, batch_size=batch_size, policy=policy), acting(requester), wait)
 
 
 @submit_app.command("sleep", hidden=True)
@@ -178,9 +179,11 @@ def submit_sleep(
     fail_at_end: bool = typer.Option(False, "--fail"),
     crash: bool = typer.Option(False, "--crash"),
     wait: bool = typer.Option(False, "--wait"),
+    requester: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
-    """Diagnostic job that sleeps in steps."""
-    _submit("sleep", dict(seconds=seconds, steps=steps, fail=fail_at_end, crash=crash), "cli", wait)
+    """Diagnostic job that sleeps in steps (admins and the local operator only)."""
+    params = dict(seconds=seconds, steps=steps, fail=fail_at_end, crash=crash)
+    _submit("sleep", params, acting(requester), wait)
 
 
 @jobs_app.command("list")
@@ -208,9 +211,9 @@ def jobs_show(job_id: int) -> None:
 
 @jobs_app.command("cancel")
 @handle_errors
-def jobs_cancel(job_id: int) -> None:
+def jobs_cancel(job_id: int, actor: str | None = typer.Option(None, "--as", help=AS_HELP)) -> None:
     """Ask a job to stop (a running job stops at its next batch)."""
-    j = store.request_cancel(engine(), job_id)
+    j = store.request_cancel(engine(), job_id, actor=acting(actor))
     typer.echo(
         f"job {job_id}: {'cancelled' if j.status == 'cancelled' else 'cancel requested (stops at the next batch)'}"
     )

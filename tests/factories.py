@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import Engine
 
+from workbench.actors import LOCAL_OPERATOR
 from workbench.config import Settings
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, Label, ModelVersion
@@ -129,5 +130,5 @@ def exported_tiny_bundle(root: Path, n_boot: int) -> tuple[Engine, Settings, int
     version_id = train_version(engine, settings, TINY_TRAIN)["model_version"]
     infer_version(engine, settings, version_id, ["train", "val", "test"], mc_samples=0)
     calibrate_version(engine, version_id, n_boot=n_boot)
-    info = export_bundle(engine, settings, version_id, root / "bundle", actor="cli", make_zip=True)
+    info = export_bundle(engine, settings, version_id, root / "bundle", actor=LOCAL_OPERATOR, make_zip=True)
     return engine, settings, version_id, info

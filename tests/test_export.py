@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from factories import TINY_TRAIN, exported_tiny_bundle
+from workbench.actors import LOCAL_OPERATOR
 from workbench.calibration.service import calibrated_probabilities
 from workbench.config import Settings
 from workbench.db.engine import create_db_engine, session_scope
@@ -135,7 +136,7 @@ def test_bundle_files_match_the_database(wb: Workbench) -> None:
     assert prep["backbone"] == "small_cnn" and prep["input_size"] == {"width": 32, "height": 32}
     assert manifest["lineage"][0]["model_version"] == wb.version_id
     assert sum(manifest["label_counts"]["by_source"]["import"].values()) == n_labels
-    assert manifest["created_by"] == "cli" and manifest["model_version"] == wb.version_id
+    assert manifest["created_by"] == "operator:local" and manifest["model_version"] == wb.version_id
 
 
 def test_fresh_process_keras_load_reproduces_stored_prediction(wb: Workbench, tmp_path: Path) -> None:
@@ -343,7 +344,7 @@ def test_export_refuses_labeller_and_non_empty_target(wb: Workbench, tmp_path: P
     full.mkdir()
     (full / "keep.txt").write_text("mine")
     with pytest.raises(ConflictError, match="not empty"):
-        export_bundle(wb.engine, wb.settings, wb.version_id, full, actor="cli")
+        export_bundle(wb.engine, wb.settings, wb.version_id, full, actor=LOCAL_OPERATOR)
     assert [p.name for p in full.iterdir()] == ["keep.txt"]
     assert not list(tmp_path.glob(".tmp-*"))
 
@@ -409,14 +410,14 @@ def test_promote_requires_admin_and_records_who_when_why(sqlite_engine: Engine) 
 
     promote(sqlite_engine, ready, "boss", "best validation AUPRC")
     assert current_best(sqlite_engine) == ready
-    promote(sqlite_engine, other, "cli", "newer labels")
+    promote(sqlite_engine, other, LOCAL_OPERATOR, "newer labels")
     assert current_best(sqlite_engine) == other == resolve_version(sqlite_engine, None)
     assert resolve_version(sqlite_engine, ready) == ready
     with session_scope(sqlite_engine) as s:
         rows = s.scalars(select(Promotion).order_by(Promotion.id)).all()
         assert [(r.model_version_id, r.promoted_by, r.reason) for r in rows] == [
             (ready, "boss", "best validation AUPRC"),
-            (other, "cli", "newer labels"),
+            (other, "operator:local", "newer labels"),
         ]
         assert all(r.created_at is not None for r in rows)
 

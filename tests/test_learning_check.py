@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select
 
+from workbench.actors import LOCAL_OPERATOR
 from workbench.model.learning_check import (
     DID_NOT_LEARN,
     FAIL,
@@ -250,7 +251,7 @@ def test_a_version_that_did_not_learn_is_refused_downstream(shuffled) -> None:  
     with pytest.raises(WorkbenchError, match=said):
         calibrate_version(wb.engine, wb.version)
     with pytest.raises(WorkbenchError, match=said):
-        promote(wb.engine, wb.version, "cli", "it looks fine")
+        promote(wb.engine, wb.version, LOCAL_OPERATOR, "it looks fine")
     with pytest.raises(WorkbenchError, match=f"cannot warm-start from it: {said}"):
         train_version(
             wb.engine, wb.settings, {"preset": "cpu", "parent_version": wb.version, "overrides": TINY}
@@ -271,7 +272,7 @@ def test_round_stops_after_training_when_the_version_did_not_learn(shuffled) -> 
         wb.engine,
         "round",
         {"train": {"preset": "cpu", "epochs": 2, "overrides": TINY}, "batch_size": 5},
-        requester="cli",
+        requester=LOCAL_OPERATOR,
         send=lambda *_: "in-process",
     )
     view = run_job(wb.engine, wb.settings, job_id, "test-worker")

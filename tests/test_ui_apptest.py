@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from factories import make_cases, make_version, predict_with_temperature
 from workbench.active.leases import claim_next, enqueue
 from workbench.active.strategies import Selected
+from workbench.actors import LOCAL_OPERATOR
 from workbench.config import load_settings
 from workbench.data.importer import import_source
 from workbench.data.synth import generate_dataset
@@ -56,7 +57,7 @@ def seed_workbench(root: Path, engine: Engine, n_cases: int = 12) -> Seeded:
     synth = generate_dataset(
         root / "synth", n=n_cases + 2, unlabelled_fraction=0.86, size=(192, 144), seed=3, difficulty="easy"
     )
-    import_source(engine, synth.manifest, requester="cli", report_dir=root / "reports")
+    import_source(engine, synth.manifest, requester=LOCAL_OPERATOR, report_dir=root / "reports")
     with session_scope(engine) as s:
         pool = list(s.scalars(select(Case.id).where(Case.split == "pool").order_by(Case.id)))
     assert len(pool) >= 6, "the seed must give a queue to label"
@@ -474,17 +475,17 @@ def test_with_an_oidc_provider_the_identity_comes_from_st_user(seeded: Seeded) -
     assert not at.exception
     assert [b.key for b in at.button] == ["oidc_login"]  # no password form
     add_user(seeded.engine, "dana@example.org", None, "labeller")  # an OIDC-only account
-    at = oidc_app({"is_logged_in": True, "email": "dana@example.org"})
+    at = oidc_app({"is_logged_in": True, "email": "dana@example.org", "email_verified": True})
     assert not at.exception and not at.error, texts(at.error)
     assert "Signed in as **dana@example.org** (labeller)" in texts(at.sidebar.markdown)
     at.button(key="btn_negative").click().run()
     assert [(r.labeller, r.value) for r in expert_labels(seeded.engine)] == [("dana@example.org", 0)]
 
 
-def test_a_first_oidc_login_creates_a_labeller(seeded: Seeded) -> None:
-    at = oidc_app({"is_logged_in": True, "email": "erin@example.org"})
+def test_a_first_oidc_login_waits_for_an_admin_to_approve(seeded: Seeded) -> None:
+    at = oidc_app({"is_logged_in": True, "email": "erin@example.org", "email_verified": True})
     assert not at.error, texts(at.error)
-    assert "Signed in as **erin@example.org** (labeller)" in texts(at.sidebar.markdown)
+    assert "waiting for an admin to approve" in texts(at.info) and not at.sidebar.markdown
 
 
 def test_an_empty_workbench_says_what_to_do_on_every_page() -> None:

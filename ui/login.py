@@ -12,14 +12,32 @@ from ui import state
 from workbench.users import authenticate
 
 
+def _oidc_login() -> None:
+    """The provider's login button; for a signed-in account that may not enter, why and a sign-out."""
+    refusal = state.oidc_refusal()
+    if refusal is None:
+        st.write("Sign in with your organisation's account.")
+        if st.button("Log in", type="primary", icon=":material/login:", key="oidc_login"):
+            st.login()
+        return
+    waiting, why = refusal
+    if waiting:
+        st.info(
+            f"Signed in, and waiting for an admin to approve your account: {why}", icon=":material/hourglass:"
+        )
+    else:
+        st.error(f"Not allowed: {why}", icon=":material/block:")
+    if st.button("Sign out", icon=":material/logout:", key="oidc_logout"):
+        state.log_out()
+        st.logout()
+
+
 def render_login() -> None:
     """The login form (or the OIDC button); on success the session's user is set and the app reruns."""
     st.title("Cervical pair workbench")
     state.show_flashes()
     if state.oidc_configured():
-        st.write("Sign in with your organisation's account.")
-        if st.button("Log in", type="primary", icon=":material/login:", key="oidc_login"):
-            st.login()
+        _oidc_login()
         return
     st.caption("Accounts are created by an admin (`workbench users add NAME --role labeller`).")
     with st.form("login"):

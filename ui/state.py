@@ -24,6 +24,7 @@ from workbench.errors import PermissionDenied, WorkbenchError
 
 USER_KEY = "wb_user"
 FLASH_KEY = "wb_flash"
+REFUSAL_KEY = "wb_oidc_refusal"  # why the identity provider's account may not (yet) use the workbench
 
 
 @dataclass(frozen=True)
@@ -130,29 +131,47 @@ def oidc_configured() -> bool:
         return False
 
 
-def _oidc_username() -> str | None:
-    info = st.user
-    if not info.get("is_logged_in"):
+def oidc_claims() -> dict[str, Any] | None:
+    """The identity provider's claims for this browser session (``st.user``); None when signed out.
+
+    The one place the UI reads them (tests set ``AppTest.user``)."""
+    claims = dict(st.user)
+    return claims if claims.get("is_logged_in") else None
+
+
+def oidc_refusal() -> tuple[bool, str] | None:
+    """(awaiting approval?, why) when the signed-in OIDC account may not use the workbench, else None."""
+    return st.session_state.get(REFUSAL_KEY)
+
+
+def _oidc_user(eng: Engine) -> CurrentUser | None:
+    """The admitted, approved and active user behind the OIDC session, else None (the refusal is kept
+    for the login page: not admitted, waiting for approval, or disabled)."""
+    from workbench.oidc import admitted_username
+    from workbench.users import AwaitingApproval, ensure_oidc_user
+
+    claims = oidc_claims()
+    if claims is None:
+        st.session_state.pop(REFUSAL_KEY, None)
         return None
-    for key in ("email", "preferred_username", "sub"):
-        value = info.get(key)
-        if value:
-            return str(value)
-    return None
+    try:
+        view = ensure_oidc_user(eng, admitted_username(claims, settings()))
+    except PermissionDenied as exc:
+        st.session_state.pop(USER_KEY, None)
+        st.session_state[REFUSAL_KEY] = (isinstance(exc, AwaitingApproval), str(exc))
+        return None
+    st.session_state.pop(REFUSAL_KEY, None)
+    user = CurrentUser(view.username, view.role, "oidc")
+    st.session_state[USER_KEY] = {"username": user.username, "role": user.role, "via": "oidc"}
+    return user
 
 
 def current_user(eng: Engine) -> CurrentUser | None:
     """The logged-in, still active user; None when nobody is logged in (or the user was disabled)."""
-    from workbench.users import ensure_oidc_user, get_user
+    from workbench.users import get_user
 
     if oidc_configured():
-        name = _oidc_username()
-        if name is None:
-            return None
-        view = ensure_oidc_user(eng, name)
-        user = CurrentUser(view.username, view.role, "oidc")
-        st.session_state[USER_KEY] = {"username": user.username, "role": user.role, "via": "oidc"}
-        return user
+        return _oidc_user(eng)
     stored = st.session_state.get(USER_KEY)
     if not stored:
         return None

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -153,6 +154,11 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Revision 0006: a first OIDC login creates the account disabled and pending until an admin
+    # approves it; who approved (or added) an account, and when. NULL for accounts older than 0006.
+    pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    approved_by: Mapped[str | None] = mapped_column(String(128))
+    approved_at: Mapped[datetime | None] = mapped_column()
 
 
 class Job(Base):

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from workbench.actors import Actor, actor_from_record
 from workbench.config import Settings
 from workbench.jobs import store
 
@@ -25,13 +26,19 @@ class JobContext:
     job_id: int
     kind: str
     params: dict[str, Any]
-    requester: str
+    requester: str  # as recorded in the job row (see ``actor``)
     min_interval_s: float = 0.5
     span: tuple[float, float] = (0.0, 1.0)  # the share of the job's progress bar this context fills
     parent: JobContext | None = None  # a chained job's step also moves its parent's bar and obeys its cancel
     _last_write: float = field(default=0.0, repr=False)
     _last_check: float = field(default=0.0, repr=False)
     _cancelled: bool = field(default=False, repr=False)
+
+    @property
+    def actor(self) -> Actor:
+        """Who asked for this job, for a handler that re-checks permissions: the job row's requester,
+        with the operator's record (``operator:cli``) turned back into the local operator."""
+        return actor_from_record(self.requester)
 
     def progress(self, fraction: float, message: str | None = None, force: bool = False) -> None:
         """Report progress in 0..1 of this context's span (written at most every ``min_interval_s``)."""

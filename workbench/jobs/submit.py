@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from workbench.actors import Actor
 from workbench.errors import ConflictError, WorkbenchError
 from workbench.jobs import store
 from workbench.jobs.kinds import get_kind
@@ -26,13 +27,15 @@ def submit_job(
     kind: str,
     params: dict[str, Any],
     *,
-    requester: str,
+    requester: Actor,
     send: Sender,
     parent_id: int | None = None,
 ) -> int:
     """Create the job row (status ``queued``) and send it; returns the job id.
 
-    The requester must be allowed to run ``kind`` (labellers may not train, calibrate, ...).
+    The requester (a user name, or the local operator) must be allowed to run ``kind``
+    (``users.PERMISSIONS``: labellers may not train, calibrate, sleep, ...). The job row records it
+    as text (the operator as ``operator:<origin>``, which the job context turns back into the operator).
     When sending fails the row is marked ``failed`` with the reason, so no orphan ``queued`` job is
     left behind, and :class:`BrokerUnavailable` says what happened.
     """
@@ -46,7 +49,7 @@ def submit_job(
                 f"a {kind} job ({active}) is already queued or running; wait for it or cancel it"
             )
     job_id = store.create_job(
-        engine, kind, clean, requester=requester, queue=job_kind.queue, parent_id=parent_id
+        engine, kind, clean, requester=str(requester), queue=job_kind.queue, parent_id=parent_id
     )
     try:
         task_id = send(job_id, kind, job_kind.queue)
