@@ -159,8 +159,7 @@ def users_add(
     ),
     password_argv: str | None = typer.Option(None, "--password", hidden=True, help=PASSWORD_IN_ARGV),
 ) -> None:
-    """Add a user; the password is asked at a hidden prompt (twice) or read with --password-stdin,
-    never taken from the command line, and stored as an argon2 hash."""
+    """Add a user: password typed twice at a hidden prompt or piped (--password-stdin), never in argv."""
     if password_argv is not None:
         raise fail(PASSWORD_IN_ARGV)
     user = add_user(engine(), username, read_password(password_stdin), role, actor=CLI_OPERATOR)

@@ -2,6 +2,8 @@
 
 Handlers are named as ``module:function`` strings and imported only when a job runs, so the worker
 parent process never imports TensorFlow (it forks children; TensorFlow must load after the fork).
+Who may submit each kind is declared in ``workbench.users.PERMISSIONS`` (the kind's name is the
+action); a kind missing there is refused to every user, and a test walks every kind.
 """
 
 from __future__ import annotations
