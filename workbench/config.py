@@ -13,7 +13,7 @@ import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -56,6 +56,31 @@ class Settings(BaseSettings):
     )
     task_time_limit_s: int = Field(
         default=6 * 3600, ge=60, description="Hard time limit of one worker task, in seconds."
+    )
+    sleep_time_limit_s: int | None = Field(
+        default=None,
+        ge=2,
+        le=3600,
+        description="Hard time limit of the diagnostic `sleep` job only (tests of the time-limit paths); "
+        "default: task_time_limit_s. Its soft limit is half of it.",
+    )
+    heartbeat_interval_s: int = Field(
+        default=15,
+        ge=1,
+        le=600,
+        description="How often a running job's worker touches its heartbeat, and sweeps for lost jobs.",
+    )
+    heartbeat_stale_s: int = Field(
+        default=300,
+        ge=3,
+        le=86_400,
+        description="A running job whose heartbeat is older than this is lost: workers re-queue it, and "
+        "an exclusive kind (round) stops waiting for it. More than twice heartbeat_interval_s.",
+    )
+    fault_point: Literal["artifact-write"] | None = Field(
+        default=None,
+        description="Test only: crash (SIGKILL) once at this point, e.g. `artifact-write` truncates the "
+        "freshly written model file and kills the process before the version is recorded.",
     )
     visibility_timeout_s: int = Field(
         default=7 * 3600,
@@ -163,6 +188,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"visibility_timeout_s ({self.visibility_timeout_s}) must be greater than "
                 f"task_time_limit_s ({self.task_time_limit_s}), or a long task would be delivered twice"
+            )
+        if self.heartbeat_stale_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"WORKBENCH_HEARTBEAT_STALE_S ({self.heartbeat_stale_s}) must be more than twice "
+                f"WORKBENCH_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s}), or live jobs would be re-queued"
             )
         return self
 

@@ -12,6 +12,7 @@ second one is refused while one is queued or running. Before training, the pair 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
@@ -25,9 +26,15 @@ from workbench.jobs.runner import run_step
 from workbench.model.learning_check import DID_NOT_LEARN
 
 
-def ensure_no_active_round(engine: Engine, except_job: int | None = None) -> None:
-    """ConflictError when a round job is already queued or running (rounds never overlap)."""
-    running = store.active_job_of_kind(engine, "round", except_id=except_job)
+def ensure_no_active_round(
+    engine: Engine, except_job: int | None = None, stale_after: timedelta | None = None
+) -> None:
+    """ConflictError when a round job is already queued or running (rounds never overlap).
+
+    A running round whose heartbeat is older than ``stale_after`` is dead, not running: it is ended
+    (``store.active_job_of_kind``) instead of blocking every later round.
+    """
+    running = store.active_job_of_kind(engine, "round", except_id=except_job, stale_after=stale_after)
     if running is not None:
         raise ConflictError(f"round job {running} is already queued or running; wait for it or cancel it")
 
@@ -62,15 +69,10 @@ def _round_for_job(engine: Engine, job_id: int, params: dict[str, Any]) -> tuple
 def round_job(ctx: Any) -> dict[str, Any]:
     """Job handler (``round`` kind): the four steps as child jobs, with overall progress."""
     engine, p = ctx.engine, ctx.params
-    ensure_no_active_round(engine, except_job=ctx.job_id)
-    lost = store.fail_running_children(engine, ctx.job_id, "lost with an earlier attempt of the round")
-    if lost:
-        with session_scope(engine) as s:
-            s.execute(
-                update(ModelVersion)
-                .where(ModelVersion.job_id.in_(lost), ModelVersion.status == "training")
-                .values(status="failed", error="worker lost during training", finished_at=utcnow())
-            )
+    stale = timedelta(seconds=ctx.settings.heartbeat_stale_s)
+    ensure_no_active_round(engine, except_job=ctx.job_id, stale_after=stale)
+    # steps an earlier attempt left unfinished end failed, with their training versions (store does both)
+    store.fail_running_children(engine, ctx.job_id, "lost with an earlier attempt of the round")
     round_id, previous = _round_for_job(engine, ctx.job_id, p)
     train_params = dict(p["train"], round_id=round_id)
     if p.get("warm_start", True) and previous is not None and train_params.get("parent_version") is None:

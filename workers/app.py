@@ -10,6 +10,7 @@ from kombu import Queue
 
 from workbench.config import Settings, get_settings
 from workbench.jobs.kinds import KINDS, QUEUES
+from workbench.jobs.runner import time_limits
 
 TASK_NAME = "workbench.run_job"
 
@@ -17,6 +18,7 @@ TASK_NAME = "workbench.run_job"
 def make_app(settings: Settings) -> Celery:
     """A Celery app on the configured broker; no result backend (job rows hold results)."""
     settings.ensure_home()
+    default_limits = time_limits(settings, "")
     app = Celery("workbench", broker=settings.broker, include=["workers.tasks"])
     transport_options: dict[str, object] = {}
     if settings.broker.startswith(("redis://", "rediss://")):
@@ -34,8 +36,8 @@ def make_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=False,  # a lost child is handled by the job row, with an attempt cap
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=1,  # TensorFlow keeps its memory for the life of a process
-        task_time_limit=settings.task_time_limit_s,
-        task_soft_time_limit=max(30, settings.task_time_limit_s - 60),
+        task_time_limit=default_limits.hard_s,
+        task_soft_time_limit=default_limits.soft_s,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
@@ -59,6 +61,7 @@ def send_job(job_id: int, kind: str, queue: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind}")
     app = get_app()
+    limits = time_limits(get_settings(), kind)  # per message: the diagnostic kind may have its own
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=5)
         result = app.send_task(
@@ -68,6 +71,8 @@ def send_job(job_id: int, kind: str, queue: str) -> str:
             task_id=f"job-{job_id}-{socket.gethostname()}-{_nonce()}",
             connection=conn,
             retry=False,
+            time_limit=limits.hard_s,
+            soft_time_limit=limits.soft_s,
         )
     return result.id
 

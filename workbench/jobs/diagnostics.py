@@ -1,25 +1,72 @@
-"""A diagnostic job: sleeps in steps, reporting progress and honouring cancel (no model needed)."""
+"""A diagnostic job: sleeps in steps, reporting progress and honouring cancel (no model needed).
+
+Its switches reproduce the ways a job can end, for the tests of the job system: ``fail`` (an error),
+``crash`` (SIGKILL of its own process, as the OOM killer would), ``swallow_errors`` (an over-broad
+``except`` that also swallows the soft time limit, so only the hard limit stops it), ``as_step``
+(the sleep runs as a child step, as a round runs its steps) and ``trace`` (one line per execution
+of the handler in ``$WORKBENCH_HOME/diagnostics/<trace>.log``, so a test counts executions rather
+than job rows).
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
+from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.jobs.context import JobContext
 
 
+def trace_path(settings: Settings, name: str) -> Path:
+    """Where the ``trace`` parameter ``name`` records the executions of the sleep handler."""
+    return settings.home / "diagnostics" / f"{name}.log"
+
+
+def read_trace(settings: Settings, name: str) -> list[str]:
+    """The execution lines recorded under ``name`` (empty when the handler never ran)."""
+    path = trace_path(settings, name)
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+
+
+def _record_execution(ctx: JobContext) -> None:
+    path = trace_path(ctx.settings, ctx.params["trace"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(f"job {ctx.job_id} pid {os.getpid()}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def sleep_job(ctx: JobContext) -> dict[str, Any]:
     """Sleep ``seconds`` in ``steps`` steps; fail at the end, or kill its process half-way, when asked."""
+    if ctx.params.get("as_step"):
+        from workbench.jobs.runner import run_step
+
+        return run_step(ctx, "sleep", {**ctx.params, "as_step": False}, 0.0, 1.0)
+    if ctx.params.get("trace"):
+        _record_execution(ctx)
     steps, seconds = ctx.params["steps"], ctx.params["seconds"]
     for i in range(steps):
         ctx.check_cancel()
-        time.sleep(seconds / steps)
+        _sleep(seconds / steps, swallow=bool(ctx.params.get("swallow_errors")))
         ctx.progress((i + 1) / steps, f"step {i + 1}/{steps}")
         if ctx.params.get("crash") and i == steps // 2:
             os.kill(os.getpid(), signal.SIGKILL)
     if ctx.params.get("fail"):
         raise WorkbenchError("asked to fail")
     return {"slept": seconds}
+
+
+def _sleep(seconds: float, swallow: bool) -> None:
+    """Sleep; with ``swallow``, an over-broad ``except`` keeps sleeping through any exception."""
+    until = time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        try:
+            time.sleep(left)
+        except Exception:  # deliberately careless: the soft time limit is swallowed too
+            if not swallow:
+                raise

@@ -100,6 +100,9 @@ class SleepParams(_Params):
     steps: int = Field(default=10, ge=1, le=10_000)
     fail: bool = False
     crash: bool = False  # SIGKILL its own process mid-way (a worker lost to the OOM killer)
+    swallow_errors: bool = False  # an over-broad except: the soft time limit cannot stop it
+    as_step: bool = False  # run as a child step of this job (as a round runs its steps)
+    trace: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")  # record each execution
 
 
 def validate_params(model: type[_Params], params: dict[str, Any]) -> dict[str, Any]:

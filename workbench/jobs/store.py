@@ -7,16 +7,19 @@ job runs at most once at a time even when its message is delivered twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, or_, select, update
 
 from workbench.db.engine import session_scope
-from workbench.db.models import JOB_STATUSES, Job, utcnow
+from workbench.db.models import JOB_STATUSES, Job, ModelVersion, utcnow
 from workbench.errors import ConflictError, NotFoundError, ValidationError
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+#: How long a running job may go without a heartbeat before it counts as lost, when the caller has no
+#: settings at hand (the WORKBENCH_HEARTBEAT_STALE_S default).
+DEFAULT_STALE = timedelta(seconds=300)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ def claim_job(engine: Engine, job_id: int, worker: str, max_attempts: int) -> Jo
         if job.attempts > max_attempts:
             job.status, job.finished_at = "failed", now
             job.error = f"gave up after {max_attempts} attempt(s): the worker was lost each time (killed or out of memory)"
+            _end_unfinished_versions(s, [job.id], job.error)
             return None
         return JobView.of(job)
 
@@ -192,8 +196,13 @@ def finish_job(
     result: dict[str, Any] | None = None,
     error: str | None = None,
     message: str | None = None,
-) -> None:
-    """Move a running job to a terminal status with its result or error."""
+    worker: str | None = None,
+) -> bool:
+    """Move a running job to a terminal status with its result or error; whether it did.
+
+    With ``worker``, only while that worker still owns the row: a run whose job was meanwhile
+    re-queued as lost (its heartbeat went stale) does not overwrite the newer attempt.
+    """
     if status not in TERMINAL:
         raise ValueError(f"not a terminal status: {status}")
     with session_scope(engine) as s:
@@ -202,7 +211,45 @@ def finish_job(
             values["progress"] = 1.0
         if message is not None:
             values["message"] = message
-        s.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(**values))
+        q = update(Job).where(Job.id == job_id, Job.status == "running")
+        if worker is not None:
+            q = q.where(Job.worker == worker)
+        return s.execute(q.values(**values)).rowcount == 1
+
+
+def touch_heartbeat(engine: Engine, job_id: int, worker: str) -> bool:
+    """Refresh the heartbeat of a job ``worker`` runs, and of its running steps; whether it still owns it."""
+    now = utcnow()
+    with session_scope(engine) as s:
+        owned = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.worker == worker)
+            .values(heartbeat_at=now)
+        ).rowcount
+        if owned:
+            s.execute(
+                update(Job).where(Job.parent_id == job_id, Job.status == "running").values(heartbeat_at=now)
+            )
+        return owned == 1
+
+
+def fail_running(engine: Engine, job_id: int, error: str, *, worker: str | None = None) -> bool:
+    """End a running job ``failed`` with ``error`` (and its unfinished steps and training versions).
+
+    For a job whose process is gone without recording an outcome (killed at the hard time limit);
+    with ``worker``, only if that worker owns the row. Returns whether the job was ended here.
+    """
+    with session_scope(engine) as s:
+        q = select(Job).where(Job.id == job_id, Job.status == "running")
+        if worker is not None:
+            q = q.where(Job.worker == worker)
+        job = s.scalars(q.with_for_update()).first()
+        if job is None:
+            return False
+        job.status, job.error, job.finished_at = "failed", error, utcnow()
+        _end_children(s, [job.id], f"ended with its parent job {job.id}: {error}")
+        _end_unfinished_versions(s, [job.id], error)
+        return True
 
 
 def fail_queued(engine: Engine, job_id: int, error: str) -> None:
@@ -218,49 +265,97 @@ def fail_queued(engine: Engine, job_id: int, error: str) -> None:
 def requeue_lost(
     engine: Engine,
     *,
-    worker: str | None = None,
     stale_after: timedelta | None = None,
     job_ids: list[int] | None = None,
+    worker: str | None = None,
 ) -> list[int]:
-    """Put ``running`` jobs whose worker is gone back to ``queued``; returns their ids.
+    """Put ``running`` jobs whose process is gone back to ``queued``; returns their ids.
 
-    A job is lost when it ran on ``worker`` (a worker that has just started, so it cannot be running
-    anything), when its heartbeat is older than ``stale_after``, or when the worker reported the
-    process running ``job_ids`` dead. The caller re-sends them; the
-    attempt cap in :func:`claim_job` fails a job that keeps killing its worker.
+    Never by node name: a job is lost when its heartbeat is older than ``stale_after`` (its worker,
+    whoever it was, stopped touching it), or when the worker that owns it (``worker``, the identity
+    recorded at claim, unique per worker start) reports the process running ``job_ids`` dead. Only
+    top-level jobs are re-queued; the steps of a chained job are ended (its next attempt redoes them).
+    The caller re-sends them; the attempt cap in :func:`claim_job` fails a job that keeps dying.
     """
-    if worker is None and stale_after is None and not job_ids:
-        raise ValueError("give a worker name, a staleness age or job ids")
+    if stale_after is None and not job_ids:
+        raise ValueError("give a staleness age or job ids")
     with session_scope(engine) as s:
-        q = select(Job).where(Job.status == "running")
+        q = select(Job).where(Job.status == "running", Job.parent_id.is_(None))
         if worker is not None:
             q = q.where(Job.worker == worker)
         if stale_after is not None:
-            q = q.where(Job.heartbeat_at < utcnow() - stale_after)
+            q = q.where(or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < utcnow() - stale_after))
         if job_ids:
             q = q.where(Job.id.in_(job_ids))
         lost = list(s.scalars(q.with_for_update()))
         for job in lost:
+            why = "stopped reporting" if stale_after is not None else "was lost"
             job.status = "queued"
-            job.message = f"requeued: worker {job.worker} was lost during attempt {job.attempts}"
-        return [j.id for j in lost]
+            job.message = f"requeued: worker {job.worker} {why} during attempt {job.attempts}"
+        ids = [j.id for j in lost]
+        if ids:
+            _end_children(s, ids, "lost with an attempt of its parent job (the next attempt redoes it)")
+        return ids
+
+
+def _end_children(s: Any, parent_ids: list[int], reason: str) -> list[int]:
+    """Fail the unfinished steps of ``parent_ids`` (and their training versions) in session ``s``."""
+    children = list(
+        s.scalars(select(Job).where(Job.parent_id.in_(parent_ids), Job.status.in_(("queued", "running"))))
+    )
+    for child in children:
+        child.status, child.error, child.finished_at = "failed", reason, utcnow()
+    ids = [c.id for c in children]
+    if ids:
+        _end_unfinished_versions(s, ids, reason)
+    return ids
+
+
+def _end_unfinished_versions(s: Any, job_ids: list[int], reason: str) -> None:
+    """A job that ended without finishing its model version leaves it ``failed``, never ``training``."""
+    s.execute(
+        update(ModelVersion)
+        .where(ModelVersion.job_id.in_(job_ids), ModelVersion.status.in_(("queued", "training")))
+        .values(status="failed", error=reason[:2000], finished_at=utcnow())
+    )
 
 
 def fail_running_children(engine: Engine, parent_id: int, reason: str) -> list[int]:
-    """Mark the still-running steps of a chained job failed (their process died with an earlier attempt)."""
+    """Mark the unfinished steps of a chained job failed (their process died with an earlier attempt)."""
     with session_scope(engine) as s:
-        children = list(
-            s.scalars(select(Job).where(Job.parent_id == parent_id, Job.status.in_(("queued", "running"))))
-        )
-        for child in children:
-            child.status, child.error, child.finished_at = "failed", reason, utcnow()
-        return [c.id for c in children]
+        return _end_children(s, [parent_id], reason)
 
 
-def active_job_of_kind(engine: Engine, kind: str, except_id: int | None = None) -> int | None:
-    """Id of a queued or running job of ``kind`` (other than ``except_id``), if any."""
+def active_job_of_kind(
+    engine: Engine, kind: str, except_id: int | None = None, *, stale_after: timedelta | None = None
+) -> int | None:
+    """Id of a queued or running job of ``kind`` (other than ``except_id``), if any.
+
+    A running job whose heartbeat is older than ``stale_after`` (default
+    :data:`DEFAULT_STALE`) does not count: its worker is gone, so it is ended ``failed`` here with
+    the reason, and an exclusive kind (a round) is never blocked for ever by a dead job.
+    """
+    stale_after = DEFAULT_STALE if stale_after is None else stale_after
+    cutoff = utcnow() - stale_after
     with session_scope(engine) as s:
-        q = select(Job.id).where(Job.kind == kind, Job.status.in_(("queued", "running")))
+        q = select(Job).where(Job.kind == kind, Job.status.in_(("queued", "running")))
         if except_id is not None:
             q = q.where(Job.id != except_id)
-        return s.scalars(q.limit(1)).first()
+        for job in s.scalars(q.order_by(Job.id).with_for_update()):
+            beat = job.heartbeat_at
+            if job.status == "running" and beat is not None and _aware(beat) < cutoff:
+                reason = (
+                    f"its worker {job.worker} stopped reporting (no heartbeat for more than "
+                    f"{int(stale_after.total_seconds())} s); ended so that a new {kind} job can run"
+                )
+                job.status, job.error, job.finished_at = "failed", reason, utcnow()
+                _end_children(s, [job.id], f"ended with its parent job {job.id}: {reason}")
+                _end_unfinished_versions(s, [job.id], reason)
+                continue
+            return job.id
+        return None
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes for UTC columns: make them comparable with aware ones."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workbench.errors import ValidationError
+from workbench.errors import ValidationError, WorkbenchError
 from workbench.model.config import ModelConfig
 
 
@@ -39,14 +39,28 @@ def backbone_identity(backbone: Any) -> str:
     return digest.hexdigest()
 
 
-class FeatureCache:
-    """Backbone feature maps on disk, keyed by (backbone id, input size, image sha256)."""
+class FeatureCacheCancelled(WorkbenchError):
+    """``should_cancel()`` returned true while the feature cache was being built."""
 
-    def __init__(self, root: str | os.PathLike, dtype: str = "float32") -> None:
+
+class FeatureCache:
+    """Backbone feature maps on disk, keyed by (backbone id, input size, image sha256).
+
+    ``should_cancel`` (a job's cancel check) is polled between batches of a build, which raises
+    :class:`FeatureCacheCancelled`: a build over a large pool can take minutes.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        dtype: str = "float32",
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> None:
         if dtype not in ("float32", "float16"):
             raise ValidationError(f"dtype: feature cache stores float32 or float16, got {dtype!r}")
         self.root = Path(root)
         self.dtype = dtype
+        self.should_cancel = should_cancel
 
     def folder(self, backbone_id: str, input_size: tuple[int, int]) -> Path:
         w, h = input_size
@@ -76,6 +90,10 @@ class FeatureCache:
         )
         prep = preprocess_fn(backbone_name)
         for start in range(0, len(missing), batch_size):
+            if self.should_cancel is not None and self.should_cancel():
+                raise FeatureCacheCancelled(
+                    f"feature cache build cancelled after {start} of {len(missing)} images"
+                )
             chunk = missing[start : start + batch_size]
             images = np.stack([load_rgb(Path(p), size=tuple(input_size)) for _, p in chunk]).astype(
                 np.float32

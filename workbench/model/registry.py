@@ -12,6 +12,8 @@ delivered twice never makes two versions (``model_versions.job_id`` is unique).
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import time
 import zipfile
 from collections import Counter
@@ -27,6 +29,7 @@ from workbench.data.labels import cases_with_labels
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, ModelVersion, utcnow
 from workbench.errors import NotFoundError, ValidationError, WorkbenchError
+from workbench.model.features import FeatureCacheCancelled
 from workbench.model.learning_check import DID_NOT_LEARN, not_ready_message
 
 TRAINABLE_SPLITS = ("train", "pool")  # pool cases join training once an expert labels them
@@ -148,6 +151,28 @@ def verify_artifact(path: Path, expected_sha256: str | None = None) -> str:
     if expected_sha256 and digest != expected_sha256:
         raise WorkbenchError(f"model artifact {path} does not match its recorded sha256")
     return digest
+
+
+def fault_point(settings: Settings, name: str, artifact: Path) -> None:
+    """Test-only hook (WORKBENCH_FAULT_POINT): at the point ``name``, once per home folder, leave
+    ``artifact`` half written and SIGKILL this process, as a crash in the middle of the write would.
+
+    The marker file ``<home>/faults/<name>.fired`` makes the retry run normally, so a test sees both
+    the crash and the recovery. Does nothing unless the setting names this point.
+    """
+    if settings.fault_point != name:
+        return
+    marker = settings.home / "faults" / f"{name}.fired"
+    if marker.exists():
+        return
+    size = artifact.stat().st_size
+    with artifact.open("r+b") as fh:
+        fh.truncate(size // 2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _configs(params: dict[str, Any]) -> tuple[Any, Any]:
@@ -284,7 +309,7 @@ def train_version(
     if params.get("use_feature_cache"):
         from workbench.model.features import FeatureCache
 
-        cache = FeatureCache(Path(settings.artifacts) / "features")
+        cache = FeatureCache(Path(settings.artifacts) / "features", should_cancel=should_cancel)
     fit_set, tune_set, selection = carve_tuning_slice(
         train_set, val_set, train_cfg.tuning_fraction, train_cfg.seed
     )
@@ -306,15 +331,18 @@ def train_version(
             feature_cache=cache,
             imagenet_weights_path=str(settings.imagenet_weights) if settings.imagenet_weights else None,
         )
+    except FeatureCacheCancelled:  # cancelled while the feature cache was still being built
+        result = None
     except BaseException as exc:
         _set_status(engine, version_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     counts = {"train": fit_set.counts(), "val": val_set.counts()}
     if selection["on"] == "tune":
         counts["tune"] = tune_set.counts()
-    if result.cancelled:
+    if result is None or result.cancelled:
         _set_status(engine, version_id, "cancelled", data_counts=counts, error="cancelled on request")
         return {"cancelled": True, "model_version": version_id}
+    fault_point(settings, "artifact-write", out)
     digest = verify_artifact(out)
     training = result.to_dict()
     check = training.pop("learning_check") or {}

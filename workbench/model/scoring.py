@@ -66,6 +66,7 @@ def infer_version(
     should_cancel: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Score every not-yet-scored case of ``splits``; returns counts (and ``cancelled`` when stopped)."""
+    from workbench.model.features import FeatureCacheCancelled
     from workbench.model.inference import PredictionCancelled, predict_cached, predict_pairs
 
     pending = _pending(engine, version_id, splits)
@@ -73,7 +74,7 @@ def infer_version(
     if total == 0:
         return {"model_version": version_id, "scored": 0, "skipped_existing": True}
     model = load_version_model(engine, version_id)
-    cached = _cached_predictor(engine, settings, version_id)
+    cached = _cached_predictor(engine, settings, version_id, should_cancel)
     emb_dir = artifact_dir(settings, version_id) / "embeddings"
     scored = 0
     for start in range(0, total, CHUNK):
@@ -106,7 +107,7 @@ def infer_version(
                     progress=on_batch,
                     should_cancel=should_cancel,
                 )
-        except PredictionCancelled:
+        except (PredictionCancelled, FeatureCacheCancelled):
             return {"model_version": version_id, "scored": scored, "cancelled": True}
         ids = [cid for cid, _, _ in chunk]
         write_predictions(engine, version_id, ids, out["logit"], out["probability"], out["uncertainty"])
@@ -121,8 +122,11 @@ def infer_version(
     }
 
 
-def _cached_predictor(engine: Engine, settings: Settings, version_id: int) -> tuple[Any, Any] | None:
-    """(model config, feature cache) when the version was trained on cached frozen-backbone features."""
+def _cached_predictor(
+    engine: Engine, settings: Settings, version_id: int, should_cancel: Callable[[], bool] | None = None
+) -> tuple[Any, Any] | None:
+    """(model config, feature cache) when the version was trained on cached frozen-backbone features;
+    the cache's build (minutes over a large pool) honours ``should_cancel`` between batches."""
     from workbench.db.models import ModelVersion
     from workbench.model.config import ModelConfig
     from workbench.model.features import FeatureCache
@@ -132,7 +136,8 @@ def _cached_predictor(engine: Engine, settings: Settings, version_id: int) -> tu
         config = dict(version.config or {}) if version else {}
     if not (config.get("params") or {}).get("use_feature_cache"):
         return None
-    return ModelConfig.from_dict(config["model"]), FeatureCache(Path(settings.artifacts) / "features")
+    cache = FeatureCache(Path(settings.artifacts) / "features", should_cancel=should_cancel)
+    return ModelConfig.from_dict(config["model"]), cache
 
 
 def infer_job(ctx: Any) -> dict[str, Any]:
