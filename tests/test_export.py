@@ -102,7 +102,16 @@ def metric_lines_without_context(text: str) -> list[str]:
 def test_bundle_files_match_the_database(wb: Workbench) -> None:
     b = wb.info.path
     assert wb.info.zip_path is not None and wb.info.zip_path.is_file()
-    for name in ("model.keras", "calibration.json", "threshold.json", "preprocessing.json", "README.md"):
+    # model.h5 is promised by the README (a legacy copy for other tools): a bundle without it is a bug.
+    required = (
+        "model.keras",
+        "model.h5",
+        "calibration.json",
+        "threshold.json",
+        "preprocessing.json",
+        "README.md",
+    )
+    for name in required:
         assert (b / name).is_file(), name
     assert (b / "saved_model" / "saved_model.pb").is_file()
     assert not list(b.parent.glob(".tmp-*")), "temporary build folder left behind"
@@ -113,9 +122,7 @@ def test_bundle_files_match_the_database(wb: Workbench) -> None:
 
     for name, entry in manifest["files"].items():
         assert sha256_file(b / name) == entry["sha256"], name
-    assert manifest["h5"]["written"] == ("model.h5" in on_disk) == wb.info.h5_written
-    if not wb.info.h5_written:
-        assert "model.h5" in (b / "README.md").read_text() and manifest["h5"]["reason"]
+    assert manifest["h5"] == {"written": True, "reason": None} and wb.info.h5_written
 
     with session_scope(wb.engine) as s:
         version = s.get(ModelVersion, wb.version_id)
@@ -175,6 +182,69 @@ def test_fresh_process_keras_load_reproduces_stored_prediction(wb: Workbench, tm
     assert got["workbench_loaded"] is False
     assert got["probability"] == pytest.approx(pred.probability, abs=1e-5)
     assert got["logit"] == pytest.approx(pred.logit, abs=1e-4)
+
+
+def test_model_h5_round_trips_to_the_keras_model(wb: Workbench) -> None:
+    """The shipped model.h5 loads (here, in the test: the workbench never loads it) and computes what
+    model.keras computes."""
+    import keras
+
+    keras_model = keras.models.load_model(wb.info.path / "model.keras", safe_mode=True, compile=False)
+    h5_model = keras.models.load_model(wb.info.path / "model.h5", compile=False)
+    inputs = [_preprocessed(case) for case, _ in _stored(wb)[:4]]
+    x = {"pre": np.concatenate([p for p, _ in inputs]), "post": np.concatenate([q for _, q in inputs])}
+    want = np.asarray(keras_model(x, training=False)["logit"])
+    got = np.asarray(h5_model(x, training=False)["logit"])
+    assert want.shape == (4, 1) and np.allclose(got, want, atol=1e-5), (got, want)
+
+
+def _rehashed_copy(wb: Workbench, target: Path, name: str, data: bytes) -> Path:
+    """A copy of the bundle whose file ``name`` holds ``data``, with manifest.json updated to match (so
+    only what the file holds, not its checksum, decides what loading does)."""
+    from workbench.model.registry import sha256_file
+
+    shutil.copytree(wb.info.path, target)
+    (target / name).write_bytes(data)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["files"][name]["sha256"] = sha256_file(target / name)
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_a_bundle_model_holding_a_lambda_layer_is_refused_not_run(wb: Workbench, tmp_path: Path) -> None:
+    import keras
+
+    from conftest import run_cli
+
+    marker = tmp_path / "lambda-ran"
+    path = str(marker)
+    pre, post = keras.Input((32, 32, 3), name="pre"), keras.Input((32, 32, 3), name="post")
+    hidden = keras.layers.Lambda(lambda t: t * 0.0 + float(len(open(path, "w").name) > 0))(pre)  # noqa: SIM115
+    logit = keras.layers.Dense(1, name="logit")(keras.layers.GlobalAveragePooling2D()(hidden + post))
+    evil = keras.Model(
+        {"pre": pre, "post": post}, {"logit": logit, "probability": keras.activations.sigmoid(logit)}
+    )
+    evil.save(tmp_path / "evil.keras")
+    marker.unlink()  # building the model ran the lambda once; loading must not run it again
+    bundle = _rehashed_copy(wb, tmp_path / "evil", "model.keras", (tmp_path / "evil.keras").read_bytes())
+
+    with pytest.raises(
+        WorkbenchError, match=r"model\.keras: refused: the model holds executable Python code"
+    ):
+        load_bundle(bundle)
+    case, _ = _stored(wb, "test")[0]
+    res = run_cli("predict", str(bundle), "--pre", case.pre_path, "--post", case.post_path)
+    assert res.returncode == 1 and "refused: the model holds executable Python code" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert not marker.exists(), "the Lambda layer's code ran"
+
+
+def test_prediction_never_loads_model_h5(wb: Workbench, tmp_path: Path) -> None:
+    """A model.h5 that no Keras could load (checksum updated) changes nothing: prediction uses model.keras."""
+    bundle = _rehashed_copy(wb, tmp_path / "junk-h5", "model.h5", b"not an HDF5 file")
+    case, pred = _stored(wb, "test")[0]
+    out = load_bundle(bundle).predict_pair(case.pre_path, case.post_path)
+    assert out["raw_probability"] == pytest.approx(pred.probability, abs=1e-5)
 
 
 def test_load_bundle_predicts_like_the_workbench(wb: Workbench, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 Bundle layout::
 
     model.keras          the verified training artifact (byte copy; loads with safe_mode=True)
-    model.h5             legacy HDF5 copy, only where Keras writes AND reads it back with equal outputs
+    model.h5             legacy HDF5 copy for other tools, only where Keras writes AND reads it back with
+                         equal outputs; the workbench never loads it to predict (HDF5 ignores safe_mode)
     model.onnx           portable copy (tf2onnx, opset 17) for onnxruntime without TensorFlow, only where
                          its logits match the Keras model's (see portable.py); ``workbench predict
                          --runtime onnx`` runs it
@@ -43,6 +44,7 @@ from workbench.db.models import ModelVersion, utcnow
 from workbench.errors import ConflictError, WorkbenchError
 from workbench.export.card import collect_facts, preprocessing_spec, render_card
 from workbench.export.portable import ONNX_FILE, write_onnx
+from workbench.export.predict import load_keras_model
 from workbench.export.serving import SIGNATURE, add_image_endpoint
 from workbench.model.registry import artifact_dir, sha256_file, verify_artifact
 from workbench.users import authorize_actor
@@ -211,8 +213,6 @@ def export_bundle(
     out_dir = Path(out_dir).expanduser().absolute()
     zip_path = _check_target(out_dir, make_zip)
     facts = collect_facts(engine, version_id)
-    import keras  # only once the request is known to be allowed and exportable
-
     with session_scope(engine) as s:
         version = s.get(ModelVersion, version_id)
         assert version is not None
@@ -235,7 +235,7 @@ def export_bundle(
         shutil.copyfile(artifact, tmp / "model.keras")
         if sha256_file(tmp / "model.keras") != expected:
             raise WorkbenchError(f"copy of {artifact} does not match its recorded sha256 (disk error?)")
-        model = keras.models.load_model(tmp / "model.keras", safe_mode=True, compile=False)
+        model = load_keras_model(tmp / "model.keras")  # Keras floor and safe_mode, as for prediction
         backbone = facts["backbone"]
         input_size = (facts["config"].get("model") or {}).get("input_size")
         if input_size is None:

@@ -27,13 +27,18 @@ to ~1e-6; the Keras path stays the default because it is the one that reproduces
 stored predictions exactly and every bundle has it.
 
 The checksums detect accidental or casual modification; they are not a signature (whoever can
-edit the files can also edit ``manifest.json``).
+edit the files can also edit ``manifest.json``). Bundles may come from others, so loading never runs
+code from them: only ``model.keras`` is opened, with ``safe_mode=True`` (a model holding a ``Lambda``
+layer or other serialized Python is refused, not run), by Keras ``>= MIN_KERAS`` (older releases have
+published ``safe_mode`` bypasses); the bundle's legacy ``model.h5`` is shipped for other tools and never
+loaded here (HDF5 loading ignores ``safe_mode``, CVE-2025-9905).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -53,6 +58,10 @@ MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "workbench-bundle"
 REQUIRED_FILES = ("model.keras", "calibration.json", "threshold.json", "preprocessing.json")
 RUNTIMES = ("keras", "onnx")
+#: Oldest Keras that may open a bundle. Earlier releases have published ``safe_mode`` bypasses:
+#: CVE-2025-1550 (fixed in 3.9), CVE-2025-8747 and CVE-2025-9906 (3.11), legacy HDF5 ignoring
+#: ``safe_mode`` CVE-2025-9905 (3.11.3), TFSMLayer and archive path traversal CVE-2026-1462 (3.14).
+MIN_KERAS = (3, 14)
 #: Keys of one prediction, in CSV column order (predict_csv adds case_id, pre_path and post_path first).
 PREDICTION_FIELDS = ("raw_probability", "logit", "calibrated_probability", "threshold", "decision")
 
@@ -232,6 +241,40 @@ def _load_onnx(root: Path, manifest: dict[str, Any], preprocessing: dict[str, An
     return model
 
 
+def check_keras_version(version: str) -> None:
+    """Refuse a Keras older than :data:`MIN_KERAS` (WorkbenchError naming both versions and why)."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found is None or (int(found[1]), int(found[2])) < MIN_KERAS:
+        floor = ".".join(map(str, MIN_KERAS))
+        raise WorkbenchError(
+            f"Keras {version} is installed; opening a bundle needs keras>={floor} (older releases can be "
+            f"made to run code from a model file despite safe_mode). Upgrade: pip install 'keras>={floor}'"
+        )
+
+
+def load_keras_model(path: Path) -> Any:
+    """``path`` (a ``.keras`` file) loaded without running code from it; WorkbenchError otherwise.
+
+    A model holding serialized Python (a ``Lambda`` layer, a custom object) is refused by
+    ``safe_mode=True`` before anything of it runs; the error says so instead of passing Keras' text on.
+    """
+    import keras
+
+    check_keras_version(keras.__version__)
+    if path.suffix != ".keras":
+        raise WorkbenchError(f"{path.name}: only a .keras model is loaded (never .h5 or a SavedModel)")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
+        if "safe_mode" in str(exc):
+            raise WorkbenchError(
+                f"{path.name}: refused: the model holds executable Python code (e.g. a Lambda layer), which "
+                "is never run from a bundle; a workbench export has none, so this bundle was made or "
+                "altered elsewhere: do not use it"
+            ) from None
+        raise WorkbenchError(f"{path.name}: Keras cannot load it ({type(exc).__name__}: {exc})") from None
+
+
 def _load_folder(root: Path, shown_path: Path, runtime: str = "keras") -> Bundle:
     if runtime not in RUNTIMES:
         raise ValidationError(f"runtime: must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
@@ -251,12 +294,7 @@ def _load_folder(root: Path, shown_path: Path, runtime: str = "keras") -> Bundle
         return Bundle(
             shown_path, model, manifest, calibration, threshold_info, preprocessing, calibrator, runtime
         )
-    import keras
-
-    try:
-        model = keras.models.load_model(root / "model.keras", safe_mode=True, compile=False)
-    except Exception as exc:  # noqa: BLE001 - any load failure is reported as one line
-        raise WorkbenchError(f"model.keras: Keras cannot load it ({type(exc).__name__}: {exc})") from None
+    model = load_keras_model(root / "model.keras")
     from workbench.model.builder import backbone_from_model
 
     size = preprocessing.get("input_size") or {}
