@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 from ui import state  # noqa: E402
 from ui.login import render_login  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
+from workbench.redaction import redact  # noqa: E402
 
 PAGES = HERE / "app_pages"  # not "pages/": that name switches Streamlit to its old directory-based routing
 
@@ -28,9 +29,9 @@ st.set_page_config(page_title="Cervical pair workbench", page_icon=":material/bi
 try:
     eng = state.engine()
     user = state.current_user(eng)
-except (WorkbenchError, SQLAlchemyError) as exc:
+except (WorkbenchError, SQLAlchemyError) as exc:  # shown before login: never a password in it
     st.title("Cervical pair workbench")
-    st.error(state.error_text(exc), icon=":material/error:")
+    st.error(redact(state.error_text(exc)), icon=":material/error:")
     st.stop()
 
 pages = [

@@ -93,7 +93,9 @@ def page_errors() -> Iterator[None]:
     except WorkbenchError as exc:
         st.error(error_text(exc), icon=":material/error:")
     except SQLAlchemyError as exc:
-        st.error(error_text(exc), icon=":material/database:")
+        from workbench.redaction import redact  # a driver's text is no WorkbenchError: mask it here
+
+        st.error(redact(error_text(exc)), icon=":material/database:")
 
 
 def run_action(fn: Callable[[], Any]) -> tuple[Any, str | None]:
