@@ -154,3 +154,35 @@ def test_docker_compose_config_agrees_when_available(tmp_path: Path) -> None:
     for name, port in (("ui", 8501), ("flower", 5555)):
         (published,) = services[name]["ports"]
         assert published["host_ip"] == "127.0.0.1" and int(published["published"]) == port
+
+
+def test_browser_tests_fail_instead_of_skipping_when_required(tmp_path: Path) -> None:
+    """Without Chromium, tests/test_ui_browser.py skips for a developer but fails under REQUIRE_BROWSER_TESTS=1,
+    which .ci/run sets after making sure Chromium is installed (or exiting non-zero)."""
+    import sys
+
+    base = {**os.environ, "BROWSER_TESTS_CHROMIUM": str(tmp_path / "no-chromium")}
+    base.pop("REQUIRE_BROWSER_TESTS", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "tests" / "test_ui_browser.py"),
+    ]
+    skipped = subprocess.run(cmd, capture_output=True, text=True, env=base, cwd=ROOT, timeout=300)
+    assert skipped.returncode == 0 and "3 skipped" in skipped.stdout, skipped.stdout[-2000:]
+    required = subprocess.run(
+        cmd, capture_output=True, text=True, env={**base, "REQUIRE_BROWSER_TESTS": "1"}, cwd=ROOT, timeout=300
+    )
+    assert required.returncode != 0, required.stdout[-2000:]
+    assert "REQUIRE_BROWSER_TESTS=1 requires it" in required.stdout
+    assert required.stdout.splitlines()[-1].startswith("3 errors"), required.stdout[-500:]  # none skipped
+
+    ci = (ROOT / ".ci" / "run").read_text()
+    install = ci.index("apt-get install -y -qq chromium")
+    check = ci.index("if [ ! -x /usr/bin/chromium ]; then", install)
+    assert "exit 1" in ci[check : ci.index("fi", check)]
+    assert ci.index("export REQUIRE_BROWSER_TESTS=1") < ci.rindex("\nmake test")

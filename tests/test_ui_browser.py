@@ -1,6 +1,7 @@
 """End to end in headless Chromium: the real ``workbench ui`` server, login, labelling by keyboard only.
 
-Skipped only when /usr/bin/chromium is absent (CI installs it).
+Skipped when /usr/bin/chromium is absent, except where ``REQUIRE_BROWSER_TESTS=1`` (``.ci/run`` sets it):
+there a missing browser fails every test here, so a broken Chromium install cannot pass unnoticed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from workbench.db.engine import create_db_engine, session_scope
 from workbench.db.models import Case, Label
 from workbench.jobs import store
 
-CHROMIUM = Path("/usr/bin/chromium")
+#: Debian's headless Chromium; BROWSER_TESTS_CHROMIUM names another (the skip logic's own test points it
+#: at a missing file).
+CHROMIUM = Path(os.environ.get("BROWSER_TESTS_CHROMIUM", "/usr/bin/chromium"))
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 LAUNCH_ARGS = [
@@ -38,12 +41,24 @@ LAUNCH_ARGS = [
     "--disable-sync",
 ]
 VALUES = {"n": 0, "p": 1}
+#: Not a WORKBENCH_ variable: the settings refuse unknown ones, and CLI processes inherit it.
+REQUIRE_BROWSER = os.environ.get("REQUIRE_BROWSER_TESTS") == "1"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="headless Chromium (/usr/bin/chromium) is not installed"
+        not CHROMIUM.exists() and not REQUIRE_BROWSER,
+        reason=f"headless Chromium ({CHROMIUM}) is not installed (REQUIRE_BROWSER_TESTS=1 makes this fail)",
     ),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium_required() -> None:
+    """Runs only when the module is not skipped: with REQUIRE_BROWSER_TESTS=1, no Chromium is a failure."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"headless Chromium ({CHROMIUM}) is not installed and REQUIRE_BROWSER_TESTS=1 requires it"
+        )
 
 
 @dataclass
