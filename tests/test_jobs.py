@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
+from test_job_endings import executions, fast_heartbeat, send_sleep  # noqa: F401 (a fixture)
 
 from conftest import Stack, run_cli
 from workbench.db.engine import session_scope
@@ -36,7 +37,9 @@ def test_job_runs_with_progress_and_result(stack: Stack) -> None:
     job = store.get_job(stack.engine, _job_id(res.stdout))
     assert job.status == "succeeded" and job.progress == 1.0
     assert job.result == {"slept": 2.0}
-    assert job.message == "step 4/4" and job.attempts == 1 and job.worker == stack.worker.name
+    assert job.message == "step 4/4" and job.attempts == 1
+    node, pid, start = job.worker.split("/")  # unique per worker start: name/pid/start id
+    assert node == stack.worker.name and int(pid) == stack.worker.proc.pid and len(start) == 12
     listing = run_cli("jobs", "list")
     assert f"{job.id:>5} sleep" in listing.stdout
 
@@ -58,27 +61,26 @@ def test_cancel_a_running_job(stack: Stack) -> None:
     assert job.progress < 0.5
 
 
+@pytest.mark.usefixtures("fast_heartbeat")  # before the stack: its worker beats every second
 def test_worker_killed_mid_job_is_redelivered_and_completes_once(stack: Stack) -> None:
-    res = run_cli("submit", "sleep", "--seconds", "6", "--steps", "12")
-    job_id = _job_id(res.stdout)
+    job_id = send_sleep(stack, seconds=6, steps=12, trace="killed")
     _wait(stack, job_id, until=lambda j: j.status == "running" and j.progress > 0.1)
     stack.worker.kill()  # SIGKILL parent and children: nothing gets to clean up
     assert store.get_job(stack.engine, job_id).status == "running"
-    stack.worker.start()  # the same node restarts and recovers its lost job
+    stack.worker.start()  # the node restarts; the job's heartbeat goes stale and a sweep re-sends it
     job = _wait(stack, job_id, timeout=120)
     assert job.status == "succeeded"
     assert job.attempts == 2
-    with session_scope(stack.engine) as s:
-        assert s.scalar(select(func.count()).select_from(Job)) == 1
+    assert len(executions("killed")) == 2  # the killed run and the finished one: never a third
 
 
 def test_job_that_always_kills_its_process_fails_after_capped_attempts(stack: Stack) -> None:
-    res = run_cli("submit", "sleep", "--seconds", "0.4", "--steps", "4", "--crash")
-    job_id = _job_id(res.stdout)
+    job_id = send_sleep(stack, seconds=0.4, steps=4, crash=True, trace="crash")
     job = _wait(stack, job_id, timeout=180)
     assert job.status == "failed"
     assert "gave up after 3 attempt(s)" in job.error
     assert job.attempts == 4  # the fourth delivery is refused by the cap instead of run
+    assert len(executions("crash")) == 3
 
 
 def test_pickle_message_is_refused(stack: Stack) -> None:

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from test_job_endings import fast_heartbeat  # noqa: F401 (a fixture)
 
 from conftest import Stack, run_cli
+from workbench.config import load_settings
 from workbench.data.importer import import_source
 from workbench.data.synth import generate_dataset
 from workbench.db.engine import session_scope
 from workbench.db.models import Job, ModelVersion, Prediction
+from workbench.errors import WorkbenchError
 from workbench.jobs import store
-from workbench.model.registry import sha256_file
+from workbench.model.registry import artifact_dir, sha256_file, verify_artifact
 
 TINY = json.dumps(
     {
@@ -79,7 +82,23 @@ def test_train_then_infer_through_the_cli(data_stack: Stack) -> None:
     assert store.get_job(data_stack.engine, _job_id(res.stdout)).result["scored"] == 0
 
 
-def test_worker_killed_mid_training_leaves_no_half_artifact(data_stack: Stack) -> None:
+def _executions(stack: Stack, job_id: int) -> int:
+    """Runs of the job's handler, from the worker log (the runner logs one line as each starts)."""
+    return stack.worker.log().count(f"job {job_id}: train handler starts")
+
+
+def _assert_one_verified_version(stack: Stack, job_id: int) -> None:
+    versions = _versions(stack)
+    assert len(versions) == 1  # the re-run reused the version row of its job
+    (version,) = versions
+    assert version.job_id == job_id and version.status == "ready"
+    assert verify_artifact(Path(version.artifact_uri), version.artifact_sha256) == version.artifact_sha256
+    folder = Path(version.artifact_uri).parent
+    assert [p.name for p in folder.iterdir() if p.suffix == ".keras"] == ["model.keras"]
+
+
+@pytest.mark.usefixtures("fast_heartbeat")  # before the stack: the restarted worker finds it stale soon
+def test_worker_killed_mid_epoch_retrains_into_one_verified_version(data_stack: Stack) -> None:
     res = run_cli("submit", "train", "--epochs", "40", "--overrides", TINY)
     job_id = _job_id(res.stdout)
     _wait(data_stack, job_id, lambda j: j.status == "running" and "epoch" in (j.message or ""))
@@ -89,15 +108,36 @@ def test_worker_killed_mid_training_leaves_no_half_artifact(data_stack: Stack) -
     data_stack.worker.start()
     job = _wait(data_stack, job_id, lambda j: j.done, timeout=600)
     assert job.status == "succeeded", job.error
-    assert job.attempts == 2
-    versions = _versions(data_stack)
-    assert len(versions) == 1  # the re-run reused the version row of its job
-    (version,) = versions
-    assert version.status == "ready" and sha256_file(Path(version.artifact_uri)) == version.artifact_sha256
-    folder = Path(version.artifact_uri).parent
-    assert [p.name for p in folder.iterdir() if p.suffix == ".keras"] == ["model.keras"]
-    with session_scope(data_stack.engine) as s:
-        assert s.scalar(select(func.count()).select_from(Job)) == 1
+    assert job.attempts == 2 and _executions(data_stack, job_id) == 2
+    _assert_one_verified_version(data_stack, job_id)
+
+
+@pytest.fixture
+def crash_in_artifact_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers started after this truncate the new model file and SIGKILL themselves, once."""
+    monkeypatch.setenv("WORKBENCH_FAULT_POINT", "artifact-write")
+
+
+@pytest.mark.usefixtures("crash_in_artifact_write")  # before the stack: its worker carries the fault
+def test_worker_killed_during_the_artifact_write_leaves_no_half_artifact(data_stack: Stack) -> None:
+    marker = Path(data_stack.env["WORKBENCH_HOME"]) / "faults" / "artifact-write.fired"
+    res = run_cli("submit", "train", "--epochs", "2", "--overrides", TINY)
+    job_id = _job_id(res.stdout)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), data_stack.worker.log()[-3000:]
+    # The child died with a half-written model.keras: the version is not ready and records no artifact.
+    (version,) = _versions(data_stack)
+    assert version.status == "training" and version.artifact_uri is None and version.artifact_sha256 is None
+    half = artifact_dir(load_settings(), version.id) / "model.keras"
+    with pytest.raises(WorkbenchError, match="not a complete .keras file|corrupt"):
+        verify_artifact(half)
+    # The worker parent saw its child lost and re-sent the job; the retry writes a complete artifact.
+    job = _wait(data_stack, job_id, lambda j: j.done, timeout=600)
+    assert job.status == "succeeded", job.error
+    assert job.attempts == 2 and _executions(data_stack, job_id) == 2
+    _assert_one_verified_version(data_stack, job_id)
 
 
 def test_cancel_running_training_within_an_epoch(data_stack: Stack) -> None:
