@@ -171,7 +171,7 @@ def test_submit_job_walks_every_kind(engine: Engine, people: dict[str, str]) -> 
 
 
 def test_a_labeller_cannot_submit_the_crashing_sleep_job(engine: Engine, people: dict[str, str]) -> None:
-    with pytest.raises(PermissionDenied, match="lab is a labeller; only admin may sleep"):
+    with pytest.raises(PermissionDenied, match="lab is a labeller; only an admin may sleep"):
         submit_job(engine, "sleep", {"crash": True}, requester="lab", send=lambda *_: "t")
     with session_scope(engine) as s:
         assert s.scalar(select(func.count(Job.id))) == 0
@@ -246,7 +246,7 @@ def test_the_reserved_name_reproduction_is_refused_on_the_command_line() -> None
         refused = _cli("promote", str(version), "--reason", "mine", "--as", who)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
         said[who] = refused.stderr
-    assert "alice is a labeller; only admin may promote" in said["alice"]
+    assert "alice is a labeller; only an admin may promote" in said["alice"]
     assert "'system' is a reserved name, not a user" in said["system"]
     assert "unknown or disabled user 'operator:cli'" in said["operator:cli"]
     with session_scope(eng) as s:

@@ -217,9 +217,8 @@ def authorize(engine: Engine, username: str, action: str) -> UserView:
     if allowed is None:
         raise PermissionDenied(f"{action!r} is not an action users may take (only the local operator may)")
     if user.role not in allowed:
-        raise PermissionDenied(
-            f"{username} is a {user.role}; only {' or '.join(sorted(allowed))} may {action}"
-        )
+        who = " or ".join(f"{'an' if r[0] in 'aeiou' else 'a'} {r}" for r in sorted(allowed))
+        raise PermissionDenied(f"{username} is a {user.role}; only {who} may {action}")
     return user
 
 
