@@ -39,6 +39,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
+from workbench.actors import LOCAL_OPERATOR, Actor
 from workbench.data import dicom
 from workbench.data.images import MAX_PIXELS, ImageInfo, decode_image, inspect_image, resolve_inside
 from workbench.data.labels import current_labels, latest_label_subquery
@@ -113,19 +114,11 @@ class _Checked:
         return hashlib.sha256(f"{pre}:{post}".encode()).hexdigest()
 
 
-def _home(home: Path | None) -> Path:
-    """``home``, or the configured ``WORKBENCH_HOME``."""
-    if home is not None:
-        return home
-    from workbench.config import get_settings
-
-    return get_settings().home
-
-
 class _DicomStore:
     """Set up on the first DICOM row: the pseudonym salt, and staging of the de-identified PNGs.
 
-    ``stage=False`` (dry run) computes the PNGs' hashes and writes nothing.
+    ``stage=False`` (dry run) computes the PNGs' hashes and writes nothing. It also knows the workbench
+    home (the default report folder is under it), read from the settings only when first needed.
     """
 
     def __init__(self, home: Path | None, stage: bool) -> None:
@@ -135,9 +128,12 @@ class _DicomStore:
         self._salt: bytes | None = None
         self._staging: Path | None = None
 
-    def _home_dir(self) -> Path:
+    def home_dir(self) -> Path:
+        """The workbench home (read from the settings on first use only)."""
         if self._home is None:
-            self._home = _home(None)
+            from workbench.config import get_settings
+
+            self._home = get_settings().home
         return self._home
 
     def salt(self) -> bytes:
@@ -149,7 +145,7 @@ class _DicomStore:
                 self._salt = (
                     bytes.fromhex(configured.get_secret_value().strip())
                     if configured is not None
-                    else dicom.load_salt(self._home_dir())
+                    else dicom.load_salt(self.home_dir())
                 )
             return self._salt
 
@@ -157,7 +153,7 @@ class _DicomStore:
         """Stage one PNG (fsynced, so a later rename never exposes a partial file)."""
         digest = hashlib.sha256(png).hexdigest()
         with self._lock:
-            store = dicom.store_dir(self._home_dir())
+            store = dicom.store_dir(self.home_dir())
             if self._stage and self._staging is None:
                 self._staging = store / f".incoming-{secrets.token_hex(8)}"
                 try:
@@ -350,7 +346,7 @@ def import_source(
     engine: Engine,
     path: Path,
     *,
-    requester: str = "cli",
+    requester: Actor = LOCAL_OPERATOR,
     proportions: dict[str, float] | None = None,
     seed: int = 0,
     strict: bool = False,
@@ -367,7 +363,6 @@ def import_source(
     ``home``: the workbench home: DICOM images are stored de-identified there, the pseudonym salt lives
     there (default: the configured ``WORKBENCH_HOME``).
     """
-    report_dir = report_dir if report_dir is not None else _home(home) / "reports"
     store = _DicomStore(home, stage=not dry_run)
     try:
         return _import(
@@ -391,12 +386,12 @@ def _import(
     engine: Engine,
     path: Path,
     store: _DicomStore,
-    requester: str,
+    requester: Actor,
     proportions: dict[str, float] | None,
     seed: int,
     strict: bool,
     dry_run: bool,
-    report_dir: Path,
+    report_dir: Path | None,
     max_pixels: int,
     workers: int,
 ) -> ImportResult:
@@ -528,7 +523,9 @@ def _import(
             store.commit([d for c in unchanged for d in c.derived.values()])
         if result.rejected:  # before the commit and before anyone is told the outcome
             result.rejected.sort(key=lambda r: r.line)
-            result.report_path, result.report_error = _write_report(result.rejected, report_dir)
+            result.report_path, result.report_error = _write_report(
+                result.rejected, report_dir or store.home_dir() / "reports"
+            )
             if batch is not None and result.report_path is not None:
                 batch.report_path = str(result.report_path)
         if not write:
