@@ -228,15 +228,22 @@ def read_only(folder: Path) -> Iterator[None]:
     """``folder`` unwritable for this process while the block runs.
 
     As root, permission bits stop nothing, so the folder gets a read-only bind mount (what
-    docker-compose does to ./data); otherwise ``chmod a-w``. Either way the block starts only once a
-    write there really fails.
+    docker-compose does to ./data), else the immutable attribute; otherwise ``chmod a-w``. Either way
+    the block starts only once a write there really fails (never a silent no-op).
     """
+    undo: list[str] | None = None
     if os.geteuid() == 0:
-        subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], check=True)
-        undo = ["umount", str(folder)]
+        for make, revert in (
+            (["mount", "--bind", "-o", "ro", str(folder), str(folder)], ["umount", str(folder)]),
+            (["chattr", "+i", str(folder)], ["chattr", "-i", str(folder)]),
+        ):
+            if subprocess.run(make, capture_output=True, check=False).returncode == 0:
+                undo = revert
+                break
+        else:
+            pytest.fail(f"as root, neither a read-only bind mount nor chattr +i works on {folder}")
     else:
         folder.chmod(0o555)
-        undo = None
     try:
         with pytest.raises(OSError):
             (folder / ".probe").touch()
