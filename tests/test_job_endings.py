@@ -137,6 +137,22 @@ def test_job_of_a_dead_worker_is_recovered_by_a_worker_of_another_name(
     assert len(executions("orphan")) == 2  # the killed run and the one that finished, no more
 
 
+def test_a_job_whose_heartbeat_stops_is_resent_by_the_sweep_of_a_live_worker(
+    fast_heartbeat: None, stack: Stack
+) -> None:
+    # A job claimed by a worker that vanished (its host, or its broker connection, gone for good)
+    # after this worker started: only the periodic sweep can find it.
+    job_id = store.create_job(
+        stack.engine, "sleep", {"seconds": 0.2, "steps": 2, "trace": "sweep"}, requester="test", queue="cpu"
+    )
+    assert store.claim_job(stack.engine, job_id, "vanished@host/1/gone", max_attempts=3) is not None
+    job = wait_job(stack, job_id, timeout=60)
+    assert job.status == "succeeded" and job.attempts == 2
+    assert job.worker.startswith(f"{stack.worker.name}/")
+    assert len(executions("sweep")) == 1
+    assert "re-sending jobs whose worker stopped reporting" in stack.worker.log()
+
+
 def test_heartbeat_moves_while_a_step_blocks_without_reporting(fast_heartbeat: None, stack: Stack) -> None:
     job_id = send_sleep(stack, seconds=8, steps=1)  # one 8 s step: no progress call until the end
 

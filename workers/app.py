@@ -18,7 +18,7 @@ TASK_NAME = "workbench.run_job"
 def make_app(settings: Settings) -> Celery:
     """A Celery app on the configured broker; no result backend (job rows hold results)."""
     settings.ensure_home()
-    default_limits = time_limits(settings, "")
+    default_limits = time_limits(settings)
     app = Celery("workbench", broker=settings.broker, include=["workers.tasks"])
     transport_options: dict[str, object] = {}
     if settings.broker.startswith(("redis://", "rediss://")):

@@ -52,9 +52,9 @@ class TimeLimits:
         )
 
 
-def time_limits(settings: Settings, kind: str) -> TimeLimits:
-    """Limits of a job of ``kind``: the task limit (soft: a minute earlier, at least 30 s), or for the
-    diagnostic ``sleep`` kind WORKBENCH_SLEEP_TIME_LIMIT_S when set (soft: half of it)."""
+def time_limits(settings: Settings, kind: str | None = None) -> TimeLimits:
+    """Limits of a job of ``kind`` (None: any): the task limit (soft: a minute earlier, at least 30 s),
+    or for the diagnostic ``sleep`` kind WORKBENCH_SLEEP_TIME_LIMIT_S when set (soft: half of it)."""
     if kind == SLEEP_KIND and settings.sleep_time_limit_s is not None:
         hard = min(settings.sleep_time_limit_s, settings.task_time_limit_s)
         return TimeLimits(max(1, hard // 2), hard, "WORKBENCH_SLEEP_TIME_LIMIT_S")
