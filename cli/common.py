@@ -16,13 +16,14 @@ from workbench.config import Settings, load_settings
 from workbench.db.engine import engine_from_settings
 from workbench.db.schema import ensure_current
 from workbench.errors import WorkbenchError
+from workbench.redaction import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one clear error line to stderr and return the exit to raise."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {redact(message)}", err=True)
     return typer.Exit(code)
 
 

@@ -99,8 +99,9 @@ def print_import_result(result: ImportResult, verbose: bool = True) -> None:
             typer.echo(f"converted {note}")
     for r in result.rejected:
         typer.echo(f"rejected line {r.line} case {r.case_id or '<empty>'!s}: {r.reason}", err=True)
-    if result.report_path:
-        typer.echo(f"report of rejected rows: {result.report_path}")
+    note = result.report_note()
+    if note:
+        typer.echo(note, err=result.report_error is not None)
     if result.pair_check:
         typer.echo(result.pair_check)
 

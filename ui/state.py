@@ -21,6 +21,7 @@ from workbench.config import Settings, load_settings
 from workbench.db.engine import create_db_engine
 from workbench.db.schema import ensure_current
 from workbench.errors import PermissionDenied, WorkbenchError
+from workbench.redaction import redact
 
 USER_KEY = "wb_user"
 FLASH_KEY = "wb_flash"
@@ -74,7 +75,11 @@ def sender() -> Callable[[int, str, str], str]:
 
 
 def error_text(exc: BaseException) -> str:
-    """One clear line for an expected failure (never a traceback)."""
+    """One clear line for an expected failure (never a traceback, never a password)."""
+    return redact(_error_line(exc))
+
+
+def _error_line(exc: BaseException) -> str:
     if isinstance(exc, WorkbenchError):
         return str(exc)
     if isinstance(exc, OperationalError | DBAPIError):
@@ -93,9 +98,7 @@ def page_errors() -> Iterator[None]:
     except WorkbenchError as exc:
         st.error(error_text(exc), icon=":material/error:")
     except SQLAlchemyError as exc:
-        from workbench.redaction import redact  # a driver's text is no WorkbenchError: mask it here
-
-        st.error(redact(error_text(exc)), icon=":material/database:")
+        st.error(error_text(exc), icon=":material/database:")
 
 
 def run_action(fn: Callable[[], Any]) -> tuple[Any, str | None]:

@@ -336,7 +336,7 @@ def export_job(ctx: Any) -> dict[str, Any]:
         ctx.settings,
         int(p["model_version"]),
         Path(p["out_dir"]),
-        actor=ctx.requester,
+        actor=ctx.actor,
         make_zip=bool(p.get("zip", False)),
     )
     ctx.progress(1.0, f"bundle written to {info.path}")
