@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
-from workbench.active.leases import OPEN_STATUSES, enqueue
+from workbench.active.leases import OPEN_STATUSES, enqueue_in
 from workbench.active.strategies import DEFAULT_MIX, Candidates, Selected, select_batch
 from workbench.calibration.service import calibrated_probabilities
 from workbench.config import Settings
 from workbench.db.engine import session_scope
-from workbench.db.models import Label, ModelVersion, QueueItem
+from workbench.db.models import Label, ModelVersion, QueueItem, Round
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.model.predictions import load_predictions
 from workbench.model.scoring import load_embeddings
@@ -144,7 +145,17 @@ def build_queue(
     relabel: int = 0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Queue a mixed batch of pool cases (plus optional second reads and relabels); returns counts."""
+    """Queue a mixed batch of pool cases (plus optional second reads and relabels); returns counts.
+
+    The batch is written in one transaction. A round's batch is queued once: when ``round_id``
+    already has items (an earlier attempt of the round's queue step committed them and was then
+    killed), they are returned as they are (``already_queued``) and nothing is added.
+    """
+    if round_id is not None:
+        with session_scope(engine) as s:
+            earlier = _round_batch(s, version_id, round_id)
+        if earlier is not None:
+            return earlier
     candidates = pool_candidates(engine, settings, version_id)
     if len(candidates) == 0:
         raise WorkbenchError(
@@ -153,11 +164,19 @@ def build_queue(
         )
     rng = np.random.default_rng(seed)
     batch = select_batch(candidates, min(batch_size, len(candidates)), mix or DEFAULT_MIX, rng)
-    label_ids = enqueue(engine, batch, round_id=round_id, kind="label")
     extra_second = _expert_labelled(engine, version_id, candidates.threshold, second_read_band, second_reads)
-    second_ids = enqueue(engine, extra_second, round_id=round_id, kind="second_read") if extra_second else []
     relabels = _relabel_candidates(engine, version_id, relabel)
-    relabel_ids = enqueue(engine, relabels, round_id=round_id, kind="relabel") if relabels else []
+    with session_scope(engine) as s:
+        if round_id is not None:
+            s.execute(select(Round.id).where(Round.id == round_id).with_for_update())
+            earlier = _round_batch(s, version_id, round_id)
+            if earlier is not None:  # a concurrent attempt got there first
+                return earlier
+        label_ids = enqueue_in(s, batch, round_id=round_id, kind="label")
+        second_ids = (
+            enqueue_in(s, extra_second, round_id=round_id, kind="second_read") if extra_second else []
+        )
+        relabel_ids = enqueue_in(s, relabels, round_id=round_id, kind="relabel") if relabels else []
     by_strategy: dict[str, int] = {}
     for sel in batch:
         by_strategy[sel.strategy] = by_strategy.get(sel.strategy, 0) + 1
@@ -170,6 +189,28 @@ def build_queue(
         "threshold": candidates.threshold,
         "pool_candidates": len(candidates),
         "pool_mean_probability": float(np.mean(candidates.prob)),
+    }
+
+
+def _round_batch(s: Session, version_id: int, round_id: int) -> dict[str, Any] | None:
+    """The counts of the batch already queued for ``round_id``; None when it has none yet."""
+    items = s.execute(select(QueueItem.kind, QueueItem.strategy).where(QueueItem.round_id == round_id)).all()
+    if not items:
+        return None
+    by_strategy: dict[str, int] = {}
+    for kind, strategy in items:
+        if kind == "label":
+            by_strategy[strategy] = by_strategy.get(strategy, 0) + 1
+    return {
+        "model_version": version_id,
+        "queued": sum(by_strategy.values()),
+        "by_strategy": by_strategy,
+        "second_reads": sum(kind == "second_read" for kind, _ in items),
+        "relabels": sum(kind == "relabel" for kind, _ in items),
+        "threshold": s.scalar(select(ModelVersion.threshold).where(ModelVersion.id == version_id)),
+        "pool_candidates": None,
+        "pool_mean_probability": None,
+        "already_queued": True,
     }
 
 
