@@ -242,7 +242,7 @@ def test_a_version_that_did_not_learn_is_refused_downstream(shuffled) -> None:  
     from workbench.export.promotion import promote
     from workbench.model.registry import train_version
     from workbench.model.scoring import infer_version
-    from workbench.ui_queries import ready_versions
+    from workbench.read.versions import ready_versions
 
     wb, _ = shuffled
     said = f"model version {wb.version} did not learn: "

@@ -508,24 +508,24 @@ def test_an_empty_workbench_says_what_to_do_on_every_page() -> None:
 
 
 def test_read_helpers_for_the_pages(seeded: Seeded) -> None:
-    from workbench import ui_queries
     from workbench.active.leases import submit_label
     from workbench.db.models import Prediction
+    from workbench.read import case_context, rounds
 
-    start = ui_queries.label_history(seeded.engine)
+    start = rounds.label_history(seeded.engine)
     assert [r["round"] for r in start] == [0, 1]
     assert {**start[0], "round": 1} == start[1]  # nothing labelled in round 1 yet
     assert start[0]["pool_unlabelled"] == len(seeded.case_ids)
     for value in (1, 0):
         item = claim_next(seeded.engine, "alice")
         submit_label(seeded.engine, item.item_id, "alice", value)
-    before, after = ui_queries.label_history(seeded.engine)
+    before, after = rounds.label_history(seeded.engine)
     assert after["labelled"] == before["labelled"] + 2
     assert (after["positive"], after["negative"]) == (before["positive"] + 1, before["negative"] + 1)
     assert after["pool_unlabelled"] == before["pool_unlabelled"] - 2
 
     case_id = seeded.case_ids[0]
-    ctx = ui_queries.case_context(seeded.engine, case_id, seeded.round_id)
+    ctx = case_context.case_context(seeded.engine, case_id, seeded.round_id)
     with session_scope(seeded.engine) as s:
         pred = s.scalar(
             select(Prediction).where(
@@ -536,6 +536,6 @@ def test_read_helpers_for_the_pages(seeded: Seeded) -> None:
     assert ctx.version_id == seeded.version_id and ctx.threshold == 0.3
     assert ctx.probability == pytest.approx(raw) and ctx.uncertainty == pytest.approx(unc)
     assert ctx.calibrated == pytest.approx(raw)  # no calibration yet: identity
-    assert ui_queries.current_round(seeded.engine).id == seeded.round_id
-    unscored = ui_queries.case_context(seeded.engine, 10_000)
+    assert rounds.current_round(seeded.engine).id == seeded.round_id
+    unscored = case_context.case_context(seeded.engine, 10_000)
     assert unscored.calibrated is None and "has no prediction for this case" in unscored.note

@@ -14,7 +14,6 @@ import pandas as pd
 import streamlit as st
 
 from ui import state
-from workbench import ui_queries
 from workbench.calibration.compare import compare_paired
 from workbench.calibration.plots import plot_reliability
 from workbench.calibration.service import load_curves
@@ -26,10 +25,11 @@ from workbench.calibration.views import (
     useful_range,
 )
 from workbench.errors import WorkbenchError
+from workbench.read import calibration
 
 
 def _metric_table(version_ids: list[int], methods: list[str]) -> None:
-    rows = ui_queries.calibration_rows(state.engine(), version_ids, methods)
+    rows = calibration.calibration_rows(state.engine(), version_ids, methods)
     if not rows:
         st.info("No stored metrics for this choice.")
         return
@@ -95,7 +95,7 @@ def _fmt_or_old(est: dict[str, Any] | None, digits: int) -> str:
     return state.fmt_estimate(est, digits)
 
 
-def _decision_curve(version_ids: list[int], by_id: dict[int, ui_queries.CalibratedVersion]) -> None:
+def _decision_curve(version_ids: list[int], by_id: dict[int, calibration.CalibratedVersion]) -> None:
     st.subheader("Decision curve")
     c = st.columns([1, 1, 2])
     vid = c[0].selectbox("Version", version_ids, format_func=lambda v: f"version {v}", key="dca_version")
@@ -155,7 +155,7 @@ def _paired(options: list[tuple[int, str]]) -> None:
         return
     request = (a, b, split, int(n_boot))
     if st.button("Compare A and B", key="cmp_go", type="primary"):
-        y, p_a, p_b = ui_queries.paired_predictions(state.engine(), a, b, split)
+        y, p_a, p_b = calibration.paired_predictions(state.engine(), a, b, split)
         if y.sum() == 0 or y.sum() == len(y):
             st.warning(f"The common {split} cases hold one class only (n={len(y)}): no comparison possible.")
             return
@@ -191,7 +191,7 @@ def _paired(options: list[tuple[int, str]]) -> None:
 def _operating_point(version_ids: list[int]) -> None:
     st.subheader("Operating point and threshold sweep")
     vid = st.selectbox("Version", version_ids, format_func=lambda v: f"version {v}", key="thr_version")
-    view = ui_queries.threshold_view(state.engine(), int(vid))
+    view = calibration.threshold_view(state.engine(), int(vid))
     if view.threshold is None:
         st.info(f"Version {vid} has no operating threshold yet.")
         return
@@ -239,7 +239,7 @@ def _operating_point(version_ids: list[int]) -> None:
 st.title("Calibration")
 state.require_user()
 with state.page_errors():
-    versions = ui_queries.calibrated_versions(state.engine())
+    versions = calibration.calibrated_versions(state.engine())
     if not versions:
         st.info(
             "No calibrated model version yet. Calibrate one on the Jobs page (Calibration) or with "

@@ -8,10 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from ui import state
-from workbench import ui_queries
 from workbench.active.agreement import agreement_report
 from workbench.data.importer import import_source
 from workbench.data.summary import SPLIT_ORDER, split_counts
+from workbench.read import pair_check, rounds
 from workbench.rounds import round_summary
 
 
@@ -27,7 +27,7 @@ def _splits() -> None:
 
 def _pairs() -> None:
     st.subheader("Pair sanity check")
-    view = ui_queries.pair_check_view(state.engine())
+    view = pair_check.pair_check_view(state.engine())
     counts = view.counts
     cols = st.columns(len(counts))
     for col, (status, n) in zip(cols, counts.items(), strict=True):
@@ -55,7 +55,7 @@ def _pairs() -> None:
 
 def _rounds() -> None:
     st.subheader("Labelling over rounds")
-    history = pd.DataFrame(ui_queries.label_history(state.engine()))
+    history = pd.DataFrame(rounds.label_history(state.engine()))
     if len(history) <= 1:
         st.info("No active-learning round yet (round 0 is the import).")
     history["positive share"] = history["positive"] / history["labelled"].where(history["labelled"] > 0)
@@ -67,7 +67,7 @@ def _rounds() -> None:
     st.dataframe(history, hide_index=True, width="stretch")
 
     rows = []
-    for rnd in ui_queries.list_rounds(state.engine()):
+    for rnd in rounds.list_rounds(state.engine()):
         summary = round_summary(state.engine(), rnd.id)
         y, audit = summary["yield"], summary["yield_random_audit"]
         base = summary.get("pool_estimated_base_rate")

@@ -12,12 +12,12 @@ import pandas as pd
 import streamlit as st
 
 from ui import state
-from workbench import ui_queries
 from workbench.calibration.calibrators import DEFAULT_METHODS, METHOD_NAMES
 from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
 from workbench.jobs import store
 from workbench.jobs.submit import submit_job
 from workbench.model.config import PRESETS
+from workbench.read import versions
 
 IMBALANCE = ["class_weight", "balanced", "focal", "none"]
 METHODS = list(METHOD_NAMES)
@@ -40,11 +40,11 @@ def _epochs(label: str, key: str) -> int | None:
 
 
 def _version_box(label: str, key: str) -> int | None:
-    versions = ui_queries.ready_versions(state.engine())
-    if not versions:
+    ready = versions.ready_versions(state.engine())
+    if not ready:
         st.info("No ready model version yet: train one first.")
         return None
-    return st.selectbox(label, versions, format_func=lambda v: f"version {v}", key=key)
+    return st.selectbox(label, ready, format_func=lambda v: f"version {v}", key=key)
 
 
 def _train_tab() -> None:
@@ -86,7 +86,7 @@ def _finetune_tab() -> None:
         imbalance = st.selectbox("Class imbalance", IMBALANCE, key="ft_imbalance")
         go = st.form_submit_button("Submit fine-tuning", type="primary")
     if go:
-        preset = next((r.preset for r in ui_queries.version_rows(state.engine()) if r.id == parent), "cpu")
+        preset = next((r.preset for r in versions.version_rows(state.engine()) if r.id == parent), "cpu")
         _submit(
             "train",
             dict(

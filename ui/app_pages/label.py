@@ -14,7 +14,6 @@ import streamlit as st
 
 from ui import state
 from ui.views import ZOOMS, load_image
-from workbench import ui_queries
 from workbench.active.leases import (
     ClaimedItem,
     answer_pair_check,
@@ -25,6 +24,7 @@ from workbench.active.leases import (
     undo_last,
 )
 from workbench.db.models import PAIR_CHECK_KIND
+from workbench.read import case_context, rounds
 from workbench.users import authorize
 
 VALUE_NAMES = {0: "Negative", 1: "Positive", None: "Unsure"}
@@ -88,7 +88,7 @@ def _undo() -> None:
         )
 
 
-def _progress(round_view: ui_queries.RoundView | None) -> None:
+def _progress(round_view: rounds.RoundView | None) -> None:
     progress = queue_progress(state.engine(), round_view.id if round_view else None)
     total, done = progress["total"], progress["done"]
     scope = f"Round {round_view.number} batch" if round_view else "All queued cases"
@@ -128,7 +128,7 @@ def _images(item: ClaimedItem) -> None:
 
 
 def _case_panel(item: ClaimedItem) -> None:
-    ctx = ui_queries.case_context(state.engine(), item.case_id, item.round_id)
+    ctx = case_context.case_context(state.engine(), item.case_id, item.round_id)
     m = st.columns(4)
     m[0].metric("Case", item.external_id)
     if ctx.calibrated is not None:
@@ -239,7 +239,7 @@ def _pair_checks(username: str) -> None:
 def _label_queue(user: state.CurrentUser) -> None:
     """The labelling queue: claim the next case and ask for Negative / Positive / Unsure."""
     item = claim_next(state.engine(), user.username, lease_seconds=state.settings().lease_seconds)
-    _progress(ui_queries.current_round(state.engine()))
+    _progress(rounds.current_round(state.engine()))
     if item is None:
         st.info(
             "No case is waiting for you: the queue is empty, or every remaining case is leased to "

@@ -14,11 +14,11 @@ import pandas as pd
 import streamlit as st
 
 from ui import state
-from workbench import ui_queries
 from workbench.errors import WorkbenchError
 from workbench.evaluation.baseline import FLAG_MARGIN, delta_text
 from workbench.evaluation.report import split_context
 from workbench.export.promotion import best_by_rule, current_best, promote, promotion_history
+from workbench.read import versions
 
 TEST_METRICS = ("auroc", "auprc", "sensitivity", "specificity")
 COMPARE_SPLITS = ("test", "val", "train")
@@ -38,7 +38,7 @@ def _counts(counts: dict[str, Any] | None, split: str) -> str:
     return f"{total} ({pos} pos)"
 
 
-def _attach_baselines(rows: list[ui_queries.VersionRow]) -> None:
+def _attach_baselines(rows: list[versions.VersionRow]) -> None:
     """Give every stored test evaluation its non-learned baseline comparison (computed once, then stored).
 
     The features are cached on disk and the comparison is stored in the evaluation, so only the first
@@ -85,7 +85,7 @@ def _baseline_cells(test: dict[str, Any] | None) -> tuple[str, str]:
     return state.fmt_estimate(b.get("auroc"), 3), delta
 
 
-def _versions_table(rows: list[ui_queries.VersionRow]) -> None:
+def _versions_table(rows: list[versions.VersionRow]) -> None:
     table = []
     for r in rows:
         test = r.test or {}
@@ -166,7 +166,7 @@ def _compare() -> None:
     """Pick two versions and a split; show the paired DeLong test of their AUROCs on the same cases."""
     st.subheader("Compare two versions (paired DeLong)")
     split = st.selectbox("Split", COMPARE_SPLITS, key="compare_split")
-    ids = ui_queries.versions_scoring_split(state.engine(), split)
+    ids = versions.versions_scoring_split(state.engine(), split)
     if len(ids) < 2:
         st.info(f"Fewer than two versions have predictions on the {split} split: nothing to compare.")
         return
@@ -177,7 +177,7 @@ def _compare() -> None:
     key = (int(a), int(b), split)
     if st.button("Compare", key="compare_go"):
         with state.page_errors():
-            memo[key] = ui_queries.version_comparison(state.engine(), int(a), int(b), split)
+            memo[key] = versions.version_comparison(state.engine(), int(a), int(b), split)
     result = memo.get(key)
     if result is None:
         return
@@ -198,7 +198,7 @@ def _compare() -> None:
     )
 
 
-def _promote(rows: list[ui_queries.VersionRow], username: str) -> None:
+def _promote(rows: list[versions.VersionRow], username: str) -> None:
     st.subheader("Promote a version to current best")
     ready = [r.id for r in rows if r.status == "ready"]
     if not ready:
@@ -267,7 +267,7 @@ def _export(username: str) -> None:
 st.title("Models")
 user = state.require_user()
 with state.page_errors():
-    rows = ui_queries.version_rows(state.engine())
+    rows = versions.version_rows(state.engine())
     if not rows:
         st.info("No model version yet: submit a training job or a full round on the Jobs page.")
         st.stop()
