@@ -12,7 +12,7 @@ and true specificity Phi(logit t): no test split is drawn, every chosen threshol
 population it would be deployed on.
 
 For each number of validation positives (negatives: positives x (1 - prevalence) / prevalence, i.e. 10 %
-prevalence), ``--draws`` validation splits are drawn; on each, ``workbench.calibration.thresholds.
+prevalence), ``--draws`` validation splits are drawn; on each, ``workbench.calibration.threshold_choice.
 choose_threshold`` picks a threshold with the point policy ``sensitivity>=X`` and with the guaranteed
 policy ``sensitivity>=X@L``. The table shows how often the chosen threshold's TRUE sensitivity is >= X,
 how often a guarantee was possible (the guaranteed policy falls back to the point policy when it is not),
@@ -37,7 +37,8 @@ from common import noise_note, print_machine  # noqa: E402
 from scipy.special import expit, logit, ndtr, ndtri  # noqa: E402
 from scipy.stats import binom  # noqa: E402
 
-from workbench.calibration.thresholds import choose_threshold, parse_policy  # noqa: E402
+from workbench.calibration.threshold_choice import choose_threshold  # noqa: E402
+from workbench.calibration.thresholds import parse_policy  # noqa: E402
 from workbench.evaluation.bootstrap import clopper_pearson_lower, clopper_pearson_min_total  # noqa: E402
 
 SEPARATION = 1.6  # AUROC = Phi(1.6 / sqrt 2) = 0.871

@@ -8,9 +8,10 @@ from pathlib import Path
 import typer
 
 from cli.common import engine, handle_errors, settings, train_params
-from workbench.evaluation.baseline import DESCRIPTION, NAME, baseline_lines, evaluate_baseline
-from workbench.evaluation.report import format_report
-from workbench.model.evaluate import compare_versions, comparison_lines, evaluate_version
+from workbench.evaluation.baseline import evaluate_baseline
+from workbench.evaluation.baseline_verdict import DESCRIPTION, NAME, baseline_lines
+from workbench.evaluation.report_text import format_report
+from workbench.evaluation.version import compare_versions, comparison_lines, evaluate_version
 from workbench.model.registry import list_versions, train_version
 
 DID_NOT_LEARN_EXIT = 3  # `workbench train` exit code when the version did not learn

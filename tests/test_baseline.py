@@ -25,18 +25,17 @@ from workbench.db.models import Evaluation
 from workbench.db.schema import upgrade
 from workbench.errors import ValidationError, WorkbenchError
 from workbench.evaluation.baseline import (
-    FEATURE_NAMES,
     PairRef,
-    baseline_lines,
     cache_dir,
     evaluate_baseline,
     features_for,
-    flag_verdict,
     labelled_split,
     pair_features,
     paired_difference,
 )
-from workbench.model.evaluate import attach_baseline, evaluate_version
+from workbench.evaluation.baseline_verdict import baseline_lines, flag_verdict
+from workbench.evaluation.version import attach_baseline, evaluate_version
+from workbench.evaluation.whitening import FEATURE_NAMES
 from workbench.model.predictions import write_predictions
 from workbench.users import add_user
 

@@ -30,7 +30,7 @@ from workbench.calibration import (
     plot_reliability,
     reliability_curve,
 )
-from workbench.calibration.calibrators import TIE_WEIGHT, logit, sigmoid
+from workbench.calibration.calibrator_base import TIE_WEIGHT, logit, sigmoid
 from workbench.errors import ValidationError
 
 

@@ -393,7 +393,7 @@ def _scored_versions(engine, n: int = 150, seed: int = 0):  # type: ignore[no-un
 
 def test_compare_versions_is_a_paired_delong_test_on_logits(engine):  # type: ignore[no-untyped-def]
     from workbench.evaluation import delong_paired_test
-    from workbench.model.evaluate import compare_versions, comparison_lines
+    from workbench.evaluation.version import compare_versions, comparison_lines
 
     ids, y, logits, v = _scored_versions(engine)
     res = compare_versions(engine, v["strong"], v["weak"], "test")
@@ -428,7 +428,7 @@ def test_compare_versions_is_a_paired_delong_test_on_logits(engine):  # type: ig
 def test_compare_versions_refuses_what_cannot_be_compared(engine):  # type: ignore[no-untyped-def]
     from tests.factories import make_version
     from workbench.errors import NotFoundError, WorkbenchError
-    from workbench.model.evaluate import compare_versions
+    from workbench.evaluation.version import compare_versions
 
     _, _, _, v = _scored_versions(engine, n=40)
     with pytest.raises(ValidationError, match="with itself"):

@@ -13,12 +13,10 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from workbench.calibration.threshold_choice import OperatingPoint, apply_threshold, choose_threshold
 from workbench.calibration.thresholds import (
     DEFAULT_POLICY,
-    OperatingPoint,
     ThresholdPolicy,
-    apply_threshold,
-    choose_threshold,
     format_operating_point,
     parse_policy,
 )

@@ -12,7 +12,8 @@ from sqlalchemy import select, update
 
 from factories import insert_cases, make_cases, make_version, predict_with_temperature
 from workbench.active.building import build_queue
-from workbench.calibration.calibrators import get_calibrator, sigmoid
+from workbench.calibration.calibrator_base import sigmoid
+from workbench.calibration.calibrators import get_calibrator
 from workbench.calibration.service import calibrate_version, calibrated_probabilities, in_sample_note
 from workbench.config import get_settings
 from workbench.data.splits import tuning_mask

@@ -15,7 +15,7 @@ import streamlit as st
 
 from ui import state
 from workbench.errors import WorkbenchError
-from workbench.evaluation.baseline import FLAG_MARGIN, delta_text
+from workbench.evaluation.baseline_verdict import FLAG_MARGIN, delta_text
 from workbench.evaluation.report import split_context
 from workbench.export.promotion import best_by_rule, current_best, promote, promotion_history
 from workbench.read import versions
@@ -44,7 +44,7 @@ def _attach_baselines(rows: list[versions.VersionRow]) -> None:
     The features are cached on disk and the comparison is stored in the evaluation, so only the first
     view after an evaluation decodes images; a baseline that cannot be had is remembered for the session.
     """
-    from workbench.model.evaluate import attach_baseline
+    from workbench.evaluation.version import attach_baseline
 
     memo: dict[tuple[Any, ...], dict[str, Any] | None] = st.session_state.setdefault("baseline_memo", {})
     for r in rows:

@@ -1,23 +1,18 @@
 """Calibration: calibrators (netcal-fitted, JSON-stored), measures, reliability curves, thresholds."""
 
-from workbench.calibration.calibrators import (
-    CALIBRATORS,
-    Calibrator,
-    calibrator_from_json,
-    get_calibrator,
-)
+from workbench.calibration.calibrator_base import Calibrator
+from workbench.calibration.calibrators import CALIBRATORS, calibrator_from_json, get_calibrator
 from workbench.calibration.compare import CrossFitResult, assess, compare_paired, cross_fit
 from workbench.calibration.measures import brier, ece, mce, measure_calibration, nll
 from workbench.calibration.plots import plot_reliability
 from workbench.calibration.reliability import reliability_curve
-from workbench.calibration.thresholds import (
+from workbench.calibration.threshold_choice import (
     ThresholdChoice,
     ThresholdOutcome,
-    ThresholdPolicy,
     apply_threshold,
     choose_threshold,
-    parse_policy,
 )
+from workbench.calibration.thresholds import ThresholdPolicy, parse_policy
 
 __all__ = [
     "CALIBRATORS",

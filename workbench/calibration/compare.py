@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from workbench.calibration.calibrators import Calibrator, get_calibrator, sigmoid
+from workbench.calibration.calibrator_base import Calibrator, sigmoid
+from workbench.calibration.calibrators import get_calibrator
 from workbench.calibration.measures import brier_statistic, ece_statistic, measure_calibration, nll_statistic
 from workbench.calibration.reliability import DEFAULT_BINS, bin_edges, reliability_curve
 from workbench.errors import ValidationError

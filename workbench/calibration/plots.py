@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import ValidationError
-from workbench.evaluation.report import save_figure
+from workbench.evaluation.report_plot import save_figure
 
 
 def _arr(values: list[Any]) -> np.ndarray:

@@ -8,6 +8,16 @@ from workbench.evaluation.bootstrap import (
     stratified_bootstrap_weights,
     wilson_interval,
 )
+from workbench.evaluation.confusion import (
+    SWEEP_THRESHOLDS,
+    ClassReportRow,
+    ConfusionMatrix,
+    SweepRow,
+    classification_report,
+    confusion_at,
+    sensitivity_specificity,
+    threshold_sweep,
+)
 from workbench.evaluation.decision_curve import decision_curve, net_benefit
 from workbench.evaluation.delong import (
     DelongAUROC,
@@ -18,22 +28,16 @@ from workbench.evaluation.delong import (
     placement_values,
 )
 from workbench.evaluation.metrics import (
-    SWEEP_THRESHOLDS,
-    ClassReportRow,
-    ConfusionMatrix,
     Estimate,
-    SweepRow,
     average_precision,
-    classification_report,
-    confusion_at,
     exact_proportion_interval,
     interval_flag,
     roc_auc,
-    sensitivity_specificity,
-    threshold_sweep,
     validate_binary,
 )
-from workbench.evaluation.report import EvaluationReport, evaluate, format_report, plot_report
+from workbench.evaluation.report import EvaluationReport, evaluate
+from workbench.evaluation.report_plot import plot_report
+from workbench.evaluation.report_text import format_report
 
 __all__ = [
     "SWEEP_THRESHOLDS",

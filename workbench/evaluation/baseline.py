@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from sqlalchemy import Engine, select
 
 from workbench.config import Settings
@@ -56,6 +55,7 @@ from workbench.data.labels import latest_label_subquery
 from workbench.db.engine import session_scope
 from workbench.db.models import Case
 from workbench.errors import ValidationError, WorkbenchError
+from workbench.evaluation.baseline_verdict import DESCRIPTION, FLAG_MARGIN, NAME, flag_verdict
 from workbench.evaluation.bootstrap import (
     DEFAULT_LEVEL,
     DEFAULT_N_BOOT,
@@ -63,30 +63,14 @@ from workbench.evaluation.bootstrap import (
     percentile_interval,
 )
 from workbench.evaluation.metrics import auroc_statistic, average_precision_statistic, validate_binary
-from workbench.evaluation.report import evaluate, split_context
+from workbench.evaluation.report import evaluate
+from workbench.evaluation.whitening import FEATURE_NAMES, WORK_SIZE, features_from_arrays
 
 #: Bumped whenever the features change, so cached vectors of an older definition are never reused.
 BASELINE_VERSION = 1
-WORK_SIZE = 192
-BASELINE_SPLITS = ("train", "val", "test")
-#: The model must beat the baseline's AUROC by at least this much (and with a paired interval above 0).
-FLAG_MARGIN = 0.05
-NAME = "non-learned whitening baseline"
-DESCRIPTION = (
-    "hand-designed pre/post whitening-change features (tissue mask, per-channel median normalisation, "
-    "post whiteness minus max-filtered pre whiteness) + logistic regression fitted on the train split"
-)
 
-_CHANGE_LEVELS = (0.15, 0.3, 0.6)
-_REGION_LEVELS = (0.15, 0.3)
-FEATURE_NAMES: tuple[str, ...] = (
-    *(f"log_frac_change_gt_{t}" for t in _CHANGE_LEVELS),
-    "top1pct_mean_change",
-    "top5pct_mean_change",
-    *(f"log_largest_region_gt_{t}" for t in _REGION_LEVELS),
-    "mean_change",
-)
-_EPS = 1e-4
+
+BASELINE_SPLITS = ("train", "val", "test")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -95,67 +79,6 @@ _EPS = 1e-4
 
 def _rgb01(path: str | os.PathLike[str], size: int) -> np.ndarray:
     return load_rgb(Path(path), (size, size)).astype(np.float32) / 255.0
-
-
-def _glare(img: np.ndarray, k: int) -> np.ndarray:
-    """Near-saturated white pixels (all channels >= 0.94), dilated by ``k`` px to cover the halo."""
-    sat = np.minimum(np.minimum(img[..., 0], img[..., 1]), img[..., 2]) >= 0.94
-    return ndimage.binary_dilation(sat, iterations=k) if sat.any() else sat
-
-
-def _tissue(img: np.ndarray, central: np.ndarray) -> np.ndarray:
-    """Bright (relative to the central region) and reddish pixels."""
-    lum = (img[..., 0] + img[..., 1] + img[..., 2]) / 3.0
-    ref = float(np.percentile(lum[central], 90)) if central.any() else float(lum.max())
-    red = img[..., 0] >= 0.75 * np.maximum(img[..., 1], img[..., 2])
-    return (lum > 0.35 * max(ref, 1e-3)) & red
-
-
-def _whiteness(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """log brightness + log paleness, relative to the tissue's per-channel median (drift cancels)."""
-    med = np.median(img[mask], axis=0) if mask.sum() >= 16 else np.median(img.reshape(-1, 3), axis=0)
-    norm = img / np.maximum(med, 0.02)[None, None, :]
-    norm = np.maximum(norm, 0.02)
-    bright = np.log((norm[..., 0] + norm[..., 1] + norm[..., 2]) / 3.0)
-    pale = np.log((norm[..., 1] + norm[..., 2]) / (2.0 * norm[..., 0]))
-    return bright + pale
-
-
-def features_from_arrays(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
-    """The feature vector (``FEATURE_NAMES``) of a pair of float RGB arrays in [0, 1] of one square size."""
-    if pre.shape != post.shape or pre.ndim != 3 or pre.shape[2] != 3:
-        raise ValidationError(
-            f"pre and post must be RGB arrays of one shape, got {pre.shape} and {post.shape}"
-        )
-    h, w = pre.shape[:2]
-    side = min(h, w)
-    yy, xx = np.mgrid[0:h, 0:w]
-    r = np.hypot(yy - (h - 1) / 2.0, xx - (w - 1) / 2.0)
-    central = r < 0.47 * side
-    core = r < 0.3 * side
-    dil = max(1, round(side / 96))
-    mask = central & _tissue(pre, core) & _tissue(post, core) & ~_glare(pre, dil) & ~_glare(post, dil)
-    if mask.sum() < 0.01 * h * w:  # nothing looks like tissue: fall back to the central disk
-        mask = central & ~_glare(pre, dil) & ~_glare(post, dil)
-    if mask.sum() < 16:
-        mask = central
-    w_pre = _whiteness(pre, mask)
-    w_post = ndimage.uniform_filter(_whiteness(post, mask), size=3, mode="nearest")
-    k = max(5, int(round(0.045 * side)) | 1)
-    change = w_post - ndimage.maximum_filter(w_pre, size=k, mode="nearest")
-    values = change[mask]
-    n = values.size
-    feats: list[float] = [math.log(float((values > t).mean()) + _EPS) for t in _CHANGE_LEVELS]
-    ordered = np.sort(values)[::-1]
-    feats.append(float(ordered[: max(1, n // 100)].mean()))
-    feats.append(float(ordered[: max(1, n // 20)].mean()))
-    for t in _REGION_LEVELS:
-        labels, count = ndimage.label((change > t) & mask)
-        largest = int(np.bincount(labels.ravel())[1:].max()) if count else 0
-        feats.append(math.log(largest / n + _EPS))
-    feats.append(float(values.mean()))
-    out = np.asarray(feats, dtype=np.float64)
-    return np.where(np.isfinite(out), out, 0.0)
 
 
 def pair_features(
@@ -439,18 +362,6 @@ def paired_difference(
     return out
 
 
-def flag_verdict(delta: dict[str, Any], margin: float = FLAG_MARGIN) -> tuple[bool | None, str]:
-    """(flagged, reason) from the AUROC difference; flagged None when the comparison is undefined."""
-    d, low = delta.get("delta"), delta.get("low")
-    if d is None:
-        return None, "AUROC is undefined on this split (one class), so the model cannot be compared"
-    if d < margin:
-        return True, f"model AUROC is only {d:+.3f} above the baseline's (a clear margin is {margin:.2f})"
-    if low is None or low <= 0:
-        return True, "the paired 95% interval of the AUROC difference includes 0"
-    return False, f"model beats the baseline by {d:+.3f} AUROC, paired interval above 0"
-
-
 def baseline_section(
     engine: Engine,
     settings: Settings | None,
@@ -496,64 +407,3 @@ def baseline_section(
         "reason": reason,
     }
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# Text
-
-
-def _num(v: Any, digits: int = 2) -> str:
-    return "n/a" if v is None else f"{float(v):.{digits}f}"
-
-
-def _est(e: dict[str, Any] | None) -> str:
-    if not e or e.get("value") is None:
-        reason = (e or {}).get("reason")
-        return f"undefined ({reason})" if reason else "undefined"
-    out = _num(e["value"])
-    if e.get("low") is not None and e.get("high") is not None:
-        out += f" [{_num(e['low'])}, {_num(e['high'])}]"
-    return out
-
-
-def delta_text(d: dict[str, Any] | None, digits: int = 2, missing: str = "undefined") -> str:
-    """A model-minus-baseline difference with its paired interval, e.g. ``+0.12 [+0.05, +0.19]``."""
-    if not d or d.get("delta") is None:
-        return missing
-    out = f"{d['delta']:+.{digits}f}"
-    if d.get("low") is not None and d.get("high") is not None:
-        out += f" [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
-    return out
-
-
-def baseline_lines(b: dict[str, Any] | None, bullet: str = "") -> list[str]:
-    """Plain-text lines for a baseline dict; every metric line names split, n and positives."""
-    if not b:
-        return []
-    ctx = split_context(b.get("split", "?"), int(b.get("n", 0)), int(b.get("positives", 0)))
-    if b.get("available") is False:
-        return [f"{bullet}{ctx}: baseline ({NAME}) not available: {b.get('reason')}"]
-    pct = int(round(float(b.get("level", DEFAULT_LEVEL)) * 100))
-    fit = b.get("fitted_on") or {}
-    fit_ctx = split_context(fit.get("split", "train"), int(fit.get("n", 0)), int(fit.get("positives", 0)))
-    lines = [
-        f"{bullet}{ctx}: Baseline ({NAME}, v{b.get('version')}, fitted on {fit_ctx}) "
-        f"AUROC {_est(b.get('auroc'))}, AUPRC {_est(b.get('auprc'))}",
-    ]
-    cmp = b.get("comparison")
-    if cmp:
-        lines.append(
-            f"{bullet}{ctx}: Model minus baseline (paired, same cases, {pct}% bootstrap): "
-            f"AUROC {delta_text(cmp.get('auroc'))}, AUPRC {delta_text(cmp.get('auprc'))}"
-        )
-        if cmp.get("flagged"):
-            lines.append(
-                f"{bullet}FLAG {ctx}: the model does NOT clearly beat the baseline: {cmp.get('reason')}"
-            )
-        elif cmp.get("flagged") is False:
-            lines.append(f"{bullet}{ctx}: {cmp.get('reason')}")
-        else:
-            lines.append(f"{bullet}{ctx}: no comparison: {cmp.get('reason')}")
-    for note in b.get("notes") or []:
-        lines.append(f"{bullet}{ctx}: note: {note}")
-    return lines

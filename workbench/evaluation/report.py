@@ -11,10 +11,7 @@ proportion, the exact bound of a perfect AUROC); the text marks it with ``!`` an
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,25 +24,24 @@ from workbench.evaluation.bootstrap import (
     percentile_interval,
     wilson_interval,
 )
-from workbench.evaluation.decision_curve import decision_curve
-from workbench.evaluation.delong import delong_auroc
-from workbench.evaluation.metrics import (
+from workbench.evaluation.confusion import (
     SWEEP_THRESHOLDS,
     ClassReportRow,
     ConfusionMatrix,
-    Estimate,
     SweepRow,
-    auroc_statistic,
-    average_precision_statistic,
-    check_threshold,
     classification_report,
     confusion_at,
     confusion_statistics,
+    threshold_sweep,
+)
+from workbench.evaluation.delong import delong_auroc
+from workbench.evaluation.metrics import (
+    Estimate,
+    auroc_statistic,
+    average_precision_statistic,
+    check_threshold,
     exact_proportion_interval,
     interval_flag,
-    pr_curve_points,
-    roc_curve_points,
-    threshold_sweep,
     validate_binary,
 )
 
@@ -294,237 +290,3 @@ def evaluate(
         if est.value is None:
             report.notes.append(f"{ctx}: {name} undefined ({est.reason})")
     return report
-
-
-# ----------------------------------------------------------------------------------------------------
-# Plain-text rendering
-
-
-def _num(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-FLAG_MARK = "!"
-
-
-def _estimate_text(est: Estimate, pct: int) -> str:
-    """``value [low, high]`` (bootstrap), ``!`` if flagged, then Wilson and (if flagged) exact intervals."""
-    if est.value is None:
-        return f"undefined ({est.reason})" if est.reason else "undefined"
-    parts = [_num(est.value)]
-    if est.low is not None and est.high is not None:
-        parts.append(f"[{_num(est.low)}, {_num(est.high)}]" + (FLAG_MARK if est.flag else ""))
-    if est.wilson_low is not None and est.wilson_high is not None:
-        parts.append(f"(Wilson {pct}% [{_num(est.wilson_low)}, {_num(est.wilson_high)}])")
-    if est.flag and est.exact_low is not None and est.exact_high is not None:
-        parts.append(f"(exact {pct}% [{_num(est.exact_low)}, {_num(est.exact_high)}])")
-    return " ".join(parts)
-
-
-def _delong_text(d: dict[str, Any] | None, pct: int) -> str:
-    """`` (DeLong 95% [low, high])`` for the AUROC line; empty when AUROC is undefined."""
-    if not d or d.get("value") is None:
-        return ""
-    if d.get("low") is None or d.get("high") is None:
-        return f" (DeLong: {d.get('reason') or 'no interval'})"
-    mark = FLAG_MARK if d.get("flag") else ""
-    return f" (DeLong {pct}% [{_num(d['low'])}, {_num(d['high'])}]{mark})"
-
-
-def _flag_lines(report: EvaluationReport) -> list[str]:
-    """Footnotes for the ``!`` marks: one line per flagged interval, naming split, n and positives."""
-    thr = f"{report.threshold:.2f}"
-    labels = {
-        "auroc": "AUROC",
-        "auprc": "AUPRC",
-        "accuracy": f"Accuracy @{thr}",
-        "precision": f"Precision @{thr}",
-        "recall": f"Recall @{thr}",
-        "f1": f"F1 @{thr}",
-        "sensitivity": f"Sensitivity @{thr}",
-        "specificity": f"Specificity @{thr}",
-    }
-    lines = []
-    for name in labels:
-        flag = getattr(report, name).flag
-        if name == "auroc" and not flag:
-            flag = (report.auroc_delong or {}).get("flag")
-        if flag:
-            lines.append(f"{FLAG_MARK} {report.context}: {labels[name]}: {flag}")
-    if not lines:
-        return []
-    return ["", f"Flagged intervals ({FLAG_MARK}): not evidence of precision on this sample", *lines]
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return [fmt.format(*header), *(fmt.format(*r) for r in rows)]
-
-
-def _baseline_lines(report: EvaluationReport) -> list[str]:
-    if not report.baseline:
-        return []
-    from workbench.evaluation.baseline import baseline_lines  # imports this module
-
-    return baseline_lines(report.baseline)
-
-
-def format_report(report: EvaluationReport) -> str:
-    """Render the report as plain-text tables; every metric line names the split, n and positives."""
-    ctx = report.context
-    pct = int(round(report.level * 100))
-    thr = f"{report.threshold:.2f}"
-    lines = [
-        f"Evaluation of split {ctx}, {report.negatives} negative; threshold {thr}",
-        *(
-            [f"IN-SAMPLE ({report.split}): {report.in_sample}; read the test split for an honest figure"]
-            if report.in_sample
-            else []
-        ),
-        f"Intervals: {pct}% stratified bootstrap percentile ({report.n_boot} resamples, seed {report.seed}); "
-        "Wilson score intervals for proportions; DeLong (logit scale) for AUROC",
-        "",
-        f"{ctx}: AUROC {_estimate_text(report.auroc, pct)}{_delong_text(report.auroc_delong, pct)}",
-        f"{ctx}: AUPRC (average precision) {_estimate_text(report.auprc, pct)}",
-        *_baseline_lines(report),
-        f"{ctx}: Accuracy @{thr} {_estimate_text(report.accuracy, pct)}",
-        f"{ctx}: Precision @{thr} {_estimate_text(report.precision, pct)}",
-        f"{ctx}: Recall @{thr} {_estimate_text(report.recall, pct)}",
-        f"{ctx}: F1 @{thr} {_estimate_text(report.f1, pct)}",
-        f"{ctx}: Sensitivity @{thr} {_estimate_text(report.sensitivity, pct)}",
-        f"{ctx}: Specificity @{thr} {_estimate_text(report.specificity, pct)}",
-        *_flag_lines(report),
-        "",
-        f"Confusion matrix, {ctx} @{thr} (rows true, columns predicted)",
-    ]
-    cm = report.confusion
-    lines += _table(
-        ["split", "true", "pred Negative", "pred Positive"],
-        [[ctx, "Negative", str(cm.tn), str(cm.fp)], [ctx, "Positive", str(cm.fn), str(cm.tp)]],
-    )
-    lines += ["", f"Classification report, {ctx} @{thr}"]
-    lines += _table(
-        ["split", "class", "precision", "recall", "f1-score", "support"],
-        [
-            [ctx, r.label, _num(r.precision), _num(r.recall), _num(r.f1), str(r.support)]
-            for r in report.classification
-        ],
-    )
-    lines += ["", f"Threshold sweep, {ctx}"]
-    lines += _table(
-        ["split", "Threshold", "Accuracy", "Precision", "Recall", "F1"],
-        [
-            [
-                ctx,
-                f"{r.threshold:.2f}",
-                _num(r.accuracy, 4),
-                _num(r.precision, 4),
-                _num(r.recall, 4),
-                _num(r.f1, 4),
-            ]
-            for r in report.sweep
-        ],
-    )
-    if report.notes:
-        lines += ["", "Notes"]
-        lines += [f"- {note}" for note in report.notes]
-    return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------------------------------
-# Figure
-
-
-def _plot_decision_curve(ax: Any, dc: dict[str, Any], ctx: str) -> None:
-    """Net benefit of the model, treat-all and treat-none against the threshold probability."""
-    t = np.asarray(dc["thresholds"])
-    model, treat_all = np.asarray(dc["model"]), np.asarray(dc["treat_all"])
-    ax.plot(t, model, label="model")
-    ax.plot(t, treat_all, ls="--", color="grey", lw=0.9, label="treat all")
-    ax.plot(t, dc["treat_none"], ls=":", color="black", lw=0.9, label="treat none")
-    top = max(float(dc["prevalence"]), float(model.max()), 0.0)
-    span = top if top > 0 else 0.05
-    ax.set_ylim(-0.25 * span, 1.1 * span)
-    ax.set_xlim(float(t.min()), float(t.max()))
-    ax.set(
-        xlabel="Threshold probability (calibrated risk at which one would refer)",
-        ylabel="Net benefit",
-        title=f"Decision curve: {ctx}",
-    )
-    ax.legend(loc="upper right", fontsize="small")
-
-
-def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a matplotlib figure as PNG via a temporary file and rename, so readers never see half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def plot_report(
-    report: EvaluationReport,
-    y: Any,
-    p: Any,
-    path: str | os.PathLike[str],
-    decision_thresholds: Any = None,
-) -> Path:
-    """Write a PNG with the ROC curve, the precision-recall curve, the threshold sweep and the decision
-    curve (net benefit, :func:`workbench.evaluation.decision_curve.decision_curve`) of ``report``.
-
-    ``y`` and ``p`` must be the arrays the report was computed from (checked by size and positives).
-    ``decision_thresholds`` are the decision curve's threshold probabilities (default 0.01..0.50).
-    """
-    from matplotlib.figure import Figure
-
-    y, p = validate_binary(y, p, what=f"split '{report.split}'")
-    if y.shape[0] != report.n or int(y.sum()) != report.positives:
-        raise ValidationError(
-            f"plot_report: arrays have n={y.shape[0]}, {int(y.sum())} positive but the report is for {report.context}"
-        )
-    ctx = report.context
-    fig = Figure(figsize=(13, 9.5))
-    (ax_roc, ax_pr), (ax_sw, ax_dc) = fig.subplots(2, 2)
-
-    roc = roc_curve_points(y, p)
-    auroc = "n/a" if report.auroc.value is None else f"{report.auroc.value:.2f}"
-    if report.positives and report.negatives:
-        ax_roc.plot(roc["fpr"], roc["tpr"], drawstyle="steps-post", label=f"AUROC {auroc}")
-    ax_roc.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="chance")
-    ax_roc.set(xlabel="False positive rate (1 - specificity)", ylabel="Sensitivity", title=f"ROC: {ctx}")
-    ax_roc.set_xlim(0, 1)
-    ax_roc.set_ylim(0, 1.02)
-    ax_roc.legend(loc="lower right")
-
-    pr = pr_curve_points(y, p)
-    auprc = "n/a" if report.auprc.value is None else f"{report.auprc.value:.2f}"
-    if report.positives:
-        ax_pr.plot(pr["recall"], pr["precision"], drawstyle="steps-post", label=f"AUPRC {auprc}")
-    prevalence = report.positives / report.n
-    ax_pr.axhline(prevalence, ls="--", color="grey", lw=0.8, label=f"prevalence {prevalence:.2f}")
-    ax_pr.set(xlabel="Recall (sensitivity)", ylabel="Precision", title=f"Precision-recall: {ctx}")
-    ax_pr.set_xlim(0, 1)
-    ax_pr.set_ylim(0, 1.02)
-    ax_pr.legend(loc="upper right")
-
-    ts = [r.threshold for r in report.sweep]
-    for key in ("accuracy", "precision", "recall", "f1"):
-        vals = [np.nan if getattr(r, key) is None else getattr(r, key) for r in report.sweep]
-        ax_sw.plot(ts, vals, marker="o", ms=3, label=key)
-    ax_sw.axvline(report.threshold, color="black", lw=0.8, ls=":", label=f"threshold {report.threshold:.2f}")
-    ax_sw.set(xlabel="Threshold", ylabel="Value", title=f"Threshold sweep: {ctx}")
-    ax_sw.set_xlim(0, 1)
-    ax_sw.set_ylim(0, 1.02)
-    ax_sw.legend(loc="best", fontsize="small")
-
-    _plot_decision_curve(ax_dc, decision_curve(y, p, decision_thresholds, split=report.split), ctx)
-    fig.tight_layout()
-    return save_figure(fig, path)

@@ -1,4 +1,9 @@
-"""Evaluation report of a version on one named split, from stored (or freshly computed) predictions."""
+"""Evaluation of a stored version on one named split, from stored (or freshly computed) predictions.
+
+It sits above calibration (the report uses the version's selected calibrator and threshold) and the
+baseline (the paired comparison with the non-learned score); DeLong comparisons of two versions on the
+same cases live here too.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from workbench.db.engine import session_scope
 from workbench.db.models import Calibration, Case, Evaluation, ModelVersion, Prediction
 from workbench.errors import NotFoundError, ValidationError, WorkbenchError
 from workbench.evaluation.baseline import BASELINE_VERSION, baseline_section
-from workbench.evaluation.report import EvaluationReport, evaluate, plot_report
+from workbench.evaluation.report import EvaluationReport, evaluate
+from workbench.evaluation.report_plot import plot_report
 from workbench.model.learning_check import not_ready_message
 from workbench.model.predictions import load_predictions
 

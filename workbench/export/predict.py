@@ -50,7 +50,8 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from workbench.calibration.calibrators import Calibrator, calibrator_from_json
+from workbench.calibration.calibrator_base import Calibrator
+from workbench.calibration.calibrators import calibrator_from_json
 from workbench.errors import ValidationError, WorkbenchError
 from workbench.model.registry import sha256_file
 

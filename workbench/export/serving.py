@@ -31,18 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from workbench.calibration.calibrators import (
-    _V1_LOGIT_LIMIT,
-    TIE_WEIGHT,
-    BBQCalibrator,
+from workbench.calibration.binning import BBQCalibrator, HistogramCalibrator, IsotonicCalibrator
+from workbench.calibration.calibrator_base import _V1_LOGIT_LIMIT, TIE_WEIGHT, Calibrator
+from workbench.calibration.calibrators import calibrator_from_json
+from workbench.calibration.scaling import (
     BetaCalibrator,
-    Calibrator,
-    HistogramCalibrator,
     IdentityCalibrator,
-    IsotonicCalibrator,
     PlattCalibrator,
     TemperatureCalibrator,
-    calibrator_from_json,
 )
 from workbench.errors import WorkbenchError
 

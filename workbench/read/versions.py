@@ -112,8 +112,8 @@ def versions_scoring_split(engine: Engine, split: str) -> list[int]:
 def version_comparison(engine: Engine, version_id: int, other_id: int, split: str = "test") -> dict[str, Any]:
     """Paired DeLong AUROC comparison of two versions on the labelled ``split`` cases both scored.
 
-    Read-only: see :func:`workbench.model.evaluate.compare_versions` (raw logits, inner join on case ids).
+    Read-only: see :func:`workbench.evaluation.version.compare_versions` (raw logits, inner join on case ids).
     """
-    from workbench.model.evaluate import compare_versions
+    from workbench.evaluation.version import compare_versions
 
     return compare_versions(engine, version_id, other_id, split)
