@@ -77,7 +77,7 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("workbench.jobs.params", "workbench.calibration.calibrators"),
     ("workbench.jobs.params", "workbench.calibration.thresholds"),
     # removed when the pair check stops queueing suspects itself (the caller in active/ or rounds does it)
-    ("workbench.data.pair_check", "workbench.active.leases"),
+    ("workbench.data.pair_check.store", "workbench.active.leases"),
 }
 
 
