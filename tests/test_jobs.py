@@ -7,23 +7,12 @@ import time
 import pytest
 from sqlalchemy import select
 from test_job_endings import executions, fast_heartbeat, send_sleep  # noqa: F401 (a fixture)
+from test_job_endings import wait_job as _wait
 
 from conftest import Stack, run_cli
 from workbench.db.engine import session_scope
 from workbench.db.models import Job
 from workbench.jobs import store
-
-
-def _wait(stack: Stack, job_id: int, timeout: float = 120, until=lambda j: j.done) -> store.JobView:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = store.get_job(stack.engine, job_id)
-        if until(job):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(
-        f"job {job_id} still {store.get_job(stack.engine, job_id)} after {timeout}s\n{stack.worker.log()[-3000:]}"
-    )
 
 
 def _job_id(stdout: str) -> int:
