@@ -154,7 +154,14 @@ def demo(
 
             params = {"train": {"preset": "cpu", "epochs": epochs, "seed": seed}, "batch_size": batch_size}
             try:
-                job_id = submit_job(eng, "round", params, requester=DEMO_OPERATOR, send=send_job)
+                job_id = submit_job(
+                    eng,
+                    "round",
+                    params,
+                    requester=DEMO_OPERATOR,
+                    send=send_job,
+                    stale_after=cfg.heartbeat_stale,
+                )
             except ConflictError:  # a round from an interrupted run: the new worker picks it up again
                 job_id = store.active_job_of_kind(eng, "round")
             typer.echo(f"      round job {job_id}: train -> infer -> calibrate -> queue")

@@ -13,7 +13,16 @@ import typer
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from cli.common import AS_HELP, acting, engine, fail, handle_errors, parse_json_option, train_params
+from cli.common import (
+    AS_HELP,
+    acting,
+    engine,
+    fail,
+    handle_errors,
+    parse_json_option,
+    settings,
+    train_params,
+)
 from workbench.actors import Actor
 from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
 from workbench.jobs import store
@@ -61,7 +70,9 @@ def _submit(kind: str, params: dict[str, Any], requester: Actor, wait: bool) -> 
     from workers.app import send_job
 
     eng = engine()
-    job_id = submit_job(eng, kind, params, requester=requester, send=send_job)
+    job_id = submit_job(
+        eng, kind, params, requester=requester, send=send_job, stale_after=settings().heartbeat_stale
+    )
     typer.echo(f"submitted {kind} job {job_id}")
     if wait:
         view = wait_for(eng, job_id)
@@ -222,13 +233,18 @@ def jobs_cancel(job_id: int, actor: str | None = typer.Option(None, "--as", help
 @jobs_app.command("recover")
 @handle_errors
 def jobs_recover(
-    stale_minutes: float = typer.Option(30.0, min=0.1, help="Running jobs silent this long are lost."),
+    stale_minutes: float | None = typer.Option(
+        None, min=0.1, help="Running jobs silent this long are lost (default: WORKBENCH_HEARTBEAT_STALE_S)."
+    ),
 ) -> None:
     """Re-send running jobs whose worker stopped reporting (attempts stay capped)."""
     from workers.app import send_job
 
     eng = engine()
-    lost = store.requeue_lost(eng, stale_after=timedelta(minutes=stale_minutes))
+    stale = (
+        timedelta(minutes=stale_minutes) if isinstance(stale_minutes, float) else settings().heartbeat_stale
+    )
+    lost = store.requeue_lost(eng, stale_after=stale)
     for job_id in lost:
         j = store.get_job(eng, job_id)
         send_job(job_id, j.kind, j.queue or "cpu")

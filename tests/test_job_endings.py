@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, select, update
 
-from conftest import Stack, WorkerProcess
-from workbench.db.engine import session_scope
+from conftest import Stack, WorkerProcess, run_cli
+from workbench.db.engine import engine_from_settings, session_scope
 from workbench.db.models import Job, ModelVersion, utcnow
 from workbench.jobs import store
 
@@ -272,3 +272,29 @@ def test_feature_cache_build_stops_between_batches_when_cancelled(tmp_path: Path
         cache.features(backbone, "small_cnn", paths, (16, 16), batch_size=4, backbone_id="b" * 64)
     assert calls["backbone"] == 1  # one batch built, then it stopped
     assert len(list((tmp_path / "features").rglob("*.npy"))) == 4
+
+
+def test_submit_and_recover_use_the_configured_staleness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`workbench submit round` ends a round silent past WORKBENCH_HEARTBEAT_STALE_S (not a fixed
+    300 s), and `workbench jobs recover` uses the same bound by default."""
+    from workbench.config import get_settings
+
+    monkeypatch.setenv("WORKBENCH_HEARTBEAT_INTERVAL_S", "2")
+    monkeypatch.setenv("WORKBENCH_HEARTBEAT_STALE_S", "60")
+    get_settings.cache_clear()
+    assert run_cli("db", "upgrade").returncode == 0
+    engine = engine_from_settings(get_settings())
+    try:
+        dead = _running(engine, "round", "gone@host/1/a")
+        res = run_cli("submit", "round")  # it just beat: it blocks
+        assert res.returncode != 0 and "already queued or running" in res.stderr, res.stderr
+        _age(engine, dead, 120)  # silent past the bound (well below the 300 s default)
+        res = run_cli("submit", "round")
+        assert res.returncode == 0, res.stderr
+        assert store.get_job(engine, dead).status == "failed"
+        lost = _running(engine, "train", "gone@host/1/a")
+        _age(engine, lost, 120)
+        res = run_cli("jobs", "recover")
+        assert res.returncode == 0 and f"[{lost}]" in res.stdout, res.stdout + res.stderr
+    finally:
+        engine.dispose()

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tomllib
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -202,6 +203,11 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         """The database URL in effect."""
         return self.database_url or f"sqlite:///{self.home / 'workbench.db'}"
+
+    @property
+    def heartbeat_stale(self) -> timedelta:
+        """How long a running job may stay silent before it counts as lost."""
+        return timedelta(seconds=self.heartbeat_stale_s)
 
     @property
     def broker(self) -> str:

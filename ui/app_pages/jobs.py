@@ -28,7 +28,14 @@ REFRESH_S = 2.0
 def _submit(kind: str, params: dict[str, Any]) -> None:
     user = state.require_user()
     with state.page_errors():
-        job_id = submit_job(state.engine(), kind, params, requester=user.username, send=state.sender())
+        job_id = submit_job(
+            state.engine(),
+            kind,
+            params,
+            requester=user.username,
+            send=state.sender(),
+            stale_after=state.settings().heartbeat_stale,
+        )
         st.success(f"Submitted {kind} job {job_id}: it is queued for a worker.", icon=":material/check:")
 
 

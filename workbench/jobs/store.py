@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, or_, select, update
 
+from workbench.actors import LOCAL_OPERATOR, Actor
 from workbench.db.engine import session_scope
 from workbench.db.models import JOB_STATUSES, Job, ModelVersion, utcnow
 from workbench.errors import ConflictError, NotFoundError, ValidationError
@@ -161,7 +162,7 @@ def cancel_requested(engine: Engine, job_id: int) -> bool:
         return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
-def request_cancel(engine: Engine, job_id: int, actor: str = "cli") -> JobView:
+def request_cancel(engine: Engine, job_id: int, actor: Actor = LOCAL_OPERATOR) -> JobView:
     """Ask a job to stop: a queued job is cancelled at once; a running one stops at its next batch.
 
     Only an admin (or the local operator) may cancel.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -30,12 +31,15 @@ def submit_job(
     requester: Actor,
     send: Sender,
     parent_id: int | None = None,
+    stale_after: timedelta | None = None,
 ) -> int:
     """Create the job row (status ``queued``) and send it; returns the job id.
 
     The requester (a user name, or the local operator) must be allowed to run ``kind``
     (``users.PERMISSIONS``: labellers may not train, calibrate, sleep, ...). The job row records it
     as text (the operator as ``operator:<origin>``, which the job context turns back into the operator).
+    An exclusive kind refuses while another such job is queued or running, unless that one's heartbeat
+    is older than ``stale_after`` (``WORKBENCH_HEARTBEAT_STALE_S``): then it is ended as lost.
     When sending fails the row is marked ``failed`` with the reason, so no orphan ``queued`` job is
     left behind, and :class:`BrokerUnavailable` says what happened.
     """
@@ -43,7 +47,7 @@ def submit_job(
     authorize_actor(engine, requester, kind)
     clean = validate_params(job_kind.params, params)
     if job_kind.exclusive:
-        active = store.active_job_of_kind(engine, kind)
+        active = store.active_job_of_kind(engine, kind, stale_after=stale_after)
         if active is not None:
             raise ConflictError(
                 f"a {kind} job ({active}) is already queued or running; wait for it or cancel it"
