@@ -32,8 +32,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
 
-    from workbench.active.simulate import simulate
     from workbench.data.synth import generate_dataset
+    from workbench.experiments import simulate
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-simulate-"))
     data = generate_dataset(

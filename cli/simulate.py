@@ -9,15 +9,15 @@ from typing import Any
 import typer
 
 from cli.common import handle_errors
-from workbench.active.simulate import (
+from workbench.data.synth import parse_size
+from workbench.errors import ValidationError
+from workbench.experiments import (
     DEFAULT_FEATURE_EPOCHS,
     DEFAULT_HEAD_BATCH,
     DEFAULT_HEAD_EPOCHS,
     DEFAULT_STRATEGIES,
 )
-from workbench.active.simulate import simulate as run_simulation
-from workbench.data.synth import parse_size
-from workbench.errors import ValidationError
+from workbench.experiments import simulate as run_simulation
 
 
 def _overrides(items: list[str], input_size: str | None) -> dict[str, Any]:

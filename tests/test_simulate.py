@@ -10,7 +10,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from workbench.active.simulate import (
+from workbench.active.strategies import DEFAULT_MIX
+from workbench.data.synth import generate_dataset
+from workbench.errors import ValidationError
+from workbench.experiments import (
     CURVE_COLUMNS,
     QUERY_COLUMNS,
     SUMMARY_COLUMNS,
@@ -20,9 +23,6 @@ from workbench.active.simulate import (
     simulate,
     split_for_seed,
 )
-from workbench.active.strategies import DEFAULT_MIX
-from workbench.data.synth import generate_dataset
-from workbench.errors import ValidationError
 
 TINY_MODEL = {"input_size": [32, 32], "token_dim": 8, "heads": 2, "key_dim": 4, "cnn_width": 4}
 RUN = dict(
