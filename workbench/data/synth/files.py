@@ -30,7 +30,6 @@ TRUTH_COLUMNS = (
 #: Written after TRUTH_COLUMNS only when pair faults are planted (so a fault-free output is unchanged).
 PAIR_FAULT_COLUMN = "pair_fault"
 PAIR_FAULTS = ("swapped", "mismatched")
-
 MANIFEST_NAME = "manifest.csv"
 GROUND_TRUTH_NAME = "ground_truth.csv"
 README_NAME = "README.txt"

@@ -16,7 +16,6 @@ from workbench.errors import ValidationError
 
 #: Bumped whenever the generated pixels change, so stale outputs are regenerated rather than reused.
 GENERATOR_VERSION = 2
-
 DIFFICULTIES = ("easy", "realistic", "hard")
 MAX_SITES = 16
 MAX_FAULT_RATE = 0.5
