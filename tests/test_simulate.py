@@ -144,6 +144,26 @@ def test_bad_inputs_raise(synth: Path, tmp_path: Path, overrides: dict, message:
     assert not (tmp_path / "out" / "curves.csv").exists()
 
 
+def test_settings_are_checked_before_the_data_set_is_read(tmp_path: Path) -> None:
+    """A bad setting is named even when the data set is missing too, and no output folder is made."""
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(ValidationError, match="head_batch must be an integer >= 1"):
+        simulate(missing, tmp_path / "out", **{**RUN, "head_batch": 0})
+    with pytest.raises(ValidationError, match="unknown preset .nope."):
+        simulate(missing, tmp_path / "out", **{**RUN, "preset": "nope"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_importing_the_simulator_does_not_load_tensorflow() -> None:
+    """The CLI imports the package at start-up: TensorFlow must load only when a simulation runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, workbench.experiments; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
+
+
 def test_outputs_have_the_documented_columns(run) -> None:
     result, out, events = run
     header, rows = _read(out / "curves.csv")
