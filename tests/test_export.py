@@ -30,7 +30,8 @@ from workbench.db.schema import upgrade
 from workbench.errors import ConflictError, NotFoundError, PermissionDenied, ValidationError, WorkbenchError
 from workbench.evaluation.report import evaluate
 from workbench.export.bundle import BundleInfo, export_bundle
-from workbench.export.card import collect_facts, render_card
+from workbench.export.card import render_card
+from workbench.export.facts import collect_facts
 from workbench.export.predict import load_bundle
 from workbench.export.promotion import best_by_rule, current_best, promote, resolve_version
 from workbench.users import add_user
@@ -399,6 +400,45 @@ def test_model_card_says_when_a_split_has_no_evaluation(wb: Workbench) -> None:
     assert not re.search(r"AUROC|AUPRC|Sensitivity", evaluation)
     assert "NOT written: not tried" in text
     assert metric_lines_without_context(text) == []
+
+
+CARD_SECTIONS = [
+    "## Model Details",
+    "## Uses",
+    "## Bias, Risks, and Limitations",
+    "## Recommendations",
+    "## How to Get Started",
+    "## Training Details",
+    "## Operating Threshold",
+    "## Evaluation",
+    "## Technical Specifications",
+]
+
+
+def test_model_card_reads_the_model_facts_from_the_config_description(wb: Workbench) -> None:
+    """The card comes from the shipped template, keeps every section, and states the backbone,
+    fusion and preprocessing facts from the model config's description (not restated in the card)."""
+    from importlib import resources
+
+    from workbench.export.card import TEMPLATE
+    from workbench.model.config import ModelConfig
+    from workbench.model.description import describe
+
+    assert resources.files("workbench.export").joinpath("templates", TEMPLATE).is_file()
+    facts = collect_facts(wb.engine, wb.version_id)
+    facts["config"]["model"].update(backbone="mobilenet_v2", dropout=0.25, token_dim=12, input_size=[40, 36])
+    facts["backbone"] = "mobilenet_v2"
+    text = render_card(facts)
+    desc = describe(ModelConfig.from_dict(facts["config"]["model"]))
+    assert [line for line in text.splitlines() if line.startswith("## ")] == CARD_SECTIONS
+    assert text.startswith("---\nlicense: mit\n") and f"# {desc.title} for pre/post-stain" in text
+    assert "- Normalise with `keras.applications.mobilenet_v2.preprocess_input`;" in text
+    assert (
+        f"- Fusion: {desc.fusion}." in text
+        and "token dimension 12" in desc.fusion
+        and "dropout 0.25" in desc.fusion
+    )
+    assert "resized to 40x36 (width x height)" in text and f"- Architecture: {desc.architecture}." in text
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Heavy imports (Keras, TensorFlow) happen inside the functions, so importing this
 """
 
 from workbench.export.bundle import BundleInfo, export_bundle, export_job
-from workbench.export.card import collect_facts, render_card
+from workbench.export.card import render_card
+from workbench.export.facts import collect_facts
 from workbench.export.predict import Bundle, load_bundle, verify_bundle
 from workbench.export.promotion import best_by_rule, current_best, promote, promotion_history, resolve_version
 

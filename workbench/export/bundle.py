@@ -42,10 +42,12 @@ from workbench.config import Settings
 from workbench.db.engine import session_scope
 from workbench.db.models import ModelVersion, utcnow
 from workbench.errors import ConflictError, WorkbenchError
-from workbench.export.card import collect_facts, preprocessing_spec, render_card
+from workbench.export.card import render_card
+from workbench.export.facts import collect_facts
 from workbench.export.portable import ONNX_FILE, write_onnx
 from workbench.export.predict import load_keras_model
 from workbench.export.serving import SIGNATURE, add_image_endpoint
+from workbench.model.description import preprocessing_spec
 from workbench.model.registry import artifact_dir, sha256_file, verify_artifact
 from workbench.users import authorize_actor
 
