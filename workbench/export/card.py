@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 
 from workbench.calibration.thresholds import guarantee_text
-from workbench.evaluation.baseline import FLAG_MARGIN, NAME, baseline_lines
+from workbench.evaluation.baseline_verdict import FLAG_MARGIN, NAME, baseline_lines
 from workbench.evaluation.report import split_context
 from workbench.model.config import ModelConfig
 from workbench.model.description import RESIZE_METHOD, describe
