@@ -5,15 +5,10 @@ from __future__ import annotations
 from sqlalchemy import Engine, select
 
 from factories import insert_cases
-from workbench.active.agreement import (
-    LabelRow,
-    agreement_report,
-    record_and_check_disagreement,
-    resolve,
-    training_labels,
-)
+from workbench.active.agreement import agreement_report, record_and_check_disagreement
 from workbench.active.leases import claim_next, enqueue, submit_label, undo_last
 from workbench.active.strategies import Selected
+from workbench.data.labels import LabelRow, resolve, training_labels
 from workbench.db.engine import session_scope
 from workbench.db.models import Label, QueueItem
 

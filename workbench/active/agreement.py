@@ -1,14 +1,8 @@
-"""Agreement between experts: disagreement raises an adjudication item; training uses resolved labels.
+"""Agreement between experts: disagreement raises an adjudication item; Cohen's kappa per pair.
 
-Labels are append-only, so everything here is derived from the label history of a case:
-
-* a labeller's **vote** on a case is their latest ``expert`` label, unless a later ``correction``
-  by them withdrew it (undo) or it is "Unsure" (NULL): then they have no vote;
-* two experts **disagree** when their votes on one case include both 0 and 1;
-* the **training label** of a case is its adjudicator's current ``adjudication`` value when there
-  is one (the latest); else nothing while experts disagree; else its latest non-null label of any
-  source (import, expert, simulation) that is still its labeller's opinion (not superseded by
-  that labeller's later answer, "Unsure" or undo).
+Votes, disagreement and the resolved (training) label of a case are defined once, in
+:mod:`workbench.data.labels`; this module acts on them: it queues an adjudication item when experts
+disagree (and cancels it when they no longer do) and reports their agreement.
 """
 
 from __future__ import annotations
@@ -16,39 +10,16 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from workbench.data.labels import expert_votes, label_rows, latest_votes, superseded_ids
 from workbench.db.engine import session_scope
-from workbench.db.models import SPLITS, Case, Label, QueueItem, utcnow
-from workbench.errors import NotFoundError, ValidationError
-
-TRAINABLE_SPLITS = ("pool", "train")
-PERSONAL_SOURCES = ("expert", "adjudication")
-
-
-@dataclass(frozen=True)
-class LabelRow:
-    """The fields of one label event that agreement logic needs (rows of a case in id order)."""
-
-    id: int
-    case_id: int
-    value: int | None
-    labeller: str
-    source: str
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """The resolved label of one case: ``status`` is adjudicated, disputed, labelled or unlabelled."""
-
-    value: int | None
-    status: str
-    votes: dict[str, int]
+from workbench.db.models import Case, QueueItem, utcnow
+from workbench.errors import NotFoundError
 
 
 @dataclass(frozen=True)
@@ -63,67 +34,6 @@ class PairAgreement:
     kappa: float | None
 
 
-def superseded_ids(rows: Sequence[LabelRow]) -> set[int]:
-    """Ids of expert/adjudication labels no longer their labeller's opinion on the case.
-
-    A label is superseded by any later expert, adjudication or correction row from the same
-    labeller on the same case: a changed mind, a later "Unsure", or an undo (which withdraws).
-    """
-    latest: dict[str, int] = {}
-    for row in rows:
-        if row.source in (*PERSONAL_SOURCES, "correction"):
-            latest[row.labeller] = max(row.id, latest.get(row.labeller, row.id))
-    return {r.id for r in rows if r.source in PERSONAL_SOURCES and r.id < latest[r.labeller]}
-
-
-def _latest_votes(rows: Sequence[LabelRow]) -> dict[str, LabelRow]:
-    """Each labeller's latest expert/correction row on one case (rows in id order)."""
-    latest: dict[str, LabelRow] = {}
-    for row in sorted(rows, key=lambda r: r.id):
-        if row.source in ("expert", "correction"):
-            latest[row.labeller] = row
-    return latest
-
-
-def expert_votes(rows: Sequence[LabelRow]) -> dict[str, int]:
-    """labeller -> 0/1: each expert's current decisive label on one case (unsure/withdrawn: no vote)."""
-    return {
-        who: row.value
-        for who, row in _latest_votes(rows).items()
-        if row.source == "expert" and row.value is not None
-    }
-
-
-def resolve(rows: Sequence[LabelRow]) -> Resolution:
-    """The training label of one case from its label history (see the module docstring)."""
-    rows = sorted(rows, key=lambda r: r.id)
-    gone = superseded_ids(rows)
-    votes = expert_votes(rows)
-    adjudicated = [r for r in rows if r.source == "adjudication" and r.value is not None and r.id not in gone]
-    if adjudicated:
-        return Resolution(adjudicated[-1].value, "adjudicated", votes)
-    if len(set(votes.values())) > 1:
-        return Resolution(None, "disputed", votes)
-    usable = [r for r in rows if r.source != "correction" and r.value is not None and r.id not in gone]
-    if usable:
-        return Resolution(usable[-1].value, "labelled", votes)
-    return Resolution(None, "unlabelled", votes)
-
-
-def _rows(session: Session, case_ids: Iterable[int] | None = None, splits: Sequence[str] | None = None):  # type: ignore[no-untyped-def]
-    q = select(Label.id, Label.case_id, Label.value, Label.labeller, Label.source).order_by(
-        Label.case_id, Label.id
-    )
-    if case_ids is not None:
-        q = q.where(Label.case_id.in_(list(case_ids)))
-    if splits is not None:
-        q = q.join(Case, Case.id == Label.case_id).where(Case.split.in_(list(splits)))
-    grouped: dict[int, list[LabelRow]] = defaultdict(list)
-    for rid, cid, value, labeller, source in session.execute(q):
-        grouped[cid].append(LabelRow(rid, cid, value, labeller, source))
-    return grouped
-
-
 def _name(value: int) -> str:
     return "Positive" if value == 1 else "Negative"
 
@@ -136,7 +46,7 @@ def sync_adjudication(session: Session, case_id: int, round_id: int | None = Non
     is gone (e.g. after an undo), a still-queued (unclaimed) ``disagreement`` item is cancelled.
     Returns the id of the item created, else None. Callers should hold a lock on the case row.
     """
-    rows = _rows(session, [case_id]).get(case_id, [])
+    rows = label_rows(session, [case_id]).get(case_id, [])
     votes = expert_votes(rows)
     open_item = session.scalar(
         select(QueueItem).where(
@@ -152,7 +62,7 @@ def sync_adjudication(session: Session, case_id: int, round_id: int | None = Non
         return None
     if open_item is not None:
         return None
-    latest = _latest_votes(rows)
+    latest = latest_votes(rows)
     newest_vote = max(latest[who].id for who in votes)
     gone = superseded_ids(rows)
     if any(
@@ -196,7 +106,7 @@ def _kappa(a: list[int], b: list[int]) -> float | None:
 def agreement_report(engine: Engine) -> list[PairAgreement]:
     """For each pair of labellers with cases in common: n, raw agreement and Cohen's kappa of their votes."""
     with session_scope(engine) as s:
-        grouped = _rows(s)
+        grouped = label_rows(s)
     votes_by_labeller: dict[str, dict[int, int]] = defaultdict(dict)
     for cid, rows in grouped.items():
         for who, value in expert_votes(rows).items():
@@ -211,23 +121,3 @@ def agreement_report(engine: Engine) -> list[PairAgreement]:
         agree = sum(x == y for x, y in zip(va, vb, strict=True))
         out.append(PairAgreement(a, b, len(common), agree, agree / len(common), _kappa(va, vb)))
     return out
-
-
-def resolved_labels(engine: Engine, splits: Sequence[str] | None = None) -> dict[int, Resolution]:
-    """The :class:`Resolution` of every labelled case (optionally of some splits only)."""
-    if splits is not None:
-        bad = [x for x in splits if x not in SPLITS]
-        if bad:
-            raise ValidationError(f"unknown split(s) {bad} (one of {', '.join(SPLITS)})")
-    with session_scope(engine) as s:
-        grouped = _rows(s, splits=splits)
-    return {cid: resolve(rows) for cid, rows in grouped.items()}
-
-
-def training_labels(engine: Engine, splits: Sequence[str] | None = TRAINABLE_SPLITS) -> dict[int, int]:
-    """case id -> 0/1 to train on: adjudication wins; disputed and unsure-only cases are left out.
-
-    By default only the trainable splits (pool, train); pass ``splits=("val",)`` to get the same
-    resolution for calibration, or None for every split.
-    """
-    return {cid: r.value for cid, r in resolved_labels(engine, splits).items() if r.value is not None}

@@ -51,7 +51,7 @@ from sqlalchemy import Engine, select
 
 from workbench.config import Settings
 from workbench.data.images import load_rgb
-from workbench.data.labels import latest_label_subquery
+from workbench.data.labels import latest_label_subquery, training_labels
 from workbench.db.engine import session_scope
 from workbench.db.models import Case
 from workbench.errors import ValidationError, WorkbenchError
@@ -228,8 +228,6 @@ def _refs(engine: Engine, case_ids: Sequence[int]) -> list[PairRef]:
 
 def fit_baseline(engine: Engine, settings: Settings | None, **kw: Any) -> FittedBaseline:
     """Fit on the train split's labelled cases (adjudicated labels, as model training uses them)."""
-    from workbench.active.agreement import training_labels
-
     labels = training_labels(engine, splits=("train",))
     ids = sorted(labels)
     y = np.asarray([labels[c] for c in ids], dtype=np.int64)

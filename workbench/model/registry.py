@@ -25,14 +25,12 @@ from typing import Any
 from sqlalchemy import Engine, or_, select
 
 from workbench.config import Settings
-from workbench.data.labels import cases_with_labels
+from workbench.data.labels import TRAINABLE_SPLITS, cases_with_labels, training_labels
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, ModelVersion, utcnow
 from workbench.errors import NotFoundError, ValidationError, WorkbenchError
 from workbench.model.features import FeatureCacheCancelled
 from workbench.model.learning_check import DID_NOT_LEARN, not_ready_message
-
-TRAINABLE_SPLITS = ("train", "pool")  # pool cases join training once an expert labels them
 
 
 @dataclass
@@ -56,7 +54,6 @@ def training_data(engine: Engine) -> tuple[LabelledPairs, LabelledPairs]:
     used here. Pairs the pair sanity check flagged (``pair_status`` suspect, or rejected by an expert)
     are left out of both until an expert confirms them (``workbench.data.pair_check``).
     """
-    from workbench.active.agreement import training_labels
     from workbench.data.pair_check import EXCLUDED_FROM_TRAINING
 
     labels = training_labels(engine, splits=(*TRAINABLE_SPLITS, "val"))
