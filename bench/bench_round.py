@@ -35,14 +35,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from workbench.active.building import build_queue
-    from workbench.calibration.calibrators import DEFAULT_METHODS
     from workbench.calibration.service import calibrate_version
-    from workbench.calibration.thresholds import DEFAULT_POLICY
     from workbench.config import Settings
     from workbench.data.importer import import_source
     from workbench.data.synth import generate_dataset, parse_size
     from workbench.db.engine import create_db_engine
     from workbench.db.schema import upgrade
+    from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
     from workbench.model.registry import train_version
     from workbench.model.scoring import infer_version
 

@@ -12,7 +12,8 @@ from cli.jobs import _submit
 from workbench.active.building import build_queue
 from workbench.active.leases import claim_next, queue_progress, skip, submit_label, undo_last
 from workbench.actors import CLI_OPERATOR
-from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
+from workbench.calibration.thresholds import VALID_FORMS
+from workbench.defaults import DEFAULT_POLICY
 from workbench.rounds import ensure_no_active_round, round_summary
 from workbench.users import add_user, approve_user, authorize, list_users, set_active
 

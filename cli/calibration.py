@@ -9,8 +9,9 @@ import typer
 from cli.common import engine, handle_errors
 from workbench.calibration.calibrators import METHOD_NAMES
 from workbench.calibration.plots import plot_reliability
-from workbench.calibration.service import DEFAULT_METHODS, calibrate_version, format_summary, load_curves
-from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
+from workbench.calibration.service import calibrate_version, format_summary, load_curves
+from workbench.calibration.thresholds import VALID_FORMS
+from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
 
 
 @handle_errors

@@ -24,7 +24,8 @@ from cli.common import (
     train_params,
 )
 from workbench.actors import Actor
-from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
+from workbench.calibration.thresholds import VALID_FORMS
+from workbench.defaults import DEFAULT_POLICY
 from workbench.jobs import store
 from workbench.jobs.kinds import QUEUES
 from workbench.jobs.submit import submit_job

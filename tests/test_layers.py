@@ -2,7 +2,8 @@
 
 The layers, lowest first (a module belongs to the layer of its longest matching prefix below):
 
-0. foundation: ``errors``, ``redaction``, ``config``, ``actors`` (and the ``workbench`` package itself)
+0. foundation: ``errors``, ``redaction``, ``config``, ``actors``, ``defaults`` (constants shared by
+   several layers), ``files`` (sha256, atomic writes) (and the ``workbench`` package itself)
 1. statistics: the numeric core of ``evaluation/`` (``bootstrap``, ``metrics``, ``confusion``, ``delong``,
    ``decision_curve``, ``report``, ``report_text``, ``report_plot``, ``baseline_verdict``,
    ``whitening``): arrays or dicts in, numbers, text and figures out; no database
@@ -53,7 +54,15 @@ _STATISTICS = [
     )
 ]
 LAYERS: list[list[str]] = [
-    ["workbench", "workbench.errors", "workbench.redaction", "workbench.config", "workbench.actors"],
+    [
+        "workbench",
+        "workbench.errors",
+        "workbench.redaction",
+        "workbench.config",
+        "workbench.actors",
+        "workbench.defaults",
+        "workbench.files",
+    ],
     ["workbench.evaluation", *_STATISTICS],
     ["workbench.db"],
     ["workbench.users", "workbench.oidc"],
@@ -69,13 +78,6 @@ LAYERS: list[list[str]] = [
 
 #: (importing module, imported module) pairs that point up today and are removed by another change.
 KNOWN_UPWARD: set[tuple[str, str]] = {
-    # removed by the label-resolution move
-    ("workbench.model.registry", "workbench.active.agreement"),
-    # removed by the label-resolution move (the baseline fits on the training labels)
-    ("workbench.evaluation.baseline", "workbench.active.agreement"),
-    # removed when the calibration defaults (method list, default policy) get one low home (issue 17, 4.)
-    ("workbench.jobs.params", "workbench.calibration.calibrators"),
-    ("workbench.jobs.params", "workbench.calibration.thresholds"),
     # removed when the pair check stops queueing suspects itself (the caller in active/ or rounds does it)
     ("workbench.data.pair_check.store", "workbench.active.leases"),
 }

@@ -15,11 +15,11 @@ import pytest
 
 from workbench.calibration.threshold_choice import OperatingPoint, apply_threshold, choose_threshold
 from workbench.calibration.thresholds import (
-    DEFAULT_POLICY,
     ThresholdPolicy,
     format_operating_point,
     parse_policy,
 )
+from workbench.defaults import DEFAULT_POLICY
 from workbench.errors import ValidationError
 from workbench.evaluation.bootstrap import (
     clopper_pearson_lower,

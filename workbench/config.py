@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from workbench.defaults import DEFAULT_LEASE_SECONDS
 from workbench.errors import SettingsError
 from workbench.redaction import redact
 
@@ -92,7 +93,10 @@ class Settings(BaseSettings):
         default=3, ge=1, le=20, description="Deliveries of one job before it is marked failed."
     )
     lease_seconds: int = Field(
-        default=600, ge=10, le=86_400, description="How long a labeller holds a claimed queue item."
+        default=DEFAULT_LEASE_SECONDS,
+        ge=10,
+        le=86_400,
+        description="How long a labeller holds a claimed queue item.",
     )
     retrain_after_labels: int = Field(
         default=0, ge=0, description="Start a round automatically after this many new labels (0: never)."

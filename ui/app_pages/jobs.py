@@ -12,8 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from ui import state
-from workbench.calibration.calibrators import DEFAULT_METHODS, METHOD_NAMES
-from workbench.calibration.thresholds import DEFAULT_POLICY, VALID_FORMS
+from workbench.calibration.calibrators import METHOD_NAMES
+from workbench.calibration.thresholds import VALID_FORMS
+from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
 from workbench.jobs import store
 from workbench.jobs.submit import submit_job
 from workbench.model.config import PRESETS

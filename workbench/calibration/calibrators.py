@@ -59,15 +59,6 @@ CALIBRATORS: dict[str, type[Calibrator]] = {
     )
 }
 METHOD_NAMES: tuple[str, ...] = tuple(CALIBRATORS)
-DEFAULT_METHODS: tuple[str, ...] = (
-    "identity",
-    "temperature",
-    "platt",
-    "beta",
-    "isotonic",
-    "histogram",
-    "bbq",
-)
 ALIASES = {
     "none": "identity",
     "temperature_scaling": "temperature",

@@ -20,14 +20,15 @@ import numpy as np
 from sqlalchemy import Engine, delete, select
 
 from workbench.calibration.calibrator_base import sigmoid
-from workbench.calibration.calibrators import DEFAULT_METHODS, calibrator_from_json, get_calibrator
+from workbench.calibration.calibrators import calibrator_from_json, get_calibrator
 from workbench.calibration.compare import assess
 from workbench.calibration.measures import read_ece
 from workbench.calibration.reliability import reliability_curve
 from workbench.calibration.threshold_choice import apply_threshold, choose_threshold
-from workbench.calibration.thresholds import DEFAULT_POLICY, format_operating_point, parse_policy
+from workbench.calibration.thresholds import format_operating_point, parse_policy
 from workbench.db.engine import session_scope
 from workbench.db.models import Calibration, Evaluation, ModelVersion, ReliabilityCurve
+from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.evaluation.report import evaluate, split_context
 from workbench.model.predictions import PredictionSet, load_predictions

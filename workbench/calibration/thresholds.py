@@ -46,7 +46,6 @@ import numpy as np
 
 from workbench.errors import ValidationError
 
-DEFAULT_POLICY = "sensitivity>=0.9@95"
 VALID_FORMS = (
     "'sensitivity>=0.9', 'specificity>=0.8', 'precision>=0.8' (or 'ppv>=0.8'), 'npv>=0.98', each optionally "
     "with a one-sided confidence level in percent (50 <= L < 100) for a Clopper-Pearson guarantee, e.g. "

@@ -27,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from workbench.defaults import SPLITS
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -35,7 +37,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-SPLITS = ("pool", "train", "val", "test")
 LABEL_SOURCES = ("import", "expert", "adjudication", "correction", "simulation")
 # did_not_learn: trained and saved, but the learning check failed (never used downstream)
 MODEL_STATUSES = ("queued", "training", "ready", "failed", "cancelled", "did_not_learn")
