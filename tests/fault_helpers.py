@@ -1,10 +1,11 @@
-"""Fault-injection plumbing: throw-away PostgreSQL and Redis servers the tests may stop, a database
-watch that kills a worker at a chosen step of a job, and the invariants every fault
-must leave intact (no job left running, no unverified ready version, no duplicated label).
+"""Fault-injection plumbing: throw-away PostgreSQL and Redis servers the tests may stop, a watch
+that kills a worker at a chosen step of a job, a scripted labelling session, and the invariants
+every fault must leave intact (no job left running, no unverified ready version, no label twice).
 
 Kill points are exact: the task process is stopped (SIGSTOP) while the database is read, so the
-kill lands in the state the test saw. The servers belong to the test that starts them (their own port and data folder), so restarting
-them never disturbs the shared PostgreSQL and Redis other test sessions use at the same time.
+kill lands in the state the test saw. The servers belong to the test that starts them (their own
+port and data folder), so restarting them never disturbs the shared PostgreSQL and Redis that
+other test sessions use at the same time.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from sqlalchemy.orm import Session
 
 from workbench.db.engine import session_scope
 from workbench.db.models import Job, Label, ModelVersion
+from workbench.files import sha256_file
 from workbench.jobs import store
-from workbench.model.registry import sha256_file
 
 # Where measured rows go when set (docs/reliability.md's table is made from them). Not a WORKBENCH_
 # name: the settings refuse unknown WORKBENCH_ variables.
