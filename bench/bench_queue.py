@@ -9,7 +9,7 @@ For each backend it builds a fresh database with the real schema (``create_db_en
 ``workbench.db.schema.upgrade``; SQLite is a WAL file in a temp folder, PostgreSQL a throw-away
 database that is dropped afterwards), bulk-loads ``--rows`` cases and one ``label`` queue item per case
 (executemany in one transaction on SQLite, COPY on PostgreSQL), in rounds of ``--batch`` items with
-priority ``batch - position`` as :func:`workbench.active.leases.enqueue` gives; the oldest
+priority ``batch - position`` as :func:`workbench.active.labelling_queue.enqueue` gives; the oldest
 ``--done-fraction`` of the items are done and carry an expert label. Then, target claim p95 <= 20 ms:
 
 * **[A] as shipped** (schema at head): ``claim_next`` by a new labeller each time (no held lease, so
@@ -53,14 +53,14 @@ from common import (  # noqa: E402
 from sqlalchemy import Engine, and_, event, exists, or_, select, text, update  # noqa: E402
 from sqlalchemy.orm import aliased  # noqa: E402
 
-from workbench.active.leases import (  # noqa: E402
+from workbench.active.labelling_queue import (  # noqa: E402
     DEFAULT_LEASE_SECONDS,
     INDEPENDENT_KINDS,
     ClaimedItem,
-    _claimed,
     claim_next,
     submit_label,
 )
+from workbench.active.labelling_queue.claims import _claimed  # noqa: E402
 from workbench.db.engine import create_db_engine, is_sqlite, session_scope  # noqa: E402
 from workbench.db.models import Label, QueueItem, utcnow  # noqa: E402
 from workbench.db.schema import downgrade, upgrade  # noqa: E402

@@ -10,7 +10,7 @@ import typer
 from cli.common import AS_HELP, acting, engine, fail, handle_errors, parse_json_option, settings
 from cli.jobs import _submit
 from workbench.active.building import build_queue
-from workbench.active.leases import claim_next, queue_progress, skip, submit_label, undo_last
+from workbench.active.labelling_queue import claim_next, queue_progress, skip, submit_label, undo_last
 from workbench.actors import CLI_OPERATOR
 from workbench.calibration.thresholds import VALID_FORMS
 from workbench.defaults import DEFAULT_POLICY

@@ -199,7 +199,7 @@ def confirm_pair(
     note: str | None = typer.Option(None, "--note", help="Why (kept with the case's pair-check reason)."),
 ) -> None:
     """An expert's decision on a pair: confirmed (sound, trained on) or rejected (never trained on)."""
-    from workbench.active.leases import resolve_pair
+    from workbench.active.labelling_queue import resolve_pair
     from workbench.data.pair_check import case_by_ref
     from workbench.users import authorize
 

@@ -22,7 +22,7 @@ from cli.common import engine, handle_errors, settings
 from cli.data import print_import_result
 from cli.jobs import wait_for
 from cli.ui import streamlit_command
-from workbench.active.leases import queue_progress
+from workbench.active.labelling_queue import queue_progress
 from workbench.actors import DEMO_OPERATOR
 from workbench.data.importer import import_source
 from workbench.data.summary import format_split_counts, split_counts

@@ -10,8 +10,15 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from factories import insert_cases
-from workbench.active import leases
-from workbench.active.leases import claim_next, enqueue, ensure_queueable, skip, submit_label, undo_last
+from workbench.active import labelling_queue
+from workbench.active.labelling_queue import (
+    claim_next,
+    enqueue,
+    ensure_queueable,
+    skip,
+    submit_label,
+    undo_last,
+)
 from workbench.active.strategies import Selected
 from workbench.data.labels import current_labels
 from workbench.db.engine import create_db_engine, session_scope
@@ -84,7 +91,7 @@ def test_concurrent_claims_never_double_lease(engine: Engine, db_url: str) -> No
     by_item = {r.queue_item_id: r for r in rows}
     assert len(by_item) == n_items
     assert all(by_item[i].labeller == who and by_item[i].source == "expert" for i, who in claims)
-    progress = leases.queue_progress(engine)
+    progress = labelling_queue.queue_progress(engine)
     assert progress["done"] == n_items and progress["queued"] == 0 and progress["leased"] == 0
     assert elapsed < 60, f"500 claims by 20 labellers took {elapsed:.1f}s"
 
@@ -114,11 +121,11 @@ def test_expired_lease_returns_to_the_queue(engine: Engine) -> None:
     (item2,) = queue(engine, make_cases(engine, 1))
     claim_next(engine, "carol")
     expire(engine, item2)
-    assert leases.queue_progress(engine)["expired"] == 1
-    assert leases.release_expired(engine) == 1
+    assert labelling_queue.queue_progress(engine)["expired"] == 1
+    assert labelling_queue.release_expired(engine) == 1
     with session_scope(engine) as s:
         assert s.get(QueueItem, item2).status == "queued"  # type: ignore[union-attr]
-    assert leases.release_expired(engine) == 0
+    assert labelling_queue.release_expired(engine) == 0
 
 
 def test_stale_lease_submit_is_refused_with_a_clear_message(engine: Engine) -> None:
@@ -134,7 +141,7 @@ def test_stale_lease_submit_is_refused_with_a_clear_message(engine: Engine) -> N
         ConflictError, match=rf"your lease on case {ext} expired at .* UTC; it was returned to the queue"
     ):
         submit_label(engine, item_id, "alice", 1)
-    leases.release_expired(engine)
+    labelling_queue.release_expired(engine)
     with pytest.raises(ConflictError, match="expired"):
         submit_label(engine, item_id, "alice", 1)
     assert claim_next(engine, "bob").item_id == item_id  # type: ignore[union-attr]
@@ -180,7 +187,7 @@ def test_unsure_goes_to_someone_else(engine: Engine) -> None:
     carol = claim_next(engine, "carol")
     assert carol is not None and carol.item_id == res2.requeued_item_id
     submit_label(engine, carol.item_id, "carol", 1)
-    progress = leases.queue_progress(engine)
+    progress = labelling_queue.queue_progress(engine)
     assert progress == {
         "total": 3,
         "done": 3,

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from streamlit.testing.v1 import AppTest
 
 from conftest import run_cli
-from workbench.active.leases import (
+from workbench.active.labelling_queue import (
     answer_pair_check,
     claim_next,
     resolve_pair,

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select, update
 from streamlit.testing.v1 import AppTest
 
 from factories import make_cases, make_version, predict_with_temperature
-from workbench.active.leases import claim_next, enqueue
+from workbench.active.labelling_queue import claim_next, enqueue
 from workbench.active.strategies import Selected
 from workbench.actors import LOCAL_OPERATOR
 from workbench.config import load_settings
@@ -508,7 +508,7 @@ def test_an_empty_workbench_says_what_to_do_on_every_page() -> None:
 
 
 def test_read_helpers_for_the_pages(seeded: Seeded) -> None:
-    from workbench.active.leases import submit_label
+    from workbench.active.labelling_queue import submit_label
     from workbench.db.models import Prediction
     from workbench.read import case_context, rounds
 

@@ -14,7 +14,7 @@ import streamlit as st
 
 from ui import state
 from ui.views import ZOOMS, load_image
-from workbench.active.leases import (
+from workbench.active.labelling_queue import (
     ClaimedItem,
     answer_pair_check,
     claim_next,

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from workbench.active.leases import OPEN_STATUSES, enqueue_in
+from workbench.active.labelling_queue import OPEN_STATUSES, enqueue_in
 from workbench.active.strategies import DEFAULT_MIX, Candidates, Selected, select_batch
 from workbench.calibration.service import calibrated_probabilities
 from workbench.config import Settings

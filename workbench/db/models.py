@@ -42,6 +42,8 @@ LABEL_SOURCES = ("import", "expert", "adjudication", "correction", "simulation")
 MODEL_STATUSES = ("queued", "training", "ready", "failed", "cancelled", "did_not_learn")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 QUEUE_STATUSES = ("queued", "leased", "done", "cancelled")
+# Items still waiting for an answer (at most one per case and kind: uq_queue_items_open_case_kind)
+OPEN_QUEUE_STATUSES = ("queued", "leased")
 # pair-check: an expert says whether a pair flagged by workbench.data.pair_check is sound (no label)
 PAIR_CHECK_KIND = "pair-check"
 QUEUE_KINDS = ("label", "second_read", "relabel", "adjudication", PAIR_CHECK_KIND)

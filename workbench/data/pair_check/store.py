@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.orm import Session
 
 from workbench.data.pair_check.verdicts import PairCheckResult, check_pair_files
 from workbench.db.engine import session_scope
-from workbench.db.models import Case
+from workbench.db.models import OPEN_QUEUE_STATUSES, PAIR_CHECK_KIND, Case, QueueItem, utcnow
 from workbench.errors import NotFoundError, ValidationError
 
 #: Statuses whose pairs are kept out of training (and out of the reference set).
@@ -154,8 +155,6 @@ def _store(
     engine: Engine, targets: list[_CaseRow], result: PairCheckResult, summary: PairCheckSummary
 ) -> None:
     """Write verdicts (never over an expert's decision) and queue each new suspect, in one transaction."""
-    from workbench.active.leases import enqueue_pair_checks
-
     suspects: list[tuple[int, float, str]] = []
     cleared: list[int] = []
     with session_scope(engine) as s:
@@ -191,7 +190,61 @@ def _store(
             else:
                 summary.ok += 1
                 cleared.append(row.id)
-        summary.queued = enqueue_pair_checks(s, suspects, cancel=cleared)
+        summary.queued = _queue_for_experts(s, suspects, cancel=cleared)
+
+
+def _queue_for_experts(
+    session: Session, suspects: Sequence[tuple[int, float, str]], cancel: Sequence[int] = ()
+) -> int:
+    """In the caller's transaction: one open ``pair-check`` item per suspect ``(case id, score, reason)``
+    (a case that has one already keeps it) and the queued pair checks of the ``cancel`` cases (found
+    sound when checked again) cancelled. Returns the number of items created.
+
+    The check writes its own review items, beside the verdicts and in the same transaction, so a
+    suspect is never left without one; the labelling queue (``workbench.active.labelling_queue``)
+    hands them out and takes the answers."""
+    ids = [int(c) for c, _, _ in suspects]
+    open_ids: set[int] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        open_ids.update(
+            session.scalars(
+                select(QueueItem.case_id).where(
+                    QueueItem.case_id.in_(chunk),
+                    QueueItem.kind == PAIR_CHECK_KIND,
+                    QueueItem.status.in_(OPEN_QUEUE_STATUSES),
+                )
+            )
+        )
+    created = 0
+    for case_id, score, reason in suspects:
+        if int(case_id) in open_ids:
+            continue
+        session.add(
+            QueueItem(
+                case_id=int(case_id),
+                kind=PAIR_CHECK_KIND,
+                strategy="pair-check",
+                reason=reason,
+                score=float(score),
+                priority=float(score),
+            )
+        )
+        created += 1
+    cancel_ids = [int(c) for c in cancel]
+    for i in range(0, len(cancel_ids), 500):
+        session.execute(
+            update(QueueItem)
+            .where(
+                QueueItem.case_id.in_(cancel_ids[i : i + 500]),
+                QueueItem.kind == PAIR_CHECK_KIND,
+                QueueItem.status == "queued",
+            )
+            .values(status="cancelled", done_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    session.flush()
+    return created
 
 
 def check_unchecked_safely(engine: Engine, when: str) -> dict[str, Any]:
