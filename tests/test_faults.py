@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from conftest import WorkerProcess, run_cli
 from fault_helpers import (
     LabelSession,
     PostgresServer,
@@ -36,10 +40,6 @@ from fault_helpers import (
     wait_job,
     wait_until,
 )
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
-
-from conftest import WorkerProcess, run_cli
 from workbench.db.engine import create_db_engine, session_scope
 from workbench.db.models import Job, ModelVersion, QueueItem, Round
 from workbench.db.schema import upgrade

@@ -79,10 +79,11 @@ class Settings(BaseSettings):
         description="A running job whose heartbeat is older than this is lost: workers re-queue it, and "
         "an exclusive kind (round) stops waiting for it. More than twice heartbeat_interval_s.",
     )
-    fault_point: Literal["artifact-write"] | None = Field(
+    fault_point: Literal["artifact-write", "task-start"] | None = Field(
         default=None,
         description="Test only: crash (SIGKILL) once at this point, e.g. `artifact-write` truncates the "
-        "freshly written model file and kills the process before the version is recorded.",
+        "freshly written model file and kills the process before the version is recorded; `task-start` "
+        "kills a worker's task process before it claims its job.",
     )
     visibility_timeout_s: int = Field(
         default=7 * 3600,

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from workbench.config import get_settings
 from workbench.db.engine import engine_from_settings
+from workbench.faults import crash_once
 from workbench.jobs import runner, store
 from workers.app import TASK_NAME, get_app, send_job
 
@@ -44,6 +45,7 @@ def worker_identity(node: str | None = None) -> str:
 @app.task(name=TASK_NAME, bind=True)
 def run_job(self, job_id: int) -> str:  # type: ignore[no-untyped-def]
     """Run job ``job_id`` (TensorFlow, if the job needs it, is imported inside, after the fork)."""
+    crash_once(get_settings(), "task-start")
     view = runner.run_job(
         _engine(),
         get_settings(),
@@ -104,10 +106,15 @@ def _recover_on_start(sender=None, **_kwargs) -> None:  # type: ignore[no-untype
 def _on_child_ended(sender=None, task_id=None, exception=None, args=None, **_kwargs) -> None:  # type: ignore[no-untyped-def]
     """A child died mid-task: lost (SIGKILL, out of memory) -> re-send under the attempt cap; killed
     at the hard time limit -> failed with a sentence (it would hit the limit again). Only the jobs
-    this worker start owns are touched."""
+    this worker start owns are touched. A child that died before it claimed its job leaves the row
+    ``queued`` with the message acknowledged: it is re-sent, each such loss counting as an attempt."""
     if not args or not isinstance(exception, (WorkerLostError, TimeLimitExceeded)):
         return
     job_id = int(args[0])
+    if store.count_lost_before_claim(_engine(), job_id, get_settings().max_task_attempts):
+        log.warning("worker process lost before it started job %s; re-sending", job_id)
+        _resend([job_id])
+        return
     if isinstance(exception, TimeLimitExceeded):
         job = store.get_job(_engine(), job_id)
         message = runner.time_limits(get_settings(), job.kind).hard_message()

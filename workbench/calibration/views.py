@@ -1,4 +1,4 @@
-"""Data behind the Calibration page beyond :mod:`workbench.ui_queries`: the calibration slope, intercept and
+"""Data behind the Calibration page beyond :mod:`workbench.read.calibration`: the calibration slope, intercept and
 ECE readings stored with each calibrator, calibrated (y, p) of a split, and the decision curve drawn from it.
 
 Library code (no Streamlit), so the page stays thin and these are testable on their own. Measures are read

@@ -263,6 +263,32 @@ def fail_queued(engine: Engine, job_id: int, error: str) -> None:
         )
 
 
+def count_lost_before_claim(engine: Engine, job_id: int, max_attempts: int) -> bool:
+    """A task process died before it claimed its ``queued`` job (its message is acknowledged, so no
+    broker will deliver it again): count that as an attempt; True when the job should be re-sent,
+    False when it is not queued any more, was cancelled, or is failed here past the attempt cap."""
+    with session_scope(engine) as s:
+        job = s.scalar(select(Job).where(Job.id == job_id, Job.status == "queued").with_for_update())
+        if job is None:
+            return False
+        now = utcnow()
+        if job.cancel_requested:
+            job.status, job.finished_at, job.message = "cancelled", now, "cancelled before it started"
+            return False
+        job.attempts += 1
+        if job.attempts >= max_attempts:
+            job.status, job.finished_at = "failed", now
+            job.error = (
+                f"gave up after {job.attempts} attempt(s): the worker process was lost each time before "
+                "it could start the job (killed, out of memory, or a hard time limit shorter than its start-up)"
+            )
+            return False
+        job.message = (
+            f"re-sent: the worker process was lost before it started the job (attempt {job.attempts})"
+        )
+        return True
+
+
 def requeue_lost(
     engine: Engine,
     *,

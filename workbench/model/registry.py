@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import time
 import zipfile
 from collections import Counter
@@ -29,6 +28,7 @@ from workbench.data.labels import TRAINABLE_SPLITS, cases_with_labels, training_
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, ModelVersion, utcnow
 from workbench.errors import NotFoundError, ValidationError, WorkbenchError
+from workbench.faults import crash_once
 from workbench.model.features import FeatureCacheCancelled
 from workbench.model.learning_check import DID_NOT_LEARN, not_ready_message
 
@@ -152,24 +152,16 @@ def verify_artifact(path: Path, expected_sha256: str | None = None) -> str:
 
 def fault_point(settings: Settings, name: str, artifact: Path) -> None:
     """Test-only hook (WORKBENCH_FAULT_POINT): at the point ``name``, once per home folder, leave
-    ``artifact`` half written and SIGKILL this process, as a crash in the middle of the write would.
+    ``artifact`` half written and SIGKILL this process, as a crash in the middle of the write would."""
 
-    The marker file ``<home>/faults/<name>.fired`` makes the retry run normally, so a test sees both
-    the crash and the recovery. Does nothing unless the setting names this point.
-    """
-    if settings.fault_point != name:
-        return
-    marker = settings.home / "faults" / f"{name}.fired"
-    if marker.exists():
-        return
-    size = artifact.stat().st_size
-    with artifact.open("r+b") as fh:
-        fh.truncate(size // 2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"{os.getpid()}\n", encoding="utf-8")
-    os.kill(os.getpid(), signal.SIGKILL)
+    def _truncate() -> None:
+        size = artifact.stat().st_size
+        with artifact.open("r+b") as fh:
+            fh.truncate(size // 2)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    crash_once(settings, name, _truncate)
 
 
 def _configs(params: dict[str, Any]) -> tuple[Any, Any]:
