@@ -85,7 +85,7 @@ def _midpoint_threshold(p: np.ndarray) -> float:
 def test_bundle_lists_the_onnx_model_and_the_image_signature(exported: Exported) -> None:
     b = exported.info.path
     manifest = json.loads((b / "manifest.json").read_text())
-    from workbench.model.registry import sha256_file
+    from workbench.files import sha256_file
 
     assert manifest["files"][ONNX_FILE]["sha256"] == sha256_file(b / ONNX_FILE)
     assert manifest["onnx"]["written"] is True and manifest["onnx"]["reason"] is None

@@ -17,8 +17,9 @@ from workbench.data.synth import generate_dataset
 from workbench.db.engine import session_scope
 from workbench.db.models import Job, ModelVersion, Prediction
 from workbench.errors import WorkbenchError
+from workbench.files import sha256_file
 from workbench.jobs import store
-from workbench.model.registry import artifact_dir, sha256_file, verify_artifact
+from workbench.model.registry import artifact_dir, verify_artifact
 
 TINY = json.dumps(
     {

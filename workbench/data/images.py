@@ -30,7 +30,6 @@ Choices made here, and why:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 import zlib
@@ -40,6 +39,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from workbench import files
 from workbench.data import dicom
 from workbench.errors import ValidationError, file_read_errors
 
@@ -53,7 +53,6 @@ MAX_PIXELS: int = 50_000_000
 SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "TIFF", "BMP", "WEBP", "GIF")
 """Pillow format names that are opened; any other file is refused as 'not an image file'."""
 
-_CHUNK = 1 << 20
 _ORIENTATION_TAG = 0x0112
 _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
 _GRAY8_MODES = {"1", "L"}
@@ -107,12 +106,9 @@ def resolve_inside(root: Path, relative: str) -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of the file's bytes, read in chunks (images can be large)."""
-    digest = hashlib.sha256()
-    with file_read_errors(path), open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of an image file's bytes; a file that cannot be read is a ValidationError naming it."""
+    with file_read_errors(path):
+        return files.sha256_file(path)
 
 
 def inspect_image(path: Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:

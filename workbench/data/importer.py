@@ -24,7 +24,6 @@ reported for a DICOM row has those values redacted.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import os
@@ -54,6 +53,7 @@ from workbench.data.splits import (
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, ImportBatch, Label
 from workbench.errors import SettingsError, ValidationError
+from workbench.files import atomic_replace
 
 LABEL_VALUES = {"0": 0, "1": 1, "negative": 0, "positive": 1, "neg": 0, "pos": 1}
 MAX_ID_LENGTH = 256
@@ -663,19 +663,15 @@ def _write_report(rejected: list[Rejected], folder: Path) -> tuple[Path | None, 
     """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"import-report-{stamp}.csv"
-    tmp = folder / f".{path.name}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
+        with atomic_replace(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["line", "case_id", "reason"])
             for r in rejected:
                 writer.writerow([r.line, r.case_id, r.reason])
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         return None, f"cannot write in {folder}: {exc.strerror or exc}"
     return path, None

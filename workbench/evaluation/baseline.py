@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +64,7 @@ from workbench.evaluation.bootstrap import (
 from workbench.evaluation.metrics import auroc_statistic, average_precision_statistic, validate_binary
 from workbench.evaluation.report import evaluate
 from workbench.evaluation.whitening import FEATURE_NAMES, WORK_SIZE, features_from_arrays
+from workbench.files import atomic_replace
 
 #: Bumped whenever the features change, so cached vectors of an older definition are never reused.
 BASELINE_VERSION = 1
@@ -110,14 +110,8 @@ def _read_cached(path: Path) -> np.ndarray | None:
 
 def _write_cached(path: Path, vec: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, vec, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_replace(path) as tmp, tmp.open("wb") as handle:
+        np.save(handle, vec, allow_pickle=False)
 
 
 @dataclass(frozen=True)

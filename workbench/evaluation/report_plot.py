@@ -7,7 +7,6 @@ a file. matplotlib is imported inside the functions only.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from workbench.evaluation.metrics import (
     validate_binary,
 )
 from workbench.evaluation.report import EvaluationReport
+from workbench.files import atomic_replace
 
 
 def _plot_decision_curve(ax: Any, dc: dict[str, Any], ctx: str) -> None:
@@ -46,14 +46,8 @@ def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Write a matplotlib figure as PNG via a temporary file and rename, so readers never see half a file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_replace(target) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 

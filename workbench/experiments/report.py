@@ -12,9 +12,7 @@ import csv
 import io
 import json
 import math
-import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 
 from workbench.experiments.config import BASELINE, SimulationConfig
 from workbench.experiments.plot import plot_curves
+from workbench.files import atomic_write_text
 
 ProgressFn = Callable[[float, str], None]
 
@@ -152,14 +151,6 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt.format(*header), *(fmt.format(*r) for r in rows)]
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary name beside ``path`` and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> Path:
     """Rows as CSV with exactly ``columns`` (other keys ignored, None written empty), atomically."""
     buf = io.StringIO()
@@ -167,7 +158,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) ->
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return write_text_atomic(path, buf.getvalue())
+    return atomic_write_text(path, buf.getvalue())
 
 
 def summarise(curves: list[dict[str, Any]], strategies: Sequence[str]) -> list[dict[str, Any]]:
@@ -251,7 +242,7 @@ def write_report(
         "threshold: prevalence quantile of the pool probabilities (prevalence from uniformly drawn labels)",
     ]
     meta = _meta(cfg, dataset, label_source, y_all, seconds, records.seed_seconds, notes)
-    files["meta"] = write_text_atomic(out_dir / "simulation.json", json.dumps(meta, indent=2) + "\n")
+    files["meta"] = atomic_write_text(out_dir / "simulation.json", json.dumps(meta, indent=2) + "\n")
     if progress is not None:
         progress(1.0, f"done in {seconds:.0f} s; results in {out_dir}")
     return SimulationResult(

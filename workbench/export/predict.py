@@ -53,7 +53,7 @@ from scipy.special import expit
 from workbench.calibration.calibrator_base import Calibrator
 from workbench.calibration.calibrators import calibrator_from_json
 from workbench.errors import ValidationError, WorkbenchError
-from workbench.model.registry import sha256_file
+from workbench.files import sha256_file
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "workbench-bundle"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import ValidationError, WorkbenchError
+from workbench.files import atomic_replace
 from workbench.model.config import ModelConfig
 
 
@@ -101,9 +101,8 @@ class FeatureCache:
             maps = np.asarray(backbone(prep(images), training=False))
             for (digest, _), fmap in zip(chunk, maps, strict=True):
                 target = folder / f"{digest}.npy"
-                tmp = folder / f".{digest}.{uuid.uuid4().hex}.tmp.npy"
-                np.save(tmp, fmap.astype(self.dtype))
-                os.replace(tmp, target)
+                with atomic_replace(target, suffix=".tmp.npy") as tmp:  # np.save appends .npy otherwise
+                    np.save(tmp, fmap.astype(self.dtype))
         return np.stack([np.load(folder / f"{d}.npy").astype(np.float32) for d in digests])
 
 

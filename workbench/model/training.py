@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import ValidationError
+from workbench.files import atomic_replace
 from workbench.model.config import MONITORS, ModelConfig, TrainConfig
 from workbench.model.learning_check import check_learning
 from workbench.model.pipeline import Pair, check_pairs
@@ -197,13 +197,8 @@ def save_atomic(model: Any, out_path: str | os.PathLike) -> Path:
     if out.suffix != ".keras":
         raise ValidationError(f"out_path: must end with .keras, got {str(out)!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex}.tmp.keras")
-    try:
+    with atomic_replace(out, suffix=".tmp.keras") as tmp:  # registry clears ``.*.tmp.keras`` leftovers
         model.save(tmp, include_optimizer=False)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 
