@@ -56,3 +56,38 @@ def test_cli_refuses_old_schema_and_says_what_to_run(tmp_path) -> None:  # type:
     assert run_cli("db", "downgrade", "base", env=env).returncode == 0
     res = run_cli("cases", env=env)
     assert res.returncode != 0 and "workbench db upgrade" in res.stderr
+
+
+def _add_round(eng, number: int, status: str) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    with eng.begin() as conn:
+        conn.execute(
+            text("INSERT INTO rounds (number, status, created_at) VALUES (:n, :s, CURRENT_TIMESTAMP)"),
+            {"n": number, "s": status},
+        )
+
+
+def test_round_status_check_refuses_unknown_status_after_upgrade_from_0006(db_url: str) -> None:
+    """0007: existing rounds survive the upgrade; a status outside ROUND_STATUSES is refused after it."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
+
+    from workbench.db.models import ROUND_STATUSES, Round
+
+    eng = create_db_engine(db_url)
+    upgrade(eng, "0006")
+    for number, status in enumerate(ROUND_STATUSES, start=1):
+        _add_round(eng, number, status)
+    _add_round(eng, 99, "paused")  # 0006 has no CHECK: the bad value is stored
+    with eng.begin() as conn:
+        conn.execute(Round.__table__.delete().where(Round.number == 99))
+    assert upgrade(eng) == ("0006", head_revision(eng))
+    with eng.connect() as conn:
+        kept = dict(conn.execute(select(Round.number, Round.status)).all())
+    assert kept == dict(enumerate(ROUND_STATUSES, start=1))
+    with pytest.raises(IntegrityError, match="(?i)ck_rounds_status|check constraint"):
+        _add_round(eng, 100, "paused")
+    downgrade(eng, "0006")
+    _add_round(eng, 100, "paused")  # the downgrade drops the constraint again
+    eng.dispose()

@@ -41,6 +41,8 @@ LABEL_SOURCES = ("import", "expert", "adjudication", "correction", "simulation")
 # did_not_learn: trained and saved, but the learning check failed (never used downstream)
 MODEL_STATUSES = ("queued", "training", "ready", "failed", "cancelled", "did_not_learn")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+# open: created; running: its steps run; labelling: its batch is queued; failed; did_not_learn (0007)
+ROUND_STATUSES = ("open", "running", "labelling", "failed", "did_not_learn")
 QUEUE_STATUSES = ("queued", "leased", "done", "cancelled")
 # Items still waiting for an answer (at most one per case and kind: uq_queue_items_open_case_kind)
 OPEN_QUEUE_STATUSES = ("queued", "leased")
@@ -199,6 +201,7 @@ class Round(Base):
     """One active-learning round: model, calibration, threshold, strategy mix and the queued batch."""
 
     __tablename__ = "rounds"
+    __table_args__ = (CheckConstraint(_in("status", ROUND_STATUSES), name="status"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[int] = mapped_column(Integer, unique=True)

@@ -40,13 +40,13 @@ from workbench.active.labelling_queue.pair_checks import (
 )
 from workbench.active.labelling_queue.progress import queue_progress
 from workbench.active.labelling_queue.rules import (
-    DEFAULT_LEASE_SECONDS,
     INDEPENDENT_KINDS,
     LABEL_KINDS,
     LABELLABLE_SPLITS,
     OPEN_STATUSES,
     ensure_queueable,
 )
+from workbench.defaults import DEFAULT_LEASE_SECONDS
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",

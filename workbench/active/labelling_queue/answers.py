@@ -14,7 +14,6 @@ from sqlalchemy.orm import aliased
 
 from workbench.active.agreement import sync_adjudication
 from workbench.active.labelling_queue.rules import (
-    DEFAULT_LEASE_SECONDS,
     OPEN_STATUSES,
     aware,
     check_labeller,
@@ -27,6 +26,7 @@ from workbench.active.labelling_queue.rules import (
 )
 from workbench.db.engine import session_scope
 from workbench.db.models import PAIR_CHECK_KIND, Label, QueueItem, utcnow
+from workbench.defaults import DEFAULT_LEASE_SECONDS
 from workbench.errors import ConflictError, NotFoundError, ValidationError
 
 

@@ -15,7 +15,6 @@ from sqlalchemy import Engine, and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from workbench.active.labelling_queue.rules import (
-    DEFAULT_LEASE_SECONDS,
     INDEPENDENT_KINDS,
     LABEL_KINDS,
     aware,
@@ -24,6 +23,7 @@ from workbench.active.labelling_queue.rules import (
 )
 from workbench.db.engine import is_sqlite, session_scope
 from workbench.db.models import Case, Label, QueueItem, utcnow
+from workbench.defaults import DEFAULT_LEASE_SECONDS
 from workbench.errors import ConflictError, NotFoundError, ValidationError
 
 

@@ -22,7 +22,6 @@ INDEPENDENT_KINDS = ("second_read", "adjudication")
 LABELLABLE_SPLITS = ("pool", "train")
 # What claim_next offers when no kinds are asked for: items that want a label (not pair checks).
 LABEL_KINDS = tuple(k for k in QUEUE_KINDS if k != PAIR_CHECK_KIND)
-DEFAULT_LEASE_SECONDS = 600
 
 
 def aware(dt: datetime | None) -> datetime | None:
