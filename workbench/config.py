@@ -221,7 +221,7 @@ class Settings(BaseSettings):
 
     @property
     def artifacts(self) -> str:
-        """The artifact root in effect (a local path or an fsspec URL)."""
+        """The artifact root in effect: a local or shared-volume path (a URL is refused when a model is written)."""
         return self.artifact_root or str(self.home / "artifacts")
 
     def ensure_home(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from workbench.config import Settings
 from workbench.errors import SettingsError
@@ -85,11 +85,6 @@ def engine_from_settings(settings: Settings) -> Engine:
     """The Engine for the configured database."""
     settings.ensure_home()
     return create_db_engine(settings.db_url, settings.sqlite_busy_timeout_ms)
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """A session factory whose objects stay readable after commit."""
-    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager
