@@ -46,6 +46,7 @@ def main() -> None:
     from workbench.db.engine import create_db_engine, session_scope
     from workbench.db.models import Case, Prediction
     from workbench.db.schema import upgrade
+    from workbench.jobs.params import TrainParams
     from workbench.model.builder import build_model, preprocess_fn
     from workbench.model.config import preset
     from workbench.model.features import FeatureCache
@@ -72,7 +73,7 @@ def main() -> None:
     )
 
     # --- inference -------------------------------------------------------------------------------
-    version = train_version(engine, settings, {"preset": "cpu", "epochs": 1})["model_version"]
+    version = train_version(engine, settings, TrainParams(preset="cpu", epochs=1))["model_version"]
     model = load_version_model(engine, version)
     pre, post = load_arrays(pairs, model_cfg.input_size)
     prep = preprocess_fn(model_cfg.backbone)

@@ -42,6 +42,7 @@ def main() -> None:
     from workbench.db.engine import create_db_engine
     from workbench.db.schema import upgrade
     from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
+    from workbench.jobs.params import TrainParams
     from workbench.model.registry import train_version
     from workbench.model.scoring import infer_version
 
@@ -76,7 +77,7 @@ def main() -> None:
         else:
             params.update(parent_version=parent, use_feature_cache=True)
         t = time.perf_counter()
-        version = train_version(engine, settings, params)["model_version"]
+        version = train_version(engine, settings, TrainParams.parse(params))["model_version"]
         times["train"] = time.perf_counter() - t
         t = time.perf_counter()
         infer_version(engine, settings, version, ["pool", "val", "test"], mc_samples=8, batch_size=64)

@@ -13,7 +13,7 @@ from workbench.active.building import build_queue
 from workbench.active.labelling_queue import claim_next, queue_progress, skip, submit_label, undo_last
 from workbench.actors import CLI_OPERATOR
 from workbench.calibration.thresholds import VALID_FORMS
-from workbench.defaults import DEFAULT_POLICY
+from workbench.jobs.params import QueueParams, RoundParams, TrainParams
 from workbench.rounds import ensure_no_active_round, round_summary
 from workbench.users import add_user, approve_user, authorize, list_users, set_active
 
@@ -28,26 +28,41 @@ KEYS = {"n": 0, "p": 1, "u": None}
 @handle_errors
 def queue_build(
     version: int = typer.Argument(..., help="A calibrated model version with pool predictions."),
-    batch_size: int = typer.Option(20, min=1, help="Cases to queue."),
+    batch_size: int = typer.Option(QueueParams.default("batch_size"), min=1, help="Cases to queue."),
     mix: str | None = typer.Option(
         None,
         help='Strategy mix as JSON, e.g. \'{"near_threshold": 0.5, "likely_positive": 0.35, "random": 0.15}\'.',
     ),
-    second_reads: int = typer.Option(0, min=0, help="Also queue this many second reads near the threshold."),
-    relabel: int = typer.Option(0, min=0, help="Also queue this many possible label errors for review."),
-    seed: int = typer.Option(0),
+    second_reads: int = typer.Option(
+        QueueParams.default("second_reads"),
+        min=0,
+        help="Also queue this many second reads near the threshold.",
+    ),
+    relabel: int = typer.Option(
+        QueueParams.default("relabel"), min=0, help="Also queue this many possible label errors for review."
+    ),
+    seed: int = typer.Option(QueueParams.default("seed")),
 ) -> None:
     """Queue the most informative unlabelled pool cases (each with why it was chosen)."""
-    parsed = parse_json_option(mix, "--mix") or None
+    p = QueueParams.parse(
+        dict(
+            model_version=version,
+            batch_size=batch_size,
+            mix=parse_json_option(mix, "--mix") or None,
+            second_reads=second_reads,
+            relabel=relabel,
+            seed=seed,
+        )
+    )
     result = build_queue(
         engine(),
         settings(),
-        version,
-        batch_size,
-        mix=parsed,
-        second_reads=second_reads,
-        relabel=relabel,
-        seed=seed,
+        p.model_version,
+        p.batch_size,
+        mix=p.mix,
+        second_reads=p.second_reads,
+        relabel=p.relabel,
+        seed=p.seed,
     )
     typer.echo(json.dumps(result, indent=1))
 
@@ -105,22 +120,24 @@ def label(
 @round_app.command("start")
 @handle_errors
 def round_start(
-    preset: str = typer.Option("cpu"),
-    epochs: int | None = typer.Option(None, min=1),
-    batch_size: int = typer.Option(20, min=1),
-    policy: str = typer.Option(DEFAULT_POLICY, help=f"Threshold policy: {VALID_FORMS}."),
-    seed: int = typer.Option(0),
+    preset: str = typer.Option(TrainParams.default("preset")),
+    epochs: int | None = typer.Option(TrainParams.default("epochs"), min=1),
+    batch_size: int = typer.Option(RoundParams.default("batch_size"), min=1),
+    policy: str = typer.Option(RoundParams.default("policy"), help=f"Threshold policy: {VALID_FORMS}."),
+    seed: int = typer.Option(TrainParams.default("seed")),
     cold: bool = typer.Option(False, "--cold", help="Train from scratch instead of warm-starting."),
     wait: bool = typer.Option(True, "--wait/--no-wait"),
     requester: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
     """Start a round (train -> infer -> calibrate -> queue) through the workers; refused if one runs."""
     ensure_no_active_round(engine())
-    params = dict(
-        train=dict(preset=preset, epochs=epochs, seed=seed),
-        batch_size=batch_size,
-        policy=policy,
-        warm_start=not cold,
+    params = RoundParams.parse(
+        dict(
+            train=dict(preset=preset, epochs=epochs, seed=seed),
+            batch_size=batch_size,
+            policy=policy,
+            warm_start=not cold,
+        )
     )
     _submit("round", params, acting(requester), wait)
 

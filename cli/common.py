@@ -16,6 +16,7 @@ from workbench.config import Settings, load_settings
 from workbench.db.engine import engine_from_settings
 from workbench.db.schema import ensure_current
 from workbench.errors import WorkbenchError
+from workbench.jobs.params import InferParams, TrainParams
 from workbench.redaction import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,6 +88,21 @@ def parse_json_option(text: str | None, option: str) -> dict[str, Any]:
     return value
 
 
+#: Options of scoring, shared by `workbench infer` (in process) and `workbench submit infer`.
+SPLITS_OPTION = typer.Option(",".join(InferParams.default("splits")), help="Comma-separated splits to score.")
+MC_SAMPLES_OPTION = typer.Option(
+    InferParams.default("mc_samples"), min=0, help="MC-dropout passes for the uncertainty (0: none)."
+)
+BATCH_SIZE_OPTION = typer.Option(InferParams.default("batch_size"), min=1)
+
+
+def infer_params(version: int, splits: str, mc_samples: int, batch_size: int) -> InferParams:
+    """Validated parameters of scoring, the same for `workbench infer` and `submit infer`."""
+    return InferParams.parse(
+        dict(model_version=version, splits=splits.split(","), mc_samples=mc_samples, batch_size=batch_size)
+    )
+
+
 def train_params(
     preset: str,
     phases: int,
@@ -97,12 +113,9 @@ def train_params(
     parent: int | None,
     feature_cache: bool,
     overrides: str | None,
-) -> dict[str, Any]:
+) -> TrainParams:
     """Validated parameters of a training run, the same for `workbench train` and `submit train`."""
-    from workbench.jobs.params import TrainParams, validate_params
-
-    return validate_params(
-        TrainParams,
+    return TrainParams.parse(
         dict(
             preset=preset,
             phases=phases,
@@ -113,5 +126,5 @@ def train_params(
             parent_version=parent,
             use_feature_cache=feature_cache,
             overrides=parse_json_option(overrides, "--overrides"),
-        ),
+        )
     )

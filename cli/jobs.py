@@ -7,7 +7,6 @@ import socket
 import sys
 import time
 from datetime import timedelta
-from typing import Any
 
 import typer
 from sqlalchemy import Engine
@@ -15,19 +14,23 @@ from tqdm import tqdm
 
 from cli.common import (
     AS_HELP,
+    BATCH_SIZE_OPTION,
+    MC_SAMPLES_OPTION,
+    SPLITS_OPTION,
     acting,
     engine,
     fail,
     handle_errors,
+    infer_params,
     parse_json_option,
     settings,
     train_params,
 )
 from workbench.actors import Actor
 from workbench.calibration.thresholds import VALID_FORMS
-from workbench.defaults import DEFAULT_POLICY
 from workbench.jobs import store
 from workbench.jobs.kinds import QUEUES
+from workbench.jobs.params import JobParams, RoundParams, SleepParams, TrainParams
 from workbench.jobs.submit import submit_job
 
 jobs_app = typer.Typer(help="List, inspect, cancel and recover jobs.", no_args_is_help=True)
@@ -67,7 +70,7 @@ def worker(
     )
 
 
-def _submit(kind: str, params: dict[str, Any], requester: Actor, wait: bool) -> None:
+def _submit(kind: str, params: JobParams, requester: Actor, wait: bool) -> None:
     from workers.app import send_job
 
     eng = engine()
@@ -124,15 +127,27 @@ def wait_for(eng: Engine, job_id: int, poll_s: float = 1.0) -> store.JobView:
 @submit_app.command("train")
 @handle_errors
 def submit_train(
-    preset: str = typer.Option("cpu", help="Model preset: cpu or card."),
-    phases: int = typer.Option(1, min=1, max=2, help="1: head (and scratch backbone); 2: then fine-tune."),
-    epochs: int | None = typer.Option(None, min=1, help="Phase-1 epochs (default: the preset's)."),
-    fine_tune_epochs: int | None = typer.Option(None, min=1, help="Phase-2 epochs."),
-    imbalance: str = typer.Option("class_weight", help="class_weight, balanced, focal or none."),
-    seed: int = typer.Option(0),
-    parent: int | None = typer.Option(None, help="Warm-start from this model version."),
+    preset: str = typer.Option(TrainParams.default("preset"), help="Model preset: cpu or card."),
+    phases: int = typer.Option(
+        TrainParams.default("phases"), min=1, max=2, help="1: head (and scratch backbone); 2: then fine-tune."
+    ),
+    epochs: int | None = typer.Option(
+        TrainParams.default("epochs"), min=1, help="Phase-1 epochs (default: the preset's)."
+    ),
+    fine_tune_epochs: int | None = typer.Option(
+        TrainParams.default("fine_tune_epochs"), min=1, help="Phase-2 epochs."
+    ),
+    imbalance: str = typer.Option(
+        TrainParams.default("imbalance"), help="class_weight, balanced, focal or none."
+    ),
+    seed: int = typer.Option(TrainParams.default("seed")),
+    parent: int | None = typer.Option(
+        TrainParams.default("parent_version"), help="Warm-start from this model version."
+    ),
     feature_cache: bool = typer.Option(
-        False, "--feature-cache", help="Train the head on cached backbone features."
+        TrainParams.default("use_feature_cache"),
+        "--feature-cache",
+        help="Train the head on cached backbone features.",
     ),
     overrides: str | None = typer.Option(
         None, help='JSON of config overrides, e.g. \'{"model": {"dropout": 0.3}}\'.'
@@ -151,27 +166,26 @@ def submit_train(
 @handle_errors
 def submit_infer(
     version: int = typer.Argument(..., help="Model version id."),
-    splits: str = typer.Option("pool,val,test", help="Comma-separated splits to score."),
-    mc_samples: int = typer.Option(8, min=0, help="MC-dropout passes for the uncertainty (0: none)."),
-    batch_size: int = typer.Option(32, min=1),
+    splits: str = SPLITS_OPTION,
+    mc_samples: int = MC_SAMPLES_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
     wait: bool = typer.Option(False, "--wait"),
     requester: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
     """Score cases with a model version (resumable)."""
-    params = dict(
-        model_version=version, splits=splits.split(","), mc_samples=mc_samples, batch_size=batch_size
-    )
-    _submit("infer", params, acting(requester), wait)
+    _submit("infer", infer_params(version, splits, mc_samples, batch_size), acting(requester), wait)
 
 
 @submit_app.command("round")
 @handle_errors
 def submit_round(
-    preset: str = typer.Option("cpu"),
-    epochs: int | None = typer.Option(None, min=1),
-    batch_size: int = typer.Option(20, min=1, help="Cases to queue for labelling."),
-    policy: str = typer.Option(DEFAULT_POLICY, help=f"Threshold policy: {VALID_FORMS}."),
-    seed: int = typer.Option(0),
+    preset: str = typer.Option(TrainParams.default("preset")),
+    epochs: int | None = typer.Option(TrainParams.default("epochs"), min=1),
+    batch_size: int = typer.Option(
+        RoundParams.default("batch_size"), min=1, help="Cases to queue for labelling."
+    ),
+    policy: str = typer.Option(RoundParams.default("policy"), help=f"Threshold policy: {VALID_FORMS}."),
+    seed: int = typer.Option(TrainParams.default("seed")),
     overrides: str | None = typer.Option(None, help="JSON of model/train config overrides."),
     wait: bool = typer.Option(False, "--wait"),
     requester: str | None = typer.Option(None, "--as", help=AS_HELP),
@@ -180,21 +194,22 @@ def submit_round(
     train = dict(
         preset=preset, epochs=epochs, seed=seed, overrides=parse_json_option(overrides, "--overrides")
     )
-    _submit("round", dict(train=train, batch_size=batch_size, policy=policy), acting(requester), wait)
+    params = RoundParams.parse(dict(train=train, batch_size=batch_size, policy=policy))
+    _submit("round", params, acting(requester), wait)
 
 
 @submit_app.command("sleep", hidden=True)
 @handle_errors
 def submit_sleep(
-    seconds: float = typer.Option(1.0),
-    steps: int = typer.Option(10),
+    seconds: float = typer.Option(SleepParams.default("seconds")),
+    steps: int = typer.Option(SleepParams.default("steps")),
     fail_at_end: bool = typer.Option(False, "--fail"),
     crash: bool = typer.Option(False, "--crash"),
     wait: bool = typer.Option(False, "--wait"),
     requester: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
     """Diagnostic job that sleeps in steps (admins and the local operator only)."""
-    params = dict(seconds=seconds, steps=steps, fail=fail_at_end, crash=crash)
+    params = SleepParams.parse(dict(seconds=seconds, steps=steps, fail=fail_at_end, crash=crash))
     _submit("sleep", params, acting(requester), wait)
 
 

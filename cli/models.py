@@ -1,4 +1,4 @@
-"""``workbench train``, ``evaluate``, ``baseline``, ``models``: the model registry from a shell."""
+"""``workbench train``, ``infer``, ``evaluate``, ``baseline``, ``models``: the model registry from a shell."""
 
 from __future__ import annotations
 
@@ -7,28 +7,56 @@ from pathlib import Path
 
 import typer
 
-from cli.common import engine, handle_errors, settings, train_params
+from cli.common import (
+    BATCH_SIZE_OPTION,
+    MC_SAMPLES_OPTION,
+    SPLITS_OPTION,
+    engine,
+    handle_errors,
+    infer_params,
+    settings,
+    train_params,
+)
 from workbench.evaluation.baseline import evaluate_baseline
 from workbench.evaluation.baseline_verdict import DESCRIPTION, NAME, baseline_lines
 from workbench.evaluation.report_text import format_report
 from workbench.evaluation.version import compare_versions, comparison_lines, evaluate_version
+from workbench.jobs.params import TrainParams
 from workbench.model.registry import list_versions, train_version
+from workbench.model.scoring import infer_version
 
 DID_NOT_LEARN_EXIT = 3  # `workbench train` exit code when the version did not learn
 
 
 @handle_errors
 def train(
-    preset: str = typer.Option("cpu", help="cpu (small CNN, minutes on CPU) or card (ResNet50 224x224)."),
-    phases: int = typer.Option(
-        1, min=1, max=2, help="1: phase 1 only; 2: then fine-tune the upper backbone."
+    preset: str = typer.Option(
+        TrainParams.default("preset"), help="cpu (small CNN, minutes on CPU) or card (ResNet50 224x224)."
     ),
-    epochs: int | None = typer.Option(None, min=1, help="Phase-1 epochs (default: the preset's)."),
-    fine_tune_epochs: int | None = typer.Option(None, min=1, help="Phase-2 epochs."),
-    imbalance: str = typer.Option("class_weight", help="class_weight, balanced, focal or none."),
-    seed: int = typer.Option(0, help="Seed; the same seed repeats a CPU run."),
-    parent: int | None = typer.Option(None, help="Warm-start from this ready version."),
-    feature_cache: bool = typer.Option(False, "--feature-cache", help="Phase 1 on cached backbone features."),
+    phases: int = typer.Option(
+        TrainParams.default("phases"),
+        min=1,
+        max=2,
+        help="1: phase 1 only; 2: then fine-tune the upper backbone.",
+    ),
+    epochs: int | None = typer.Option(
+        TrainParams.default("epochs"), min=1, help="Phase-1 epochs (default: the preset's)."
+    ),
+    fine_tune_epochs: int | None = typer.Option(
+        TrainParams.default("fine_tune_epochs"), min=1, help="Phase-2 epochs."
+    ),
+    imbalance: str = typer.Option(
+        TrainParams.default("imbalance"), help="class_weight, balanced, focal or none."
+    ),
+    seed: int = typer.Option(TrainParams.default("seed"), help="Seed; the same seed repeats a CPU run."),
+    parent: int | None = typer.Option(
+        TrainParams.default("parent_version"), help="Warm-start from this ready version."
+    ),
+    feature_cache: bool = typer.Option(
+        TrainParams.default("use_feature_cache"),
+        "--feature-cache",
+        help="Phase 1 on cached backbone features.",
+    ),
     overrides: str | None = typer.Option(
         None, help='JSON of config overrides, e.g. \'{"model": {"dropout": 0.3}}\'.'
     ),
@@ -75,6 +103,43 @@ def train(
     if evaluate_on:
         report, method = evaluate_version(eng, cfg, version, evaluate_on)
         typer.echo(format_report(report))
+
+
+@handle_errors
+def infer(
+    version: int = typer.Argument(..., help="Model version id (a ready version)."),
+    splits: str = SPLITS_OPTION,
+    mc_samples: int = MC_SAMPLES_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+) -> None:
+    """Score cases with a version in this process (no worker needed), as the infer job does.
+
+    Resumable: cases the version already scored are skipped. Afterwards `workbench calibrate VERSION`
+    can run straight away, so train -> infer -> calibrate needs no worker.
+    """
+    params = infer_params(version, splits, mc_samples, batch_size)
+    shown = {"tenth": -1}
+
+    def progress(fraction: float, message: str) -> None:
+        tenth = int(fraction * 10)  # one line per 10 % (a pool of thousands would flood the terminal)
+        if tenth != shown["tenth"]:
+            typer.echo(f"[{fraction:4.0%}] {message}")
+            shown["tenth"] = tenth
+
+    result = infer_version(
+        engine(),
+        settings(),
+        params.model_version,
+        params.splits,
+        mc_samples=params.mc_samples,
+        batch_size=params.batch_size,
+        progress=progress,
+    )
+    where = ", ".join(params.splits)
+    if result.get("skipped_existing"):
+        typer.echo(f"model version {version}: every case of {where} was scored already")
+    else:
+        typer.echo(f"model version {version}: scored {result['scored']} case(s) of {where}")
 
 
 @handle_errors

@@ -115,6 +115,7 @@ def exported_tiny_bundle(root: Path, n_boot: int) -> tuple[Engine, Settings, int
     from workbench.db.engine import create_db_engine
     from workbench.db.schema import upgrade
     from workbench.export.bundle import export_bundle
+    from workbench.jobs.params import TrainParams
     from workbench.model.registry import train_version
     from workbench.model.scoring import infer_version
 
@@ -127,7 +128,7 @@ def exported_tiny_bundle(root: Path, n_boot: int) -> tuple[Engine, Settings, int
         root / "data", n=30, positive_rate=0.3, size=(48, 48), image_format="png", difficulty="easy"
     )
     import_source(engine, data.manifest)
-    version_id = train_version(engine, settings, TINY_TRAIN)["model_version"]
+    version_id = train_version(engine, settings, TrainParams.parse(TINY_TRAIN))["model_version"]
     infer_version(engine, settings, version_id, ["train", "val", "test"], mc_samples=0)
     calibrate_version(engine, version_id, n_boot=n_boot)
     info = export_bundle(engine, settings, version_id, root / "bundle", actor=LOCAL_OPERATOR, make_zip=True)

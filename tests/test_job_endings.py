@@ -43,12 +43,12 @@ def short_limits(monkeypatch: pytest.MonkeyPatch) -> None:
 def send_sleep(stack: Stack, **params: Any) -> int:
     """Create a sleep job row and send it through the real sender (as ``submit_job`` would)."""
     from workbench.config import get_settings
-    from workbench.jobs.params import SleepParams, validate_params
+    from workbench.jobs.params import SleepParams
     from workers.app import get_app, send_job
 
     get_settings.cache_clear()
     get_app.cache_clear()
-    clean = validate_params(SleepParams, params)
+    clean = SleepParams.parse(params).to_json()
     job_id = store.create_job(stack.engine, "sleep", clean, requester="test", queue="cpu")
     store.set_task_id(stack.engine, job_id, send_job(job_id, "sleep", "cpu"))
     return job_id

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from workbench.actors import LOCAL_OPERATOR
+from workbench.jobs.params import TrainParams
 from workbench.model.learning_check import (
     DID_NOT_LEARN,
     FAIL,
@@ -205,7 +206,7 @@ def shuffled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     )
     _shuffle_labels(data.manifest, seed=11)
     import_source(engine, data.manifest)
-    result = train_version(engine, settings, {"preset": "cpu", "epochs": 2, "overrides": TINY})
+    result = train_version(engine, settings, TrainParams(preset="cpu", epochs=2, overrides=TINY))
     yield Shuffled(engine, settings, root, result["model_version"]), result
     engine.dispose()
 
@@ -254,7 +255,7 @@ def test_a_version_that_did_not_learn_is_refused_downstream(shuffled) -> None:  
         promote(wb.engine, wb.version, LOCAL_OPERATOR, "it looks fine")
     with pytest.raises(WorkbenchError, match=f"cannot warm-start from it: {said}"):
         train_version(
-            wb.engine, wb.settings, {"preset": "cpu", "parent_version": wb.version, "overrides": TINY}
+            wb.engine, wb.settings, TrainParams(preset="cpu", parent_version=wb.version, overrides=TINY)
         )
     assert wb.version not in ready_versions(wb.engine)
 

@@ -14,6 +14,7 @@ from workbench.data.synth import generate_dataset
 from workbench.db.engine import create_db_engine, session_scope
 from workbench.db.models import Case, ModelVersion
 from workbench.db.schema import upgrade
+from workbench.jobs.params import TrainParams
 from workbench.model.predictions import load_predictions
 from workbench.model.registry import load_version_model, train_version
 from workbench.model.scoring import infer_version
@@ -47,19 +48,13 @@ def wb(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
 
 def test_warm_start_uses_feature_cache_and_cached_inference_matches_full_model(wb) -> None:  # type: ignore[no-untyped-def]
     engine, settings = wb
-    parent = train_version(engine, settings, {"preset": "cpu", "epochs": 2, "overrides": TINY})[
+    parent = train_version(engine, settings, TrainParams(preset="cpu", epochs=2, overrides=TINY))[
         "model_version"
     ]
     child = train_version(
         engine,
         settings,
-        {
-            "preset": "cpu",
-            "epochs": 2,
-            "overrides": TINY,
-            "parent_version": parent,
-            "use_feature_cache": True,
-        },
+        TrainParams(preset="cpu", epochs=2, overrides=TINY, parent_version=parent, use_feature_cache=True),
     )["model_version"]
     with session_scope(engine) as s:
         version = s.get(ModelVersion, child)

@@ -22,6 +22,9 @@ from workbench.db.models import Evaluation, Label, ModelVersion, QueueItem, Roun
 from workbench.errors import ConflictError, NotFoundError
 from workbench.evaluation.bootstrap import wilson_interval
 from workbench.jobs import store
+from workbench.jobs.context import JobContext
+from workbench.jobs.params import CalibrateParams, InferParams, QueueParams, RoundParams
+from workbench.jobs.results import CalibrateResult, QueueResult, RoundResult, TrainResult
 from workbench.jobs.runner import run_step
 from workbench.model.learning_check import DID_NOT_LEARN
 
@@ -39,7 +42,7 @@ def ensure_no_active_round(
         raise ConflictError(f"round job {running} is already queued or running; wait for it or cancel it")
 
 
-def _round_for_job(engine: Engine, job_id: int, params: dict[str, Any]) -> tuple[int, int | None]:
+def _round_for_job(engine: Engine, job_id: int, params: RoundParams) -> tuple[int, int | None]:
     """(round id, previous round's ready model version) — a re-delivered job reuses its round row."""
     with session_scope(engine) as s:
         rnd = s.scalar(select(Round).where(Round.job_id == job_id))
@@ -56,8 +59,8 @@ def _round_for_job(engine: Engine, job_id: int, params: dict[str, Any]) -> tuple
                 number=number,
                 status="running",
                 job_id=job_id,
-                batch_size=params["batch_size"],
-                strategy_mix=params.get("mix"),
+                batch_size=params.batch_size,
+                strategy_mix=params.mix,
             )
             s.add(rnd)
             s.flush()
@@ -66,7 +69,7 @@ def _round_for_job(engine: Engine, job_id: int, params: dict[str, Any]) -> tuple
         return rnd.id, previous
 
 
-def round_job(ctx: Any) -> dict[str, Any]:
+def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
     """Job handler (``round`` kind): the four steps as child jobs, with overall progress."""
     engine, p = ctx.engine, ctx.params
     stale = timedelta(seconds=ctx.settings.heartbeat_stale_s)
@@ -74,11 +77,10 @@ def round_job(ctx: Any) -> dict[str, Any]:
     # steps an earlier attempt left unfinished end failed, with their training versions (store does both)
     store.fail_running_children(engine, ctx.job_id, "lost with an earlier attempt of the round")
     round_id, previous = _round_for_job(engine, ctx.job_id, p)
-    train_params = dict(p["train"], round_id=round_id)
-    if p.get("warm_start", True) and previous is not None and train_params.get("parent_version") is None:
-        train_params["parent_version"] = previous
-        train_params["use_feature_cache"] = train_params.get("use_feature_cache") or p.get(
-            "feature_cache", True
+    train_params = p.train.derive(round_id=round_id)
+    if p.warm_start and previous is not None and train_params.parent_version is None:
+        train_params = train_params.derive(
+            parent_version=previous, use_feature_cache=train_params.use_feature_cache or p.feature_cache
         )
     # Pairs imported since the last check are checked before training, so a flagged pair never trains.
     from workbench.data.pair_check import check_unchecked_safely
@@ -87,33 +89,36 @@ def round_job(ctx: Any) -> dict[str, Any]:
     ctx.progress(0.0, pair_check["message"], force=True)
     try:
         trained = run_step(ctx, "train", train_params, 0.0, 0.6)
-        version = trained["model_version"]
+        assert isinstance(trained, TrainResult)
+        version = trained.model_version
         _update_round(engine, round_id, model_version_id=version)
-        if trained.get("did_not_learn"):
+        if trained.did_not_learn:
             return _stop_did_not_learn(ctx, round_id, trained)
-        run_step(ctx, "infer", {"model_version": version, "mc_samples": p["mc_samples"]}, 0.6, 0.85)
+        run_step(ctx, "infer", InferParams(model_version=version, mc_samples=p.mc_samples), 0.6, 0.85)
         calibrated = run_step(
             ctx,
             "calibrate",
-            {"model_version": version, "methods": p["methods"], "policy": p["policy"]},
+            CalibrateParams(model_version=version, methods=p.methods, policy=p.policy),
             0.85,
             0.93,
         )
+        assert isinstance(calibrated, CalibrateResult)
         queued = run_step(
             ctx,
             "queue",
-            {
-                "model_version": version,
-                "batch_size": p["batch_size"],
-                "round_id": round_id,
-                "mix": p.get("mix"),
-                "second_reads": p.get("second_reads", 0),
-                "relabel": p.get("relabel", 0),
-                "seed": p["train"].get("seed", 0),
-            },
+            QueueParams(
+                model_version=version,
+                batch_size=p.batch_size,
+                round_id=round_id,
+                mix=p.mix,
+                second_reads=p.second_reads,
+                relabel=p.relabel,
+                seed=p.train.seed,
+            ),
             0.93,
             1.0,
         )
+        assert isinstance(queued, QueueResult)
     except BaseException:
         _update_round(engine, round_id, status="failed", closed_at=utcnow())
         raise
@@ -128,19 +133,19 @@ def round_job(ctx: Any) -> dict[str, Any]:
         calibration_id=calibration_id,
         threshold=threshold,
         report={
-            "queue": queued,
-            "selected_calibration": calibrated.get("selected"),
+            "queue": queued.to_json(),
+            "selected_calibration": calibrated.selected,
             "pair_check": pair_check,
         },
     )
-    return {"round": round_id, "model_version": version, "queued": queued["queued"], "threshold": threshold}
+    return RoundResult(round=round_id, model_version=version, queued=queued.queued, threshold=threshold)
 
 
-def _stop_did_not_learn(ctx: Any, round_id: int, trained: dict[str, Any]) -> dict[str, Any]:
+def _stop_did_not_learn(ctx: JobContext[RoundParams], round_id: int, trained: TrainResult) -> RoundResult:
     """End the round after a version that did not learn: nothing is scored, calibrated or queued."""
-    version = trained["model_version"]
-    message = f"round stopped after training (no inference, calibration or queue): {trained.get('message')}"
-    check = trained.get("learning_check") or {}
+    version = trained.model_version
+    message = f"round stopped after training (no inference, calibration or queue): {trained.message}"
+    check = trained.learning_check or {}
     _update_round(
         ctx.engine,
         round_id,
@@ -149,15 +154,17 @@ def _stop_did_not_learn(ctx: Any, round_id: int, trained: dict[str, Any]) -> dic
         report={"stopped": "did_not_learn", "message": message, "learning_check": check},
     )
     ctx.progress(1.0, message, force=True)
-    return {
-        "round": round_id,
-        "model_version": version,
-        "did_not_learn": True,
-        "queued": 0,
-        "message": message,
-        "reasons": check.get("reasons", []),
-        "advice": check.get("advice", []),
-    }
+    return RoundResult.of(
+        {
+            "round": round_id,
+            "model_version": version,
+            "did_not_learn": True,
+            "queued": 0,
+            "message": message,
+            "reasons": check.get("reasons", []),
+            "advice": check.get("advice", []),
+        }
+    )
 
 
 def _update_round(engine: Engine, round_id: int, **values: Any) -> None:

@@ -14,25 +14,26 @@ import streamlit as st
 from ui import state
 from workbench.calibration.calibrators import METHOD_NAMES
 from workbench.calibration.thresholds import VALID_FORMS
-from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
 from workbench.jobs import store
+from workbench.jobs.params import CalibrateParams, InferParams, JobParams, RoundParams, TrainParams
 from workbench.jobs.submit import submit_job
-from workbench.model.config import PRESETS
+from workbench.model.config import IMBALANCE_MODES, PRESETS
 from workbench.read import versions
 
-IMBALANCE = ["class_weight", "balanced", "focal", "none"]
+IMBALANCE = list(IMBALANCE_MODES)
 METHODS = list(METHOD_NAMES)
 SPLITS = ["pool", "val", "test", "train"]
 REFRESH_S = 2.0
 
 
-def _submit(kind: str, params: dict[str, Any]) -> None:
+def _submit(kind: str, model: type[JobParams], values: dict[str, Any]) -> None:
+    """Validate the form's ``values`` into the kind's parameters and submit; any error shows on the page."""
     user = state.require_user()
     with state.page_errors():
         job_id = submit_job(
             state.engine(),
             kind,
-            params,
+            model.parse(values),
             requester=user.username,
             send=state.sender(),
             stale_after=state.settings().heartbeat_stale,
@@ -68,11 +69,12 @@ def _train_tab() -> None:
             epochs = _epochs("Phase-1 epochs", "train_epochs")
         with c[1]:
             ft_epochs = _epochs("Phase-2 epochs", "train_ft_epochs")
-        seed = c[2].number_input("Seed", min_value=0, value=0, key="train_seed")
+        seed = c[2].number_input("Seed", min_value=0, value=TrainParams.default("seed"), key="train_seed")
         go = st.form_submit_button("Submit training", type="primary")
     if go:
         _submit(
             "train",
+            TrainParams,
             dict(
                 preset=preset,
                 phases=int(phases),
@@ -94,9 +96,13 @@ def _finetune_tab() -> None:
         imbalance = st.selectbox("Class imbalance", IMBALANCE, key="ft_imbalance")
         go = st.form_submit_button("Submit fine-tuning", type="primary")
     if go:
-        preset = next((r.preset for r in versions.version_rows(state.engine()) if r.id == parent), "cpu")
+        preset = next(
+            (r.preset for r in versions.version_rows(state.engine()) if r.id == parent),
+            TrainParams.default("preset"),
+        )
         _submit(
             "train",
+            TrainParams,
             dict(
                 preset=preset,
                 phases=2,
@@ -113,13 +119,17 @@ def _infer_tab() -> None:
     if version is None:
         return
     with st.form("form_infer"):
-        splits = st.multiselect("Splits", SPLITS, default=["pool", "val", "test"], key="infer_splits")
+        splits = st.multiselect("Splits", SPLITS, default=InferParams.default("splits"), key="infer_splits")
         mc = st.number_input(
-            "MC-dropout passes (0: none)", min_value=0, max_value=100, value=8, key="infer_mc"
+            "MC-dropout passes (0: none)",
+            min_value=0,
+            max_value=100,
+            value=InferParams.default("mc_samples"),
+            key="infer_mc",
         )
         go = st.form_submit_button("Submit inference", type="primary")
     if go:
-        _submit("infer", dict(model_version=int(version), splits=splits, mc_samples=int(mc)))
+        _submit("infer", InferParams, dict(model_version=int(version), splits=splits, mc_samples=int(mc)))
 
 
 def _calibrate_tab() -> None:
@@ -127,16 +137,20 @@ def _calibrate_tab() -> None:
     if version is None:
         return
     with st.form("form_calibrate"):
-        methods = st.multiselect("Methods", METHODS, default=list(DEFAULT_METHODS), key="cal_methods")
+        methods = st.multiselect(
+            "Methods", METHODS, default=CalibrateParams.default("methods"), key="cal_methods"
+        )
         policy = st.text_input(
             "Threshold policy",
-            DEFAULT_POLICY,
+            CalibrateParams.default("policy"),
             key="cal_policy",
             help=f"One of: {VALID_FORMS}.",
         )
         go = st.form_submit_button("Submit calibration", type="primary")
     if go:
-        _submit("calibrate", dict(model_version=int(version), methods=methods, policy=policy))
+        _submit(
+            "calibrate", CalibrateParams, dict(model_version=int(version), methods=methods, policy=policy)
+        )
 
 
 def _round_tab() -> None:
@@ -148,14 +162,24 @@ def _round_tab() -> None:
         preset = st.selectbox("Preset", list(PRESETS), key="round_preset")
         epochs = _epochs("Phase-1 epochs", "round_epochs")
         imbalance = st.selectbox("Class imbalance", IMBALANCE, key="round_imbalance")
-        batch = st.number_input("Cases to queue", min_value=1, max_value=10_000, value=20, key="round_batch")
+        batch = st.number_input(
+            "Cases to queue",
+            min_value=1,
+            max_value=10_000,
+            value=RoundParams.default("batch_size"),
+            key="round_batch",
+        )
         policy = st.text_input(
-            "Threshold policy", DEFAULT_POLICY, key="round_policy", help=f"One of: {VALID_FORMS}."
+            "Threshold policy",
+            RoundParams.default("policy"),
+            key="round_policy",
+            help=f"One of: {VALID_FORMS}.",
         )
         go = st.form_submit_button("Submit round", type="primary")
     if go:
         _submit(
             "round",
+            RoundParams,
             dict(
                 train=dict(preset=preset, epochs=epochs, imbalance=imbalance),
                 batch_size=int(batch),

@@ -22,6 +22,9 @@ from workbench.config import Settings
 from workbench.db.engine import session_scope
 from workbench.db.models import Label, ModelVersion, QueueItem, Round
 from workbench.errors import NotFoundError, WorkbenchError
+from workbench.jobs.context import JobContext
+from workbench.jobs.params import QueueParams
+from workbench.jobs.results import QueueResult
 from workbench.model.predictions import load_predictions
 from workbench.model.scoring import load_embeddings
 
@@ -214,17 +217,19 @@ def _round_batch(s: Session, version_id: int, round_id: int) -> dict[str, Any] |
     }
 
 
-def build_queue_job(ctx: Any) -> dict[str, Any]:
+def build_queue_job(ctx: JobContext[QueueParams]) -> QueueResult:
     """Job handler (``queue`` kind)."""
     p = ctx.params
-    return build_queue(
-        ctx.engine,
-        ctx.settings,
-        p["model_version"],
-        p["batch_size"],
-        round_id=p.get("round_id"),
-        mix=p.get("mix"),
-        second_reads=p.get("second_reads", 0),
-        relabel=p.get("relabel", 0),
-        seed=p.get("seed", 0),
+    return QueueResult.of(
+        build_queue(
+            ctx.engine,
+            ctx.settings,
+            p.model_version,
+            p.batch_size,
+            round_id=p.round_id,
+            mix=p.mix,
+            second_reads=p.second_reads,
+            relabel=p.relabel,
+            seed=p.seed,
+        )
     )

@@ -31,6 +31,9 @@ from workbench.db.models import Calibration, Evaluation, ModelVersion, Reliabili
 from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
 from workbench.errors import NotFoundError, WorkbenchError
 from workbench.evaluation.report import evaluate, split_context
+from workbench.jobs.context import JobContext
+from workbench.jobs.params import CalibrateParams
+from workbench.jobs.results import CalibrateResult
 from workbench.model.predictions import PredictionSet, load_predictions
 from workbench.model.prior import prior_offset_of
 
@@ -386,20 +389,15 @@ def load_curves(
     return out
 
 
-def calibrate_job(ctx: Any) -> dict[str, Any]:
+def calibrate_job(ctx: JobContext[CalibrateParams]) -> CalibrateResult:
     """Job handler (``calibrate`` kind): calibrate a version and return what was selected."""
     p = ctx.params
     summary = calibrate_version(
-        ctx.engine,
-        p["model_version"],
-        p["methods"],
-        p["policy"],
-        p.get("select"),
-        progress=lambda f, m: ctx.progress(f, m),
+        ctx.engine, p.model_version, p.methods, p.policy, p.select, progress=lambda f, m: ctx.progress(f, m)
     )
-    return {
-        "model_version": summary.version_id,
-        "selected": summary.selected,
-        "threshold": summary.threshold["value"],
-        "calibration_ids": summary.calibration_ids,
-    }
+    return CalibrateResult(
+        model_version=summary.version_id,
+        selected=summary.selected,
+        threshold=summary.threshold["value"],
+        calibration_ids=summary.calibration_ids,
+    )

@@ -47,6 +47,9 @@ from workbench.export.facts import collect_facts
 from workbench.export.portable import ONNX_FILE, write_onnx
 from workbench.export.predict import load_keras_model
 from workbench.export.serving import SIGNATURE, add_image_endpoint
+from workbench.jobs.context import JobContext
+from workbench.jobs.params import ExportParams
+from workbench.jobs.results import ExportResult
 from workbench.model.description import preprocessing_spec
 from workbench.model.registry import artifact_dir, sha256_file, verify_artifact
 from workbench.users import authorize_actor
@@ -329,17 +332,12 @@ def export_bundle(
     )
 
 
-def export_job(ctx: Any) -> dict[str, Any]:
+def export_job(ctx: JobContext[ExportParams]) -> ExportResult:
     """Job handler (``export`` kind): params ``model_version``, ``out_dir``, optional ``zip``."""
     p = ctx.params
-    ctx.progress(0.05, f"exporting model version {p['model_version']}")
+    ctx.progress(0.05, f"exporting model version {p.model_version}")
     info = export_bundle(
-        ctx.engine,
-        ctx.settings,
-        int(p["model_version"]),
-        Path(p["out_dir"]),
-        actor=ctx.actor,
-        make_zip=bool(p.get("zip", False)),
+        ctx.engine, ctx.settings, p.model_version, Path(p.out_dir), actor=ctx.actor, make_zip=p.zip
     )
     ctx.progress(1.0, f"bundle written to {info.path}")
-    return info.to_dict()
+    return ExportResult.of(info.to_dict())

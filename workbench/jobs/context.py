@@ -1,16 +1,23 @@
-"""What a running job's handler gets: its parameters, progress reporting and a cancel check."""
+"""What a running job's handler gets: its validated parameters, progress reporting and a cancel check.
+
+``JobContext[P]`` is generic in the kind's parameter model, so a handler is typed
+``(ctx: JobContext[TrainParams]) -> TrainResult`` and reads ``ctx.params.epochs``, not a dict.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
 from sqlalchemy import Engine
 
 from workbench.actors import Actor, actor_from_record
 from workbench.config import Settings
 from workbench.jobs import store
+from workbench.jobs.params import JobParams
+
+P = TypeVar("P", bound=JobParams)
 
 
 class JobCancelled(Exception):
@@ -18,14 +25,14 @@ class JobCancelled(Exception):
 
 
 @dataclass
-class JobContext:
+class JobContext(Generic[P]):
     """Progress and cancel plumbing for one running job; database writes are throttled."""
 
     engine: Engine
     settings: Settings
     job_id: int
     kind: str
-    params: dict[str, Any]
+    params: P  # the kind's validated parameters
     requester: str  # as recorded in the job row (see ``actor``)
     min_interval_s: float = 0.5
     span: tuple[float, float] = (0.0, 1.0)  # the share of the job's progress bar this context fills
@@ -67,7 +74,7 @@ class JobContext:
         if self.should_cancel():
             raise JobCancelled()
 
-    def sub(self, lo: float, hi: float) -> JobContext:
+    def sub(self, lo: float, hi: float) -> JobContext[P]:
         """A context that maps 0..1 onto [lo, hi] of this one's span (for the steps of a round)."""
         a, b = self.span
         return JobContext(

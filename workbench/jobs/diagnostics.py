@@ -14,11 +14,12 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.jobs.context import JobContext
+from workbench.jobs.params import SleepParams
+from workbench.jobs.results import SleepResult
 
 
 def trace_path(settings: Settings, name: str) -> Path:
@@ -32,8 +33,8 @@ def read_trace(settings: Settings, name: str) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
 
 
-def _record_execution(ctx: JobContext) -> None:
-    path = trace_path(ctx.settings, ctx.params["trace"])
+def _record_execution(ctx: JobContext[SleepParams], trace: str) -> None:
+    path = trace_path(ctx.settings, trace)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
         fh.write(f"job {ctx.job_id} pid {os.getpid()}\n")
@@ -41,24 +42,26 @@ def _record_execution(ctx: JobContext) -> None:
         os.fsync(fh.fileno())
 
 
-def sleep_job(ctx: JobContext) -> dict[str, Any]:
+def sleep_job(ctx: JobContext[SleepParams]) -> SleepResult:
     """Sleep ``seconds`` in ``steps`` steps; fail at the end, or kill its process half-way, when asked."""
-    if ctx.params.get("as_step"):
+    p = ctx.params
+    if p.as_step:
         from workbench.jobs.runner import run_step
 
-        return run_step(ctx, "sleep", {**ctx.params, "as_step": False}, 0.0, 1.0)
-    if ctx.params.get("trace"):
-        _record_execution(ctx)
-    steps, seconds = ctx.params["steps"], ctx.params["seconds"]
-    for i in range(steps):
+        step = run_step(ctx, "sleep", p.derive(as_step=False), 0.0, 1.0)
+        assert isinstance(step, SleepResult)
+        return step
+    if p.trace:
+        _record_execution(ctx, p.trace)
+    for i in range(p.steps):
         ctx.check_cancel()
-        _sleep(seconds / steps, swallow=bool(ctx.params.get("swallow_errors")))
-        ctx.progress((i + 1) / steps, f"step {i + 1}/{steps}")
-        if ctx.params.get("crash") and i == steps // 2:
+        _sleep(p.seconds / p.steps, swallow=p.swallow_errors)
+        ctx.progress((i + 1) / p.steps, f"step {i + 1}/{p.steps}")
+        if p.crash and i == p.steps // 2:
             os.kill(os.getpid(), signal.SIGKILL)
-    if ctx.params.get("fail"):
+    if p.fail:
         raise WorkbenchError("asked to fail")
-    return {"slept": seconds}
+    return SleepResult(slept=p.seconds)
 
 
 def _sleep(seconds: float, swallow: bool) -> None:

@@ -9,12 +9,13 @@ action); a kind missing there is refused to every user, and a test walks every k
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from workbench.errors import ValidationError
 from workbench.jobs import params as p
+from workbench.jobs.results import JobResult
 
 GPU, CPU = "gpu", "cpu"
 QUEUES = (GPU, CPU)
@@ -27,13 +28,22 @@ class JobKind:
     name: str
     queue: str
     handler: str
-    params: type[p._Params]
+    params: type[p.JobParams]
     description: str
     exclusive: bool = False  # at most one job of this kind queued or running at a time
 
-    def load(self) -> Callable[..., dict[str, Any]]:
+    def load(self) -> Callable[..., JobResult]:
+        """The handler: ``(ctx: JobContext[<params model>]) -> <JobResult subclass>``."""
         module, func = self.handler.split(":")
         return getattr(importlib.import_module(module), func)
+
+    def parse(self, params: p.JobParams | Mapping[str, Any]) -> p.JobParams:
+        """Validated parameters of this kind: a mapping is validated; an instance must be of this kind's model."""
+        if isinstance(params, p.JobParams) and not isinstance(params, self.params):
+            raise ValidationError(
+                f"a {self.name} job takes {self.params.__name__}, not {type(params).__name__}"
+            )
+        return self.params.parse(params)
 
 
 KINDS: dict[str, JobKind] = {

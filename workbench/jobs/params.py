@@ -1,23 +1,38 @@
-"""Parameters of each job kind, validated before a job row is created (bad input never queues)."""
+"""Parameters of each job kind, validated before a job row is created (bad input never queues).
+
+These models are the currency of the job system: the CLI and the UI build them with
+:meth:`JobParams.parse` (and read their defaults from them), the job row stores
+:meth:`JobParams.to_json`, the runner validates the row back into the kind's model, and the handler
+gets the instance as ``ctx.params``. Adding an option means adding a field here and using it where
+the work is done.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from workbench.calibration.calibrators import DEFAULT_METHODS
-from workbench.calibration.thresholds import DEFAULT_POLICY
-from workbench.errors import ValidationError as WorkbenchValidationError
+from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY, SPLITS
+from workbench.validated import Validated
 
-SPLIT_NAMES = ("pool", "train", "val", "test")
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+OVERRIDE_SECTIONS = ("model", "train")
 
 
-class TrainParams(_Params):
+class JobParams(Validated):
+    """Base of every kind's parameters: unknown fields refused, errors name the model and the field."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-safe dict a job row stores (every default filled in)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of field ``name`` (what a CLI option or a form shows when left alone)."""
+        return cls.model_fields[name].get_default(call_default_factory=True)
+
+
+class TrainParams(JobParams):
     """Train a model version: from scratch, or warm-started from a parent version."""
 
     preset: str = "cpu"
@@ -29,10 +44,22 @@ class TrainParams(_Params):
     parent_version: int | None = None
     round_id: int | None = None
     use_feature_cache: bool = False
+    # {"model": {...}, "train": {...}}: configuration fields over the preset's (see model.config.run_configs)
     overrides: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("overrides")
+    @classmethod
+    def _sections(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(OVERRIDE_SECTIONS))
+        if unknown:
+            raise ValueError(f"unknown section(s) {', '.join(unknown)} (use {', '.join(OVERRIDE_SECTIONS)})")
+        for section, fields in value.items():
+            if fields is not None and not isinstance(fields, dict):
+                raise ValueError(f"{section}: expected a JSON object of config fields, got {fields!r}")
+        return value
 
-class InferParams(_Params):
+
+class InferParams(JobParams):
     """Score cases with a model version; resumable (cases already scored are skipped)."""
 
     model_version: int
@@ -43,13 +70,13 @@ class InferParams(_Params):
     @field_validator("splits")
     @classmethod
     def _splits(cls, value: list[str]) -> list[str]:
-        bad = [s for s in value if s not in SPLIT_NAMES]
+        bad = [s for s in value if s not in SPLITS]
         if bad or not value:
-            raise ValueError(f"splits must be some of {', '.join(SPLIT_NAMES)}; got {value}")
+            raise ValueError(f"splits must be some of {', '.join(SPLITS)}; got {value}")
         return value
 
 
-class CalibrateParams(_Params):
+class CalibrateParams(JobParams):
     """Fit calibrators on validation predictions of a version and choose its operating threshold."""
 
     model_version: int
@@ -58,7 +85,7 @@ class CalibrateParams(_Params):
     select: str | None = None
 
 
-class QueueParams(_Params):
+class QueueParams(JobParams):
     """Build the labelling batch of a round from a calibrated version's pool predictions."""
 
     model_version: int
@@ -70,7 +97,7 @@ class QueueParams(_Params):
     seed: int = 0
 
 
-class RoundParams(_Params):
+class RoundParams(JobParams):
     """One active-learning round: train -> infer -> calibrate -> queue."""
 
     train: TrainParams = Field(default_factory=TrainParams)
@@ -85,7 +112,7 @@ class RoundParams(_Params):
     feature_cache: bool = True  # a warm-started round trains the head on cached frozen-backbone features
 
 
-class ExportParams(_Params):
+class ExportParams(JobParams):
     """Export a version as a bundle folder (and optionally a zip) on the server."""
 
     model_version: int
@@ -93,7 +120,7 @@ class ExportParams(_Params):
     zip: bool = False
 
 
-class SleepParams(_Params):
+class SleepParams(JobParams):
     """A diagnostic job that sleeps in steps (checks the worker path without a model)."""
 
     seconds: float = Field(default=1.0, ge=0, le=3600)
@@ -103,13 +130,3 @@ class SleepParams(_Params):
     swallow_errors: bool = False  # an over-broad except: the soft time limit cannot stop it
     as_step: bool = False  # run as a child step of this job (as a round runs its steps)
     trace: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")  # record each execution
-
-
-def validate_params(model: type[_Params], params: dict[str, Any]) -> dict[str, Any]:
-    """Validated, defaults-filled parameters as a JSON-safe dict; one clear error on bad input."""
-    try:
-        return model.model_validate(params).model_dump(mode="json")
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "parameters"
-        raise WorkbenchValidationError(f"{model.__name__} {where}: {err['msg']}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ from workbench.errors import WorkbenchError
 from workbench.jobs import store
 from workbench.jobs.context import JobCancelled, JobContext
 from workbench.jobs.kinds import get_kind
+from workbench.jobs.params import JobParams
+from workbench.jobs.results import JobResult
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +111,12 @@ def run_job(
         log.info("job %s not claimed (already taken, finished or cancelled)", job_id)
         return None
     log.warning("job %s: %s handler starts, attempt %s, worker %s", job_id, job.kind, job.attempts, worker)
-    ctx = JobContext(engine, settings, job.id, job.kind, job.params, job.requester)
     outcome: dict[str, Any]
     try:
         with Heartbeat(engine, job_id, worker, settings.heartbeat_interval_s):
-            result = get_kind(job.kind).load()(ctx)
+            kind = get_kind(job.kind)
+            ctx = JobContext(engine, settings, job.id, job.kind, kind.parse(job.params), job.requester)
+            result = kind.load()(ctx)
     except JobCancelled:
         outcome = {"status": "cancelled", "message": "cancelled on request"}
     except WorkbenchError as exc:
@@ -125,10 +129,10 @@ def run_job(
             tb = traceback.format_exc(limit=8)
             outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}\n{tb}"}
     else:
-        if result.get("cancelled"):
-            outcome = {"status": "cancelled", "result": result, "message": "cancelled on request"}
+        if result.cancelled:
+            outcome = {"status": "cancelled", "result": result.to_json(), "message": "cancelled on request"}
         else:
-            outcome = {"status": "succeeded", "result": result}
+            outcome = {"status": "succeeded", "result": result.to_json()}
     if outcome["status"] != "succeeded":
         reason = outcome.get("error") or outcome.get("message") or outcome["status"]
         store.fail_running_children(engine, job_id, f"ended with its parent job {job_id}: {reason}")
@@ -138,7 +142,9 @@ def run_job(
     return store.get_job(engine, job_id)
 
 
-def run_step(parent: JobContext, kind: str, params: dict, lo: float, hi: float) -> dict:
+def run_step(
+    parent: JobContext, kind: str, params: JobParams | Mapping[str, Any], lo: float, hi: float
+) -> JobResult:
     """Run one step of a chained job in this process as a child job row (its own progress and result).
 
     The step fills [lo, hi] of the parent's progress bar and stops when the parent is cancelled;
@@ -146,13 +152,16 @@ def run_step(parent: JobContext, kind: str, params: dict, lo: float, hi: float) 
     soft time limit, an unexpected exception) is left running here and ended by the parent's runner
     with the parent's reason, so both say the same sentence.
     """
-    from workbench.jobs.params import validate_params
-
     parent.check_cancel()
     job_kind = get_kind(kind)
-    clean = validate_params(job_kind.params, params)
+    clean = job_kind.parse(params)
     child_id = store.create_job(
-        parent.engine, kind, clean, requester=parent.requester, queue=job_kind.queue, parent_id=parent.job_id
+        parent.engine,
+        kind,
+        clean.to_json(),
+        requester=parent.requester,
+        queue=job_kind.queue,
+        parent_id=parent.job_id,
     )
     job = store.claim_job(
         parent.engine, child_id, f"step of job {parent.job_id}", parent.settings.max_task_attempts
@@ -160,7 +169,13 @@ def run_step(parent: JobContext, kind: str, params: dict, lo: float, hi: float) 
     if job is None:
         raise JobCancelled()
     ctx = JobContext(
-        parent.engine, parent.settings, child_id, kind, job.params, job.requester, parent=parent.sub(lo, hi)
+        parent.engine,
+        parent.settings,
+        child_id,
+        kind,
+        job_kind.parse(job.params),
+        job.requester,
+        parent=parent.sub(lo, hi),
     )
     parent.progress(lo, f"{kind} (job {child_id})", force=True)
     try:
@@ -171,8 +186,10 @@ def run_step(parent: JobContext, kind: str, params: dict, lo: float, hi: float) 
     except WorkbenchError as exc:
         store.finish_job(parent.engine, child_id, "failed", error=str(exc))
         raise WorkbenchError(f"{kind} step (job {child_id}) failed: {exc}") from exc
-    if result.get("cancelled"):
-        store.finish_job(parent.engine, child_id, "cancelled", result=result, message="cancelled on request")
+    if result.cancelled:
+        store.finish_job(
+            parent.engine, child_id, "cancelled", result=result.to_json(), message="cancelled on request"
+        )
         raise JobCancelled()
-    store.finish_job(parent.engine, child_id, "succeeded", result=result)
+    store.finish_job(parent.engine, child_id, "succeeded", result=result.to_json())
     return result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +12,7 @@ from workbench.actors import Actor
 from workbench.errors import ConflictError, WorkbenchError
 from workbench.jobs import store
 from workbench.jobs.kinds import get_kind
-from workbench.jobs.params import validate_params
+from workbench.jobs.params import JobParams
 from workbench.users import authorize_actor
 
 # (job id, kind, queue) -> broker task id; provided by the Celery adapter in ``workers``.
@@ -26,7 +26,7 @@ class BrokerUnavailable(WorkbenchError):
 def submit_job(
     engine: Engine,
     kind: str,
-    params: dict[str, Any],
+    params: JobParams | Mapping[str, Any],
     *,
     requester: Actor,
     send: Sender,
@@ -36,8 +36,10 @@ def submit_job(
     """Create the job row (status ``queued``) and send it; returns the job id.
 
     The requester (a user name, or the local operator) must be allowed to run ``kind``
-    (``users.PERMISSIONS``: labellers may not train, calibrate, sleep, ...). The job row records it
-    as text (the operator as ``operator:<origin>``, which the job context turns back into the operator).
+    (``users.PERMISSIONS``: labellers may not train, calibrate, sleep, ...). ``params`` is the kind's
+    parameter model (what the CLI and the UI build), or a mapping validated into it; the row stores its
+    JSON. The job row records the requester as text (the operator as ``operator:<origin>``, which the
+    job context turns back into the operator).
     An exclusive kind refuses while another such job is queued or running, unless that one's heartbeat
     is older than ``stale_after`` (``WORKBENCH_HEARTBEAT_STALE_S``): then it is ended as lost.
     When sending fails the row is marked ``failed`` with the reason, so no orphan ``queued`` job is
@@ -45,7 +47,7 @@ def submit_job(
     """
     job_kind = get_kind(kind)
     authorize_actor(engine, requester, kind)
-    clean = validate_params(job_kind.params, params)
+    clean = job_kind.parse(params).to_json()
     if job_kind.exclusive:
         active = store.active_job_of_kind(engine, kind, stale_after=stale_after)
         if active is not None:

@@ -1,81 +1,75 @@
-"""Model and training configuration: plain dataclasses with JSON round-trip and validation.
+"""Model and training configuration: validated pydantic models with a JSON round-trip.
 
 No TensorFlow import here, so the rest of the library (database rows, CLI, UI) can read, store and
-validate configurations without loading Keras.
+validate configurations without loading Keras. The fields state every type, bound and choice; a
+bad value from outside (``--overrides``, a stored row) gives one error naming the field
+(:class:`workbench.validated.Validated`). Configurations are immutable: a variant is derived with
+:meth:`~workbench.validated.Validated.derive`, which validates the changed copy again.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Self, get_args
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from workbench.errors import ValidationError
+from workbench.jobs.params import TrainParams
+from workbench.validated import Validated
+
+Backbone = Literal["resnet50", "small_cnn", "mobilenet_v2", "efficientnetb0"]
+ImbalanceMode = Literal["class_weight", "balanced", "focal", "none"]
+Monitor = Literal["val_auc_pr", "val_auc", "val_loss"]
+LearningCheckMode = Literal["enforce", "warn"]
 
 #: Backbones the builder knows. "small_cnn" is a small from-scratch CNN built from Keras layers;
 #: the others are ``keras.applications`` models.
-BACKBONES: tuple[str, ...] = ("resnet50", "small_cnn", "mobilenet_v2", "efficientnetb0")
+BACKBONES: tuple[str, ...] = get_args(Backbone)
 
-IMBALANCE_MODES: tuple[str, ...] = ("class_weight", "balanced", "focal", "none")
+IMBALANCE_MODES: tuple[str, ...] = get_args(ImbalanceMode)
 
 MONITORS: dict[str, str] = {"val_auc_pr": "max", "val_auc": "max", "val_loss": "min"}
 
 #: "enforce": a run that fails the learning check (model.learning_check) ends ``did_not_learn``;
 #: "warn": the verdict is only recorded (for tests of plumbing on too little data to learn from).
-LEARNING_CHECK_MODES: tuple[str, ...] = ("enforce", "warn")
+LEARNING_CHECK_MODES: tuple[str, ...] = get_args(LearningCheckMode)
+
+#: Strict types (no "3" for 3, no "yes" for true), finite floats, immutable instances.
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
-def _fail(field_name: str, message: str) -> ValidationError:
-    return ValidationError(f"{field_name}: {message}")
+class _Config(Validated):
+    """JSON round-trip shared by both configurations (lists in JSON, tuples in Python)."""
+
+    model_config = _STRICT
+
+    def validate(self) -> Self:  # type: ignore[override]
+        """Return self: an instance is valid by construction (kept for the callers that ask)."""
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        if not isinstance(data, dict):
+            raise ValidationError(f"{cls.what}: expected a JSON object, got {type(data).__name__}")
+        return cls.parse(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"{cls.what}: invalid JSON ({exc})") from exc
+        return cls.from_dict(data)
 
 
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(name, f"must be an integer, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and <= {maximum}" if maximum is not None else ""
-        raise _fail(name, f"must be >= {minimum}{upper}, got {value}")
-    return value
-
-
-def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail(name, f"must be a finite number, got {value!r}")
-    value = float(value)
-    if value < low or value > high or (low_open and value == low):
-        bracket = "(" if low_open else "["
-        raise _fail(name, f"must be in {bracket}{low}, {high}], got {value}")
-    return value
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(name, f"must be true or false, got {value!r}")
-    return value
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise _fail(name, f"must be one of {', '.join(choices)}; got {value!r}")
-    return value
-
-
-def _from_dict(cls: type, data: Any, what: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValidationError(f"{what}: expected a JSON object, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValidationError(f"{what}: unknown field(s) {', '.join(unknown)}")
-    obj = cls(**data)
-    obj.validate()
-    return obj
-
-
-@dataclass
-class ModelConfig:
+class ModelConfig(_Config):
     """Architecture of the dual-input (pre/post) attention model.
 
     ``input_size`` is (width, height) in pixels. ``weights`` is "imagenet" (read from a local file,
@@ -103,64 +97,64 @@ class ModelConfig:
       tokens (keeps cross-attention cheap on a fine map).
     """
 
-    backbone: str = "resnet50"
+    what = "model config"
+
+    backbone: Backbone = "resnet50"
     input_size: tuple[int, int] = (224, 224)
-    token_dim: int = 256
-    heads: int = 4
-    key_dim: int = 64
-    dropout: float = 0.3
+    token_dim: int = Field(256, ge=4, le=4096)
+    heads: int = Field(4, ge=1, le=64)
+    key_dim: int = Field(64, ge=1, le=1024)
+    dropout: float = Field(0.3, ge=0.0, le=0.95)
     shared_backbone: bool = False
     weights: str | None = "imagenet"
-    cnn_width: int = 32
+    cnn_width: int = Field(32, ge=4, le=512)
     input_norm: bool = False
-    cnn_blocks: int = 4
-    change_tolerance: int = 1
-    change_convs: tuple[int, ...] = ()
+    cnn_blocks: int = Field(4, ge=1, le=4)
+    change_tolerance: int = Field(1, ge=1, le=15)
+    change_convs: tuple[int, ...] = Field((), max_length=4)
     whiteness_prior: bool = False
-    token_pool: int = 1
+    token_pool: int = Field(1, ge=1, le=16)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.input_size, list):
-            self.input_size = tuple(self.input_size)
-        if isinstance(self.change_convs, list):
-            self.change_convs = tuple(self.change_convs)
+    @field_validator("input_size", "change_convs", mode="before")
+    @classmethod
+    def _json_list(cls, value: Any) -> Any:
+        """JSON has lists where Python has tuples."""
+        return tuple(value) if isinstance(value, list) else value
 
-    def validate(self) -> ModelConfig:
-        """Raise ValidationError naming the first bad field; return self when all is well."""
-        _check_choice("backbone", self.backbone, BACKBONES)
-        size = self.input_size
-        if (
-            not isinstance(size, tuple)
-            or len(size) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) for v in size)
-        ):
-            raise _fail("input_size", f"must be two integers (width, height), got {size!r}")
+    @field_validator("input_size")
+    @classmethod
+    def _input_size(cls, size: tuple[int, int]) -> tuple[int, int]:
         if min(size) < 32 or max(size) > 1024:
-            raise _fail("input_size", f"each side must be between 32 and 1024 pixels, got {size}")
-        _check_int("token_dim", self.token_dim, 4, 4096)
-        _check_int("heads", self.heads, 1, 64)
-        _check_int("key_dim", self.key_dim, 1, 1024)
-        _check_float("dropout", self.dropout, 0.0, 0.95)
-        _check_bool("shared_backbone", self.shared_backbone)
-        _check_int("cnn_width", self.cnn_width, 4, 512)
-        _check_bool("input_norm", self.input_norm)
-        _check_int("cnn_blocks", self.cnn_blocks, 1, 4)
-        _check_int("change_tolerance", self.change_tolerance, 1, 15)
-        if self.change_tolerance % 2 == 0:
-            raise _fail("change_tolerance", f"must be odd (a centred window), got {self.change_tolerance}")
-        convs = self.change_convs
-        if not isinstance(convs, tuple) or len(convs) > 4:
-            raise _fail("change_convs", f"must be a list of at most 4 conv widths, got {convs!r}")
-        for width in convs:
-            _check_int("change_convs", width, 1, 1024)
-        _check_bool("whiteness_prior", self.whiteness_prior)
+            raise ValueError(f"each side must be between 32 and 1024 pixels, got {size}")
+        return size
+
+    @field_validator("change_tolerance")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"must be odd (a centred window), got {value}")
+        return value
+
+    @field_validator("change_convs")
+    @classmethod
+    def _conv_widths(cls, convs: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= width <= 1024 for width in convs):
+            raise ValueError(f"conv widths must be between 1 and 1024, got {list(convs)}")
+        return convs
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(f'must be "imagenet", a file path or null, got {value!r}')
+        return value
+
+    @model_validator(mode="after")
+    def _backbone_options(self) -> Self:
         if self.whiteness_prior and self.backbone != "small_cnn":
-            raise _fail("whiteness_prior", "only the small_cnn backbone has the whiteness channels")
-        _check_int("token_pool", self.token_pool, 1, 16)
-        if self.weights is not None and (not isinstance(self.weights, str) or not self.weights.strip()):
-            raise _fail("weights", f'must be "imagenet", a file path or null, got {self.weights!r}')
+            raise ValueError("whiteness_prior: only the small_cnn backbone has the whiteness channels")
         if self.weights == "imagenet" and self.backbone == "small_cnn":
-            raise _fail("weights", "small_cnn has no ImageNet weights; use null or a weights file path")
+            raise ValueError("weights: small_cnn has no ImageNet weights; use null or a weights file path")
         return self
 
     @property
@@ -168,30 +162,8 @@ class ModelConfig:
         """True when the backbone starts from trained weights (so phase 1 freezes it)."""
         return self.weights is not None
 
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["input_size"] = list(self.input_size)
-        data["change_convs"] = list(self.change_convs)
-        return data
 
-    @classmethod
-    def from_dict(cls, data: Any) -> ModelConfig:
-        return _from_dict(cls, data, "model config")
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"model config: invalid JSON ({exc})") from exc
-        return cls.from_dict(data)
-
-
-@dataclass
-class TrainConfig:
+class TrainConfig(_Config):
     """Training recipe. Defaults are the model card's: Adam, BCE, 30 epochs at batch 16 / lr 1e-4
     with frozen (pretrained) backbones, then 20 epochs at batch 8 / lr 1e-5 fine-tuning the upper
     backbone blocks from ``fine_tune_from_block`` (None: the backbone's last stage).
@@ -205,83 +177,39 @@ class TrainConfig:
     of the pair augmentation (see model.augment). ``deterministic`` enables TensorFlow op determinism so a CPU run with the same seed repeats.
     """
 
-    phases: int = 2
-    phase1_epochs: int = 30
-    phase1_batch: int = 16
-    phase1_lr: float = 1e-4
-    phase2_epochs: int = 20
-    phase2_batch: int = 8
-    phase2_lr: float = 1e-5
-    fine_tune_from_block: str | None = None
-    imbalance: str = "class_weight"
-    focal_gamma: float = 2.0
-    patience: int = 5
-    monitor: str = "val_auc_pr"
-    tuning_fraction: float = 0.15
-    reduce_lr_factor: float = 0.5
-    seed: int = 0
+    what = "train config"
+
+    phases: int = Field(2, ge=1, le=2)
+    phase1_epochs: int = Field(30, ge=1, le=10_000)
+    phase1_batch: int = Field(16, ge=1, le=4096)
+    phase1_lr: float = Field(1e-4, gt=0.0, le=1.0)
+    phase2_epochs: int = Field(20, ge=1, le=10_000)
+    phase2_batch: int = Field(8, ge=1, le=4096)
+    phase2_lr: float = Field(1e-5, gt=0.0, le=1.0)
+    fine_tune_from_block: str | None = Field(None, min_length=1)  # a layer-name prefix
+    imbalance: ImbalanceMode = "class_weight"
+    focal_gamma: float = Field(2.0, ge=0.0, le=10.0)
+    patience: int = Field(5, ge=1, le=1000)
+    monitor: Monitor = "val_auc_pr"
+    tuning_fraction: float = Field(0.15, ge=0.0, le=0.5)
+    reduce_lr_factor: float = Field(0.5, gt=0.0, le=0.99)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
     augment: bool = True
     shot_jitter: bool = False
     deterministic: bool = True
     # "enforce": a run failing the learning check is stored did_not_learn; "warn": verdict only recorded
-    learning_check: str = "enforce"
-
-    def validate(self) -> TrainConfig:
-        """Raise ValidationError naming the first bad field; return self when all is well."""
-        _check_int("phases", self.phases, 1, 2)
-        _check_int("phase1_epochs", self.phase1_epochs, 1, 10_000)
-        _check_int("phase1_batch", self.phase1_batch, 1, 4096)
-        _check_float("phase1_lr", self.phase1_lr, 0.0, 1.0, low_open=True)
-        _check_int("phase2_epochs", self.phase2_epochs, 1, 10_000)
-        _check_int("phase2_batch", self.phase2_batch, 1, 4096)
-        _check_float("phase2_lr", self.phase2_lr, 0.0, 1.0, low_open=True)
-        if self.fine_tune_from_block is not None and (
-            not isinstance(self.fine_tune_from_block, str) or not self.fine_tune_from_block
-        ):
-            raise _fail(
-                "fine_tune_from_block",
-                f"must be a layer-name prefix or null, got {self.fine_tune_from_block!r}",
-            )
-        _check_choice("imbalance", self.imbalance, IMBALANCE_MODES)
-        _check_float("focal_gamma", self.focal_gamma, 0.0, 10.0)
-        _check_int("patience", self.patience, 1, 1000)
-        _check_choice("monitor", self.monitor, tuple(MONITORS))
-        _check_float("tuning_fraction", self.tuning_fraction, 0.0, 0.5)
-        _check_float("reduce_lr_factor", self.reduce_lr_factor, 0.0, 0.99, low_open=True)
-        _check_int("seed", self.seed, 0, 2**31 - 1)
-        _check_bool("augment", self.augment)
-        _check_bool("shot_jitter", self.shot_jitter)
-        _check_bool("deterministic", self.deterministic)
-        _check_choice("learning_check", self.learning_check, LEARNING_CHECK_MODES)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> TrainConfig:
-        return _from_dict(cls, data, "train config")
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"train config: invalid JSON ({exc})") from exc
-        return cls.from_dict(data)
+    learning_check: LearningCheckMode = "enforce"
 
 
-@dataclass(frozen=True)
-class Preset:
+class Preset(Validated):
     """A named pair of configurations."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     description: str
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 def _presets() -> dict[str, Preset]:
@@ -340,11 +268,24 @@ PRESETS: dict[str, Preset] = _presets()
 
 
 def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
-    """Fresh copies of a named preset's (model, train) configurations."""
+    """A named preset's (model, train) configurations (immutable, so shared safely)."""
     if name not in PRESETS:
         raise ValidationError(f"preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[name]
+    return p.model, p.train
+
+
+def run_configs(params: TrainParams) -> tuple[ModelConfig, TrainConfig]:
+    """The configurations of one training run: its preset's, then the run's explicit choices, then
+    its ``overrides`` (each derived copy validated again, so a bad override names its field)."""
+    model_cfg, train_cfg = preset(params.preset)
+    chosen: dict[str, Any] = {"phases": params.phases, "imbalance": params.imbalance, "seed": params.seed}
+    if params.epochs:
+        chosen["phase1_epochs"] = params.epochs
+    if params.fine_tune_epochs:
+        chosen["phase2_epochs"] = params.fine_tune_epochs
+    overrides = params.overrides
     return (
-        ModelConfig.from_dict(p.model.to_dict()),
-        TrainConfig.from_dict(p.train.to_dict()),
+        model_cfg.derive(**(overrides.get("model") or {})),
+        train_cfg.derive(**{**chosen, **(overrides.get("train") or {})}),
     )

@@ -27,8 +27,12 @@ from workbench.config import Settings
 from workbench.data.labels import TRAINABLE_SPLITS, cases_with_labels, training_labels
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, ModelVersion, utcnow
-from workbench.errors import NotFoundError, ValidationError, WorkbenchError
+from workbench.errors import NotFoundError, WorkbenchError
 from workbench.faults import crash_once
+from workbench.jobs.context import JobContext
+from workbench.jobs.params import TrainParams
+from workbench.jobs.results import TrainResult
+from workbench.model.config import ModelConfig, TrainConfig, run_configs
 from workbench.model.features import FeatureCacheCancelled
 from workbench.model.learning_check import DID_NOT_LEARN, not_ready_message
 
@@ -164,32 +168,13 @@ def fault_point(settings: Settings, name: str, artifact: Path) -> None:
     crash_once(settings, name, _truncate)
 
 
-def _configs(params: dict[str, Any]) -> tuple[Any, Any]:
-    """Model and training configuration from job parameters (preset + explicit choices + overrides)."""
-    from workbench.model.config import ModelConfig, TrainConfig, preset
-
-    model_cfg, train_cfg = preset(params.get("preset", "cpu"))
-    m, t = model_cfg.to_dict(), train_cfg.to_dict()
-    t["phases"] = params.get("phases", t["phases"])
-    if params.get("epochs"):
-        t["phase1_epochs"] = params["epochs"]
-    if params.get("fine_tune_epochs"):
-        t["phase2_epochs"] = params["fine_tune_epochs"]
-    t["imbalance"] = params.get("imbalance", t["imbalance"])
-    t["seed"] = params.get("seed", t["seed"])
-    overrides = params.get("overrides") or {}
-    unknown = set(overrides) - {"model", "train"}
-    if unknown:
-        raise ValidationError(
-            f"overrides: unknown section(s) {', '.join(sorted(unknown))} (use model, train)"
-        )
-    m.update(overrides.get("model") or {})
-    t.update(overrides.get("train") or {})
-    return ModelConfig.from_dict(m).validate(), TrainConfig.from_dict(t).validate()
-
-
 def _claim_version(
-    engine: Engine, job_id: int | None, params: dict[str, Any], model_cfg: Any, train_cfg: Any, requester: str
+    engine: Engine,
+    job_id: int | None,
+    params: TrainParams,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    requester: str,
 ) -> tuple[int, bool]:
     """The version row of this run: (id, finished). A re-delivered job reuses its row (a finished one as is)."""
     with session_scope(engine) as s:
@@ -205,7 +190,7 @@ def _claim_version(
                     None,
                 )
                 return existing.id, False
-        parent_id = params.get("parent_version")
+        parent_id = params.parent_version
         if parent_id is not None:
             parent = s.get(ModelVersion, parent_id)
             if parent is None:
@@ -218,11 +203,11 @@ def _claim_version(
                 )
         version = ModelVersion(
             parent_id=parent_id,
-            round_id=params.get("round_id"),
+            round_id=params.round_id,
             job_id=job_id,
-            preset=params.get("preset", "cpu"),
+            preset=params.preset,
             backbone=model_cfg.backbone,
-            config={"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "params": params},
+            config={"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "params": params.to_json()},
             status="training",
             created_by=requester,
         )
@@ -244,7 +229,7 @@ def _set_status(engine: Engine, version_id: int, status: str, **values: Any) -> 
 def train_version(
     engine: Engine,
     settings: Settings,
-    params: dict[str, Any],
+    params: TrainParams,
     *,
     job_id: int | None = None,
     requester: str = "cli",
@@ -261,7 +246,7 @@ def train_version(
     """
     from workbench.model.training import train
 
-    model_cfg, train_cfg = _configs(params)
+    model_cfg, train_cfg = run_configs(params)
     train_set, val_set = training_data(engine)
     for name, data in (("training", train_set), ("validation", val_set)):
         c = data.counts()
@@ -277,8 +262,8 @@ def train_version(
     for leftover in out.parent.glob(".*.tmp.keras"):  # from an attempt killed while saving
         leftover.unlink(missing_ok=True)
     parent_path = None
-    if params.get("parent_version") is not None:
-        parent_path = _ready_artifact(engine, params["parent_version"])
+    if params.parent_version is not None:
+        parent_path = _ready_artifact(engine, params.parent_version)
     total_epochs = train_cfg.phase1_epochs + (train_cfg.phase2_epochs if train_cfg.phases == 2 else 0)
     done = {"epochs": 0}
 
@@ -295,7 +280,7 @@ def train_version(
         progress(frac, message, epoch_end)  # epoch ends are always written
 
     cache = None
-    if params.get("use_feature_cache"):
+    if params.use_feature_cache:
         from workbench.model.features import FeatureCache
 
         cache = FeatureCache(Path(settings.artifacts) / "features", should_cancel=should_cancel)
@@ -405,16 +390,18 @@ def load_version_model(engine: Engine, version_id: int) -> Any:
     return keras.models.load_model(_ready_artifact(engine, version_id), compile=False)
 
 
-def train_job(ctx: Any) -> dict[str, Any]:
+def train_job(ctx: JobContext[TrainParams]) -> TrainResult:
     """Job handler (``train`` kind)."""
-    return train_version(
-        ctx.engine,
-        ctx.settings,
-        ctx.params,
-        job_id=ctx.job_id,
-        requester=ctx.requester,
-        progress=ctx.progress,
-        should_cancel=ctx.should_cancel,
+    return TrainResult.of(
+        train_version(
+            ctx.engine,
+            ctx.settings,
+            ctx.params,
+            job_id=ctx.job_id,
+            requester=ctx.requester,
+            progress=ctx.progress,
+            should_cancel=ctx.should_cancel,
+        )
     )
 
 

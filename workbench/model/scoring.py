@@ -20,6 +20,9 @@ from sqlalchemy import Engine, select
 from workbench.config import Settings
 from workbench.db.engine import session_scope
 from workbench.db.models import Case
+from workbench.jobs.context import JobContext
+from workbench.jobs.params import InferParams
+from workbench.jobs.results import InferResult
 from workbench.model.predictions import scored_case_ids, write_predictions
 from workbench.model.registry import artifact_dir, load_version_model
 
@@ -140,16 +143,18 @@ def _cached_predictor(
     return ModelConfig.from_dict(config["model"]), cache
 
 
-def infer_job(ctx: Any) -> dict[str, Any]:
+def infer_job(ctx: JobContext[InferParams]) -> InferResult:
     """Job handler (``infer`` kind)."""
     p = ctx.params
-    return infer_version(
-        ctx.engine,
-        ctx.settings,
-        p["model_version"],
-        p["splits"],
-        mc_samples=p["mc_samples"],
-        batch_size=p["batch_size"],
-        progress=ctx.progress,
-        should_cancel=ctx.should_cancel,
+    return InferResult.of(
+        infer_version(
+            ctx.engine,
+            ctx.settings,
+            p.model_version,
+            p.splits,
+            mc_samples=p.mc_samples,
+            batch_size=p.batch_size,
+            progress=ctx.progress,
+            should_cancel=ctx.should_cancel,
+        )
     )
