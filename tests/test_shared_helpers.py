@@ -98,3 +98,38 @@ def test_temporary_name_is_hidden_beside_the_target_and_keeps_the_suffix(tmp_pat
         np.save(t, np.arange(3))
     assert np.load(tmp_path / "abc.npy").tolist() == [0, 1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["abc.npy"]
+
+
+# --- lookups -------------------------------------------------------------------------------------
+
+
+def test_get_version_returns_the_row_or_names_the_missing_id(engine) -> None:
+    from factories import make_version
+    from workbench.db.engine import session_scope
+    from workbench.db.lookups import get_version
+    from workbench.errors import NotFoundError
+
+    vid = make_version(engine, status="training")
+    with session_scope(engine) as s:
+        assert get_version(s, vid).status == "training"
+        with pytest.raises(NotFoundError, match=rf"^no model version {vid + 1}$"):
+            get_version(s, vid + 1)
+
+
+def test_every_caller_reports_a_missing_version_the_same_way(engine) -> None:
+    """The library functions that used to hand-write the lookup still refuse an unknown id alike."""
+    from workbench.calibration.service import calibrate_version, load_curves
+    from workbench.config import Settings
+    from workbench.errors import NotFoundError
+    from workbench.evaluation.version import evaluate_version
+    from workbench.read.calibration import threshold_view
+
+    calls = [
+        lambda: calibrate_version(engine, 4242),
+        lambda: load_curves(engine, [4242], None, "val"),
+        lambda: evaluate_version(engine, Settings(), 4242),
+        lambda: threshold_view(engine, 4242),
+    ]
+    for call in calls:
+        with pytest.raises(NotFoundError, match="^no model version 4242$"):
+            call()

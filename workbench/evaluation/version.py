@@ -17,8 +17,9 @@ from workbench.calibration.service import calibrated_probabilities, epoch_chosen
 from workbench.config import Settings
 from workbench.data.labels import latest_label_subquery
 from workbench.db.engine import session_scope
-from workbench.db.models import Calibration, Case, Evaluation, ModelVersion, Prediction
-from workbench.errors import NotFoundError, ValidationError, WorkbenchError
+from workbench.db.lookups import get_version
+from workbench.db.models import Calibration, Case, Evaluation, Prediction
+from workbench.errors import ValidationError, WorkbenchError
 from workbench.evaluation.baseline import BASELINE_VERSION, baseline_section
 from workbench.evaluation.report import EvaluationReport, evaluate
 from workbench.evaluation.report_plot import plot_report
@@ -64,9 +65,7 @@ def evaluate_version(
     if split not in EVAL_SPLITS:
         raise ValidationError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     with session_scope(engine) as s:
-        version = s.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFoundError(f"no model version {version_id}")
+        version = get_version(s, version_id)
         if version.status != "ready":
             raise WorkbenchError(not_ready_message(version_id, version.status, version.error))
         cal = s.get(Calibration, version.calibration_id) if version.calibration_id else None
@@ -133,9 +132,7 @@ def attach_baseline(
     and is not stored, so it is tried again later.
     """
     with session_scope(engine) as s:
-        version = s.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFoundError(f"no model version {version_id}")
+        version = get_version(s, version_id)
         if method is None and version.calibration_id:
             cal = s.get(Calibration, version.calibration_id)
             method = cal.method if cal else None
@@ -215,9 +212,7 @@ def compare_versions(
     epoch_on_val = []
     with session_scope(engine) as s:
         for vid in (version_id, other_id):
-            row = s.get(ModelVersion, vid)
-            if row is None:
-                raise NotFoundError(f"no model version {vid}")
+            row = get_version(s, vid)
             if epoch_chosen_on_val(row.metrics):
                 epoch_on_val.append(f"v{vid}")
     a = load_predictions(engine, version_id, split).labelled()

@@ -17,8 +17,9 @@ from sqlalchemy import Engine, func, select
 from workbench import __version__
 from workbench.config import Settings, get_settings
 from workbench.db.engine import session_scope
+from workbench.db.lookups import get_version
 from workbench.db.models import Calibration, Case, Evaluation, Label, ModelVersion, Round
-from workbench.errors import NotFoundError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.model.learning_check import not_ready_message
 
 
@@ -110,9 +111,7 @@ def _add_baselines(engine: Engine, settings: Settings | None, facts: dict[str, A
 
 def _collect(engine: Engine, version_id: int) -> dict[str, Any]:
     with session_scope(engine) as s:
-        version = s.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFoundError(f"no model version {version_id}")
+        version = get_version(s, version_id)
         if version.status != "ready":
             raise WorkbenchError(
                 not_ready_message(version_id, version.status, version.error) + ": nothing to export"

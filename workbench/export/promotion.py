@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from workbench.db.engine import session_scope
+from workbench.db.lookups import get_version
 from workbench.db.models import Calibration, Evaluation, ModelVersion, Promotion
-from workbench.errors import NotFoundError, ValidationError, WorkbenchError
+from workbench.errors import ValidationError, WorkbenchError
 from workbench.evaluation.report import split_context
 from workbench.users import authorize_actor
 
@@ -36,9 +37,7 @@ def promote(engine: Engine, version_id: int, actor: str, reason: str) -> None:
     if not why:
         raise ValidationError("reason: say why this version is promoted (it is kept for the audit trail)")
     with session_scope(engine) as s:
-        version = s.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFoundError(f"no model version {version_id}")
+        version = get_version(s, version_id)
         if version.status != "ready":
             from workbench.model.learning_check import not_ready_message
 

@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import Engine, select
 
 from workbench.db.engine import session_scope
+from workbench.db.lookups import get_version
 from workbench.db.models import Calibration, Evaluation, ModelVersion
 from workbench.errors import NotFoundError, WorkbenchError
 
@@ -111,9 +112,7 @@ def paired_predictions(
 def threshold_view(engine: Engine, version_id: int) -> ThresholdView:
     """A version's chosen operating point and its stored evaluations (with the threshold sweep)."""
     with session_scope(engine) as s:
-        v = s.get(ModelVersion, version_id)
-        if v is None:
-            raise NotFoundError(f"no model version {version_id}")
+        v = get_version(s, version_id)
         report = dict(v.threshold_report or {})
         method = report.get("method")
         evals: dict[str, dict[str, Any]] = {}
