@@ -50,19 +50,23 @@ from common import (  # noqa: E402
     stopwatch,
     summarize,
 )
-from sqlalchemy import Engine, and_, event, exists, or_, select, text, update  # noqa: E402
+from sqlalchemy import Engine, and_, event, or_, select, text  # noqa: E402
 from sqlalchemy.orm import aliased  # noqa: E402
 
 from workbench.active.labelling_queue import (  # noqa: E402
     DEFAULT_LEASE_SECONDS,
-    INDEPENDENT_KINDS,
     ClaimedItem,
     claim_next,
     submit_label,
 )
-from workbench.active.labelling_queue.claims import _claimed  # noqa: E402
+from workbench.active.labelling_queue.claims import (  # noqa: E402
+    _claimed,
+    lease_pick,
+    offer_conditions,
+    renew_held_lease,
+)
 from workbench.db.engine import create_db_engine, is_sqlite, session_scope  # noqa: E402
-from workbench.db.models import Label, QueueItem, utcnow  # noqa: E402
+from workbench.db.models import QueueItem, utcnow  # noqa: E402
 from workbench.db.schema import downgrade, upgrade  # noqa: E402
 
 TARGET_P95_S = 0.020
@@ -140,61 +144,20 @@ def claim_before_0002(
     now = utcnow()
     expires = now + timedelta(seconds=float(lease_seconds))
     with session_scope(engine) as s:
-        held_id = s.scalar(
-            select(QueueItem.id)
-            .where(
-                QueueItem.status == "leased",
-                QueueItem.lease_holder == labeller,
-                QueueItem.lease_expires_at > now,
-            )
-            .order_by(QueueItem.priority.desc(), QueueItem.id)
-            .limit(1)
-        )
+        held_id = renew_held_lease(s, labeller, now, expires)
         if held_id is not None:
-            s.execute(
-                update(QueueItem)
-                .where(QueueItem.id == held_id)
-                .values(lease_expires_at=expires)
-                .execution_options(synchronize_session=False)
-            )
             return _claimed(s, held_id)
         cand = aliased(QueueItem, name="cand")
-        seen_item = aliased(QueueItem, name="seen_item")
-        same_kind_done = (
-            exists()
-            .where(
-                Label.case_id == cand.case_id,
-                Label.labeller == labeller,
-                Label.queue_item_id == seen_item.id,
-                seen_item.kind == cand.kind,
-            )
-            .correlate(cand)
-        )
-        read_before = (
-            exists()
-            .where(Label.case_id == cand.case_id, Label.labeller == labeller, Label.source == "expert")
-            .correlate(cand)
-        )
         pick = (
             select(cand.id)
             .where(
                 or_(cand.status == "queued", and_(cand.status == "leased", cand.lease_expires_at < now)),
-                or_(cand.exclude_labeller.is_(None), cand.exclude_labeller != labeller),
-                ~same_kind_done,
-                ~and_(cand.kind.in_(INDEPENDENT_KINDS), read_before),
+                *offer_conditions(cand, labeller),
             )
             .order_by(cand.priority.desc(), cand.id)
             .limit(1)
         )
-        if not is_sqlite(engine):
-            pick = pick.with_for_update(skip_locked=True)
-        item_id = s.execute(
-            update(QueueItem)
-            .where(QueueItem.id == pick.scalar_subquery())
-            .values(status="leased", lease_holder=labeller, lease_expires_at=expires)
-            .returning(QueueItem.id)
-            .execution_options(synchronize_session=False)
-        ).scalar()
+        item_id = lease_pick(s, engine, pick, labeller, expires)
         return None if item_id is None else _claimed(s, item_id)
 
 

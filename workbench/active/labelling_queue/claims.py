@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Select, and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from workbench.active.labelling_queue.rules import (
@@ -90,19 +91,8 @@ def claim_next(
     now = utcnow()
     expires = now + timedelta(seconds=float(lease_seconds))
     with session_scope(engine) as s:
-        held = select(QueueItem.id).where(
-            QueueItem.status == "leased", QueueItem.lease_holder == labeller, QueueItem.lease_expires_at > now
-        )
-        if kinds_t:
-            held = held.where(QueueItem.kind.in_(kinds_t))
-        held_id = s.scalar(held.order_by(QueueItem.priority.desc(), QueueItem.id).limit(1))
+        held_id = renew_held_lease(s, labeller, now, expires, kinds_t)
         if held_id is not None:  # reload-safe: the same item again, lease renewed
-            s.execute(
-                update(QueueItem)
-                .where(QueueItem.id == held_id)
-                .values(lease_expires_at=expires)
-                .execution_options(synchronize_session=False)
-            )
             return _claimed(s, held_id)
 
         # Expired leases go back to the queue first, so the pick below reads only status = 'queued'
@@ -110,45 +100,78 @@ def claim_next(
         # where an OR over two statuses made both databases sort the whole queue (bench_queue.py).
         release_expired_in(s, now)
         cand = aliased(QueueItem, name="cand")
-        seen_item = aliased(QueueItem, name="seen_item")
-        same_kind_done = (
-            exists()
-            .where(
-                Label.case_id == cand.case_id,
-                Label.labeller == labeller,
-                Label.queue_item_id == seen_item.id,
-                seen_item.kind == cand.kind,
-            )
-            .correlate(cand)
-        )
-        read_before = (
-            exists()
-            .where(Label.case_id == cand.case_id, Label.labeller == labeller, Label.source == "expert")
-            .correlate(cand)
-        )
         pick = (
             select(cand.id)
-            .where(
-                cand.status == "queued",
-                or_(cand.exclude_labeller.is_(None), cand.exclude_labeller != labeller),
-                ~same_kind_done,
-                ~and_(cand.kind.in_(INDEPENDENT_KINDS), read_before),
-            )
+            .where(cand.status == "queued", *offer_conditions(cand, labeller))
             .order_by(cand.priority.desc(), cand.id)
             .limit(1)
         )
         if kinds_t:
             pick = pick.where(cand.kind.in_(kinds_t))
-        if not is_sqlite(engine):
-            pick = pick.with_for_update(skip_locked=True)
-        item_id = s.execute(
-            update(QueueItem)
-            .where(QueueItem.id == pick.scalar_subquery())
-            .values(status="leased", lease_holder=labeller, lease_expires_at=expires)
-            .returning(QueueItem.id)
-            .execution_options(synchronize_session=False)
-        ).scalar()
+        item_id = lease_pick(s, engine, pick, labeller, expires)
         return None if item_id is None else _claimed(s, item_id)
+
+
+def renew_held_lease(
+    s: Session, labeller: str, now: datetime, expires: datetime, kinds: Iterable[str] | None = None
+) -> int | None:
+    """Id of the unexpired item ``labeller`` already holds (of ``kinds``, if given), its lease renewed
+    to ``expires``; None when they hold none. A reloaded page gets the same item, not a second one."""
+    held = select(QueueItem.id).where(
+        QueueItem.status == "leased", QueueItem.lease_holder == labeller, QueueItem.lease_expires_at > now
+    )
+    if kinds:
+        held = held.where(QueueItem.kind.in_(kinds))
+    held_id = s.scalar(held.order_by(QueueItem.priority.desc(), QueueItem.id).limit(1))
+    if held_id is not None:
+        s.execute(
+            update(QueueItem)
+            .where(QueueItem.id == held_id)
+            .values(lease_expires_at=expires)
+            .execution_options(synchronize_session=False)
+        )
+    return held_id
+
+
+def offer_conditions(cand: Any, labeller: str) -> list[ColumnElement[bool]]:
+    """Conditions on ``cand`` (an alias of QueueItem) for offering it to ``labeller``: not the item they
+    skipped, not a case they already answered for this kind, and for independent reads not a case they
+    read before."""
+    seen_item = aliased(QueueItem, name="seen_item")
+    same_kind_done = (
+        exists()
+        .where(
+            Label.case_id == cand.case_id,
+            Label.labeller == labeller,
+            Label.queue_item_id == seen_item.id,
+            seen_item.kind == cand.kind,
+        )
+        .correlate(cand)
+    )
+    read_before = (
+        exists()
+        .where(Label.case_id == cand.case_id, Label.labeller == labeller, Label.source == "expert")
+        .correlate(cand)
+    )
+    return [
+        or_(cand.exclude_labeller.is_(None), cand.exclude_labeller != labeller),
+        ~same_kind_done,
+        ~and_(cand.kind.in_(INDEPENDENT_KINDS), read_before),
+    ]
+
+
+def lease_pick(s: Session, engine: Engine, pick: Select[Any], labeller: str, expires: datetime) -> int | None:
+    """Lease the item ``pick`` (a one-row id select) selects to ``labeller`` in one UPDATE ... RETURNING;
+    its id, or None when it selects nothing. PostgreSQL skips rows other claims hold locked."""
+    if not is_sqlite(engine):
+        pick = pick.with_for_update(skip_locked=True)
+    return s.execute(
+        update(QueueItem)
+        .where(QueueItem.id == pick.scalar_subquery())
+        .values(status="leased", lease_holder=labeller, lease_expires_at=expires)
+        .returning(QueueItem.id)
+        .execution_options(synchronize_session=False)
+    ).scalar()
 
 
 def skip(engine: Engine, item_id: int, labeller: str) -> None:
