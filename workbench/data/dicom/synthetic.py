@@ -8,9 +8,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
-import secrets
 import shutil
 import tempfile
 from dataclasses import replace
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.errors import ValidationError
+from workbench.files import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from workbench.data.synth import SynthSummary
@@ -106,12 +105,7 @@ def write_dicom(
         ds.LossyImageCompression = "01"
     out = io.BytesIO()
     pydicom.dcmwrite(out, ds, enforce_file_format=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_bytes(out.getvalue())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, out.getvalue())
 
 
 _SYNTH_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -187,7 +181,7 @@ def generate_dicom_dataset(out: Path, *, image_format: str = "dcm", **options: A
         with (root / "README.txt").open("a", encoding="utf-8") as fh:
             fh.write(note)
         params.update(image_format="dcm", **{_SYNTH_MARKER: {"encodings": list(ENCODINGS), "files": written}})
-        _write_text_atomic(root / "synth.json", json.dumps(params, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(root / "synth.json", json.dumps(params, indent=2, sort_keys=True) + "\n")
     return replace(
         summary, root=root, manifest=root / "manifest.csv", ground_truth=root / summary.ground_truth.name
     )
@@ -244,17 +238,8 @@ def _copy_synth_files(source: Path, root: Path, renamed: dict[str, str]) -> list
             csv.writer(buf, lineterminator="\n").writerows(
                 [[renamed.get(cell, cell) for cell in record] for record in records]
             )
-            _write_text_atomic(target, buf.getvalue())
+            atomic_write_text(target, buf.getvalue())
         else:
             shutil.copyfile(path, target)
         written.append(rel)
     return written
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
