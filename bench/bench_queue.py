@@ -78,7 +78,7 @@ LABEL_COLS = "id, case_id, value, labeller, source, round_id, queue_item_id, cre
 # -- data ------------------------------------------------------------------------------------------------
 def round_rows(n_rounds: int, batch: int, ts: Any) -> Iterator[tuple[Any, ...]]:
     for r in range(1, n_rounds + 1):
-        yield (r, r, "closed" if r < n_rounds else "open", batch, ts)
+        yield (r, r, "labelling" if r < n_rounds else "open", batch, ts)
 
 
 def item_rows(n: int, batch: int, n_done: int, ts: Any) -> Iterator[tuple[Any, ...]]:
