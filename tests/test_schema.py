@@ -73,7 +73,9 @@ def test_round_status_check_refuses_unknown_status_after_upgrade_from_0006(db_ur
     from sqlalchemy import select
     from sqlalchemy.exc import IntegrityError
 
-    from workbench.db.models import ROUND_STATUSES, Round
+    from factories import insert_cases
+    from workbench.db.engine import session_scope
+    from workbench.db.models import ROUND_STATUSES, QueueItem, Round
 
     eng = create_db_engine(db_url)
     upgrade(eng, "0006")
@@ -82,7 +84,14 @@ def test_round_status_check_refuses_unknown_status_after_upgrade_from_0006(db_ur
     _add_round(eng, 99, "paused")  # 0006 has no CHECK: the bad value is stored
     with eng.begin() as conn:
         conn.execute(Round.__table__.delete().where(Round.number == 99))
+    # A queue item of round 1: on SQLite the batch-mode rebuild of `rounds` must not trip its foreign key.
+    (case_id,) = insert_cases(eng, 1)
+    with session_scope(eng) as s:
+        first = s.scalar(select(Round.id).where(Round.number == 1))
+        s.add(QueueItem(case_id=case_id, round_id=first, kind="label", strategy="random", reason="test"))
     assert upgrade(eng) == ("0006", head_revision(eng))
+    with eng.connect() as conn:
+        assert conn.execute(select(QueueItem.round_id)).scalar_one() == first
     with eng.connect() as conn:
         kept = dict(conn.execute(select(Round.number, Round.status)).all())
     assert kept == dict(enumerate(ROUND_STATUSES, start=1))

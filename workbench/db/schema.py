@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from workbench.errors import SchemaOutOfDateError
+from workbench.errors import SchemaOutOfDateError, WorkbenchError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 UPGRADE_HINT = "workbench db upgrade"
@@ -37,10 +39,35 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@contextmanager
+def _migration_connection(engine: Engine) -> Iterator[Connection]:
+    """One transaction for a migration run. On SQLite, foreign-key enforcement is off while it runs:
+    batch mode rebuilds a table (copy, drop, rename), and dropping a table that other rows reference
+    fails with enforcement on. The references are checked before the commit instead
+    (``PRAGMA foreign_key_check``), so a migration can never leave a dangling one behind."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:  # outside any transaction: inside one this pragma is a no-op
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                yield conn
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise WorkbenchError(
+                            f"the migration would leave {len(broken)} dangling reference(s) "
+                            f"(first: table {broken[0][0]}, row {broken[0][1]}); nothing was changed"
+                        )
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade the schema; returns (revision before, revision after)."""
     before = current_revision(engine)
-    with engine.begin() as conn:
+    with _migration_connection(engine) as conn:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
@@ -50,7 +77,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
 def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
     """Downgrade the schema to ``revision`` ("base" drops every table)."""
     before = current_revision(engine)
-    with engine.begin() as conn:
+    with _migration_connection(engine) as conn:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
