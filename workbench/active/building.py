@@ -220,16 +220,5 @@ def _round_batch(s: Session, version_id: int, round_id: int) -> dict[str, Any] |
 def build_queue_job(ctx: JobContext[QueueParams]) -> QueueResult:
     """Job handler (``queue`` kind)."""
     p = ctx.params
-    return QueueResult.of(
-        build_queue(
-            ctx.engine,
-            ctx.settings,
-            p.model_version,
-            p.batch_size,
-            round_id=p.round_id,
-            mix=p.mix,
-            second_reads=p.second_reads,
-            relabel=p.relabel,
-            seed=p.seed,
-        )
-    )
+    options = p.model_dump(include={"round_id", "mix", "second_reads", "relabel", "seed"})
+    return QueueResult.of(build_queue(ctx.engine, ctx.settings, p.model_version, p.batch_size, **options))
