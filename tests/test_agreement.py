@@ -6,7 +6,7 @@ from sqlalchemy import Engine, select
 
 from factories import insert_cases
 from workbench.active.agreement import agreement_report, record_and_check_disagreement
-from workbench.active.leases import claim_next, enqueue, submit_label, undo_last
+from workbench.active.labelling_queue import claim_next, enqueue, submit_label, undo_last
 from workbench.active.strategies import Selected
 from workbench.data.labels import LabelRow, resolve, training_labels
 from workbench.db.engine import session_scope

@@ -119,7 +119,7 @@ def test_bundle_files_match_the_database(wb: Workbench) -> None:
     manifest = json.loads((b / "manifest.json").read_text())
     on_disk = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(manifest["files"]) == on_disk
-    from workbench.model.registry import sha256_file
+    from workbench.files import sha256_file
 
     for name, entry in manifest["files"].items():
         assert sha256_file(b / name) == entry["sha256"], name
@@ -202,7 +202,7 @@ def test_model_h5_round_trips_to_the_keras_model(wb: Workbench) -> None:
 def _rehashed_copy(wb: Workbench, target: Path, name: str, data: bytes) -> Path:
     """A copy of the bundle whose file ``name`` holds ``data``, with manifest.json updated to match (so
     only what the file holds, not its checksum, decides what loading does)."""
-    from workbench.model.registry import sha256_file
+    from workbench.files import sha256_file
 
     shutil.copytree(wb.info.path, target)
     (target / name).write_bytes(data)
@@ -582,3 +582,24 @@ def test_workbench_predict_cli_matches_stored_prediction_and_refuses_tampering(
     res = run_cli("predict", str(copy), "--pre", case.pre_path, "--post", case.post_path, env=env)
     assert res.returncode == 1
     assert "model.keras: sha256 mismatch" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_export_removes_build_folders_a_killed_export_left(wb: Workbench, tmp_path: Path) -> None:
+    """A SIGKILLed export cannot clean up: the next export to that folder removes its abandoned build
+    (untouched for an hour), and leaves a recent one, which may be a live export's, alone."""
+    import os
+    import time
+
+    from workbench.export.bundle import ABANDONED_BUILD_S
+
+    abandoned, live, other = (tmp_path / n for n in (".tmp-b-dead", ".tmp-b-live", ".tmp-c-dead"))
+    for folder in (abandoned, live, other):
+        folder.mkdir()
+        (folder / "model.keras").write_bytes(b"half")
+    old = time.time() - ABANDONED_BUILD_S - 60
+    for folder in (abandoned, other):
+        os.utime(folder, (old, old))
+    export_bundle(wb.engine, wb.settings, wb.version_id, tmp_path / "b", actor=LOCAL_OPERATOR)
+    assert (tmp_path / "b" / "manifest.json").exists()
+    assert not abandoned.exists() and live.exists()
+    assert other.exists()  # another target's build is not this export's business

@@ -298,3 +298,20 @@ def test_submit_and_recover_use_the_configured_staleness(monkeypatch: pytest.Mon
         assert res.returncode == 0 and f"[{lost}]" in res.stdout, res.stdout + res.stderr
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def crash_at_task_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers started after this SIGKILL their task process once, before it claims its job."""
+    monkeypatch.setenv("WORKBENCH_FAULT_POINT", "task-start")
+
+
+@pytest.mark.usefixtures("crash_at_task_start")  # before the stack: its worker carries the fault
+def test_a_task_process_lost_before_it_claims_its_job_is_resent(stack: Stack) -> None:
+    """The message is acknowledged and the row still ``queued``: without a re-send it waits for ever
+    (and a queued round would block every new round)."""
+    job_id = send_sleep(stack, seconds=0.2, steps=2, trace="early")
+    job = wait_job(stack, job_id, timeout=180)
+    assert (Path(stack.env["WORKBENCH_HOME"]) / "faults" / "task-start.fired").exists()
+    assert job.status == "succeeded" and job.attempts == 2, job
+    assert len(executions("early")) == 1  # the lost process never ran the handler

@@ -20,8 +20,9 @@ from workbench.active.strategies import DEFAULT_MIX, Candidates, Selected, selec
 from workbench.calibration.service import calibrated_probabilities
 from workbench.config import Settings
 from workbench.db.engine import session_scope
+from workbench.db.lookups import get_version
 from workbench.db.models import Label, ModelVersion, QueueItem, Round
-from workbench.errors import NotFoundError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.jobs.context import JobContext
 from workbench.jobs.params import QueueParams
 from workbench.jobs.results import QueueResult
@@ -33,9 +34,7 @@ RELABEL_MIN_DISAGREEMENT = 0.8
 
 def _operating_threshold(engine: Engine, version_id: int) -> float:
     with session_scope(engine) as s:
-        version = s.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFoundError(f"no model version {version_id}")
+        version = get_version(s, version_id)
         if version.status != "ready":
             from workbench.model.learning_check import not_ready_message
 

@@ -27,9 +27,10 @@ from workbench.calibration.reliability import reliability_curve
 from workbench.calibration.threshold_choice import apply_threshold, choose_threshold
 from workbench.calibration.thresholds import format_operating_point, parse_policy
 from workbench.db.engine import session_scope
+from workbench.db.lookups import get_version
 from workbench.db.models import Calibration, Evaluation, ModelVersion, ReliabilityCurve
 from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
-from workbench.errors import NotFoundError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.evaluation.report import evaluate, split_context
 from workbench.jobs.context import JobContext
 from workbench.jobs.params import CalibrateParams
@@ -102,9 +103,7 @@ def calibrate_version(
     parsed_policy = parse_policy(policy)
     methods = [get_calibrator(m).method for m in methods]  # validates names early
     with session_scope(engine) as s:
-        version = s.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFoundError(f"no model version {version_id}")
+        version = get_version(s, version_id)
         if version.status != "ready":
             from workbench.model.learning_check import not_ready_message
 
@@ -273,9 +272,7 @@ def calibrated_probabilities(
     if method == "none":
         return sigmoid(raw)
     with session_scope(engine) as s:
-        version = s.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFoundError(f"no model version {version_id}")
+        version = get_version(s, version_id)
         if method is None:
             cal = s.get(Calibration, version.calibration_id) if version.calibration_id else None
         else:
@@ -361,9 +358,7 @@ def load_curves(
     out: list[tuple[str, dict[str, Any]]] = []
     with session_scope(engine) as s:
         for vid in version_ids:
-            version = s.get(ModelVersion, vid)
-            if version is None:
-                raise NotFoundError(f"no model version {vid}")
+            get_version(s, vid)  # a missing version is an error, not an empty overlay
             q = select(Calibration).where(Calibration.model_version_id == vid)
             if method:
                 q = q.where(Calibration.method == get_calibrator(method).method)

@@ -19,16 +19,18 @@ Bundle layout::
     README.md            model card (Hugging Face format, see card.py)
     manifest.json        sha256 of every other file, provenance, data counts, lineage, label counts
 
-The folder is built under ``out_dir.parent/.tmp-<uuid>`` and renamed into place, so a reader never
-sees half a bundle; an existing non-empty ``out_dir`` is refused. Only admins (or the local
+The folder is built under ``out_dir.parent/.tmp-<name>-<uuid>`` and renamed into place, so a reader
+never sees half a bundle (build folders a killed export left behind are removed by a later export); an existing non-empty ``out_dir`` is refused. Only admins (or the local
 operator) may export.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -47,11 +49,12 @@ from workbench.export.facts import collect_facts
 from workbench.export.portable import ONNX_FILE, write_onnx
 from workbench.export.predict import load_keras_model
 from workbench.export.serving import SIGNATURE, add_image_endpoint
+from workbench.files import atomic_replace, sha256_file
 from workbench.jobs.context import JobContext
 from workbench.jobs.params import ExportParams
 from workbench.jobs.results import ExportResult
 from workbench.model.description import preprocessing_spec
-from workbench.model.registry import artifact_dir, sha256_file, verify_artifact
+from workbench.model.registry import artifact_dir, verify_artifact
 from workbench.users import authorize_actor
 
 BUNDLE_FORMAT = "workbench-bundle"
@@ -189,14 +192,31 @@ def _check_target(out_dir: Path, make_zip: bool) -> Path | None:
 
 def _zip_folder(folder: Path, zip_path: Path) -> None:
     """Zip ``folder`` as ``<name>/...`` to ``zip_path`` via a temporary name and rename."""
-    tmp = zip_path.with_name(f".tmp-{uuid.uuid4().hex}.zip")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
-        os.replace(tmp, zip_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (
+        atomic_replace(zip_path, suffix=".tmp.zip") as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+    ):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
+
+
+#: A build folder untouched this long belongs to an export that was killed (a live export adds files
+#: far more often, its slowest step, the ONNX conversion, included).
+ABANDONED_BUILD_S = 3600
+
+
+def _build_prefix(out_dir: Path) -> str:
+    return f".tmp-{out_dir.name}-"
+
+
+def _remove_abandoned_builds(out_dir: Path) -> None:
+    """Delete build folders of earlier exports to ``out_dir`` that were killed mid-build (a killed
+    process cannot clean up after itself); recent ones may belong to a live export and are kept."""
+    cutoff = time.time() - ABANDONED_BUILD_S
+    for old in out_dir.parent.glob(f"{_build_prefix(out_dir)}*"):
+        with contextlib.suppress(OSError):
+            if old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def export_bundle(
@@ -234,7 +254,8 @@ def export_bundle(
     verify_artifact(artifact, expected)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".tmp-{uuid.uuid4().hex}"
+    _remove_abandoned_builds(out_dir)
+    tmp = out_dir.parent / f"{_build_prefix(out_dir)}{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
         shutil.copyfile(artifact, tmp / "model.keras")

@@ -11,7 +11,6 @@ delivered twice never makes two versions (``model_versions.job_id`` is unique).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import zipfile
@@ -26,9 +25,11 @@ from sqlalchemy import Engine, or_, select
 from workbench.config import Settings
 from workbench.data.labels import TRAINABLE_SPLITS, cases_with_labels, training_labels
 from workbench.db.engine import session_scope
+from workbench.db.lookups import get_version
 from workbench.db.models import Case, ModelVersion, utcnow
-from workbench.errors import NotFoundError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.faults import crash_once
+from workbench.files import sha256_file
 from workbench.jobs.context import JobContext
 from workbench.jobs.params import TrainParams
 from workbench.jobs.results import TrainResult
@@ -125,15 +126,6 @@ def artifact_dir(settings: Settings, version_id: int) -> Path:
             "use a local or shared-volume path"
         )
     return Path(root) / "models" / f"v{version_id}"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_artifact(path: Path, expected_sha256: str | None = None) -> str:
@@ -371,9 +363,7 @@ def _finished_result(engine: Engine, version_id: int) -> dict[str, Any]:
 def _ready_artifact(engine: Engine, version_id: int) -> Path:
     """Path of a ready version's verified artifact."""
     with session_scope(engine) as s:
-        version = s.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFoundError(f"no model version {version_id}")
+        version = get_version(s, version_id)
         if version.status != "ready":
             raise WorkbenchError(not_ready_message(version_id, version.status, version.error))
         if not version.artifact_uri:

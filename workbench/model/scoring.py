@@ -8,8 +8,6 @@ artifact folder for diversity-based acquisition.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from sqlalchemy import Engine, select
 from workbench.config import Settings
 from workbench.db.engine import session_scope
 from workbench.db.models import Case
+from workbench.files import atomic_replace
 from workbench.jobs.context import JobContext
 from workbench.jobs.params import InferParams
 from workbench.jobs.results import InferResult
@@ -41,9 +40,8 @@ def _pending(engine: Engine, version_id: int, splits: list[str]) -> list[tuple[i
 def _save_embeddings(folder: Path, case_ids: list[int], embedding: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{case_ids[0]:09d}-{case_ids[-1]:09d}.npz"
-    tmp = folder / f".{uuid.uuid4().hex}.tmp.npz"
-    np.savez(tmp, case_ids=np.asarray(case_ids, dtype=np.int64), embedding=embedding.astype(np.float32))
-    os.replace(tmp, final)
+    with atomic_replace(final, suffix=".tmp.npz") as tmp:  # np.savez would append .npz to another name
+        np.savez(tmp, case_ids=np.asarray(case_ids, dtype=np.int64), embedding=embedding.astype(np.float32))
 
 
 def load_embeddings(settings: Settings, version_id: int) -> dict[int, np.ndarray]:
