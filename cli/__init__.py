@@ -6,12 +6,12 @@ import json
 
 import typer
 
-from cli import active, calibration, data, db, export, jobs, models
-from cli.common import handle_errors, settings
-from cli.demo import demo
-from cli.simulate import simulate
-from cli.ui import ui
 from workbench import __version__
+from workbench_cli import active, calibration, data, db, export, jobs, models
+from workbench_cli.common import handle_errors, settings
+from workbench_cli.demo import demo
+from workbench_cli.simulate import simulate
+from workbench_cli.ui import ui
 
 app = typer.Typer(
     name="workbench",

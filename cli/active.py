@@ -7,8 +7,6 @@ import sys
 
 import typer
 
-from cli.common import AS_HELP, acting, engine, fail, handle_errors, parse_json_option, settings
-from cli.jobs import _submit
 from workbench.active.building import build_queue
 from workbench.active.labelling_queue import claim_next, queue_progress, skip, submit_label, undo_last
 from workbench.actors import CLI_OPERATOR
@@ -16,6 +14,8 @@ from workbench.calibration.thresholds import VALID_FORMS
 from workbench.jobs.params import QueueParams, RoundParams, TrainParams
 from workbench.rounds import ensure_no_active_round, round_summary
 from workbench.users import add_user, approve_user, authorize, list_users, set_active
+from workbench_cli.common import AS_HELP, acting, engine, fail, handle_errors, parse_json_option, settings
+from workbench_cli.jobs import _submit
 
 queue_app = typer.Typer(help="Build and inspect the labelling queue.", no_args_is_help=True)
 round_app = typer.Typer(help="Active-learning rounds: start one, see what it bought.", no_args_is_help=True)

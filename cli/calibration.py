@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from cli.common import engine, handle_errors
 from workbench.calibration.calibrators import METHOD_NAMES
 from workbench.calibration.plots import plot_reliability
 from workbench.calibration.service import calibrate_version, format_summary, load_curves
 from workbench.calibration.thresholds import VALID_FORMS
 from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
+from workbench_cli.common import engine, handle_errors
 
 
 @handle_errors

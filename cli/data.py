@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from cli.common import AS_HELP, acting, engine, fail, handle_errors, settings
 from workbench.data.dicom import generate_dicom_dataset
 from workbench.data.importer import ImportResult, import_source
 from workbench.data.splits import parse_proportions
 from workbench.data.summary import format_split_counts, split_counts
 from workbench.data.synth import generate_dataset, parse_size
+from workbench_cli.common import AS_HELP, acting, engine, fail, handle_errors, settings
 
 
 @handle_errors

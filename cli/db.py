@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from cli.common import engine, handle_errors
 from workbench.db import schema
+from workbench_cli.common import engine, handle_errors
 
 app = typer.Typer(help="Database schema: upgrade, downgrade, current revision.", no_args_is_help=True)
 

@@ -18,10 +18,6 @@ from pathlib import Path
 
 import typer
 
-from cli.common import engine, handle_errors, settings
-from cli.data import print_import_result
-from cli.jobs import wait_for
-from cli.ui import streamlit_command
 from workbench.active.labelling_queue import queue_progress
 from workbench.actors import DEMO_OPERATOR
 from workbench.data.importer import import_source
@@ -32,6 +28,10 @@ from workbench.errors import ConflictError, WorkbenchError
 from workbench.jobs import store
 from workbench.jobs.submit import submit_job
 from workbench.users import add_user, list_users
+from workbench_cli.common import engine, handle_errors, settings
+from workbench_cli.data import print_import_result
+from workbench_cli.jobs import wait_for
+from workbench_cli.ui import streamlit_command
 
 DEMO_ADMIN = "demo-admin"
 DEMO_DIFFICULTY = "easy"
@@ -150,7 +150,7 @@ def demo(
             worker = _start([exe, "worker", "-Q", "gpu,cpu", "-n", "demo-worker@local"], worker_log)
             procs.append(worker)
             _wait_ready(worker_log, " ready.", worker, timeout=120)
-            from workers.app import send_job
+            from workbench_workers.app import send_job
 
             params = {"train": {"preset": "cpu", "epochs": epochs, "seed": seed}, "batch_size": batch_size}
             try:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import typer
 
-from cli.common import AS_HELP, acting, engine, fail, handle_errors, settings
 from workbench.export.bundle import export_bundle
 from workbench.export.predict import PREDICTION_FIELDS, RUNTIMES, load_bundle
 from workbench.export.promotion import best_by_rule, promote, resolve_version
+from workbench_cli.common import AS_HELP, acting, engine, fail, handle_errors, settings
 
 
 @handle_errors

@@ -12,7 +12,13 @@ import typer
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from cli.common import (
+from workbench.actors import Actor
+from workbench.calibration.thresholds import VALID_FORMS
+from workbench.jobs import store
+from workbench.jobs.kinds import QUEUES
+from workbench.jobs.params import JobParams, RoundParams, SleepParams, TrainParams
+from workbench.jobs.submit import submit_job
+from workbench_cli.common import (
     AS_HELP,
     BATCH_SIZE_OPTION,
     MC_SAMPLES_OPTION,
@@ -26,12 +32,6 @@ from cli.common import (
     settings,
     train_params,
 )
-from workbench.actors import Actor
-from workbench.calibration.thresholds import VALID_FORMS
-from workbench.jobs import store
-from workbench.jobs.kinds import QUEUES
-from workbench.jobs.params import JobParams, RoundParams, SleepParams, TrainParams
-from workbench.jobs.submit import submit_job
 
 jobs_app = typer.Typer(help="List, inspect, cancel and recover jobs.", no_args_is_help=True)
 submit_app = typer.Typer(help="Submit a job to the workers (prints the job id).", no_args_is_help=True)
@@ -50,7 +50,7 @@ def worker(
     if bad or not wanted:
         raise fail(f"--queues: unknown queue(s) {', '.join(bad) or queues!r} (use gpu, cpu)")
     engine()  # refuse an old schema before starting
-    from workers.app import get_app
+    from workbench_workers.app import get_app
 
     node = name or f"workbench-{'-'.join(wanted)}@{socket.gethostname()}"
     get_app().worker_main(
@@ -71,7 +71,7 @@ def worker(
 
 
 def _submit(kind: str, params: JobParams, requester: Actor, wait: bool) -> None:
-    from workers.app import send_job
+    from workbench_workers.app import send_job
 
     eng = engine()
     job_id = submit_job(
@@ -254,7 +254,7 @@ def jobs_recover(
     ),
 ) -> None:
     """Re-send running jobs whose worker stopped reporting (attempts stay capped)."""
-    from workers.app import send_job
+    from workbench_workers.app import send_job
 
     eng = engine()
     stale = (

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from cli.common import (
+from workbench.evaluation.baseline import evaluate_baseline
+from workbench.evaluation.baseline_verdict import DESCRIPTION, NAME, baseline_lines
+from workbench.evaluation.report_text import format_report
+from workbench.evaluation.version import compare_versions, comparison_lines, evaluate_version
+from workbench.jobs.params import TrainParams
+from workbench.model.registry import list_versions, train_version
+from workbench.model.scoring import infer_version
+from workbench_cli.common import (
     BATCH_SIZE_OPTION,
     MC_SAMPLES_OPTION,
     SPLITS_OPTION,
@@ -17,13 +24,6 @@ from cli.common import (
     settings,
     train_params,
 )
-from workbench.evaluation.baseline import evaluate_baseline
-from workbench.evaluation.baseline_verdict import DESCRIPTION, NAME, baseline_lines
-from workbench.evaluation.report_text import format_report
-from workbench.evaluation.version import compare_versions, comparison_lines, evaluate_version
-from workbench.jobs.params import TrainParams
-from workbench.model.registry import list_versions, train_version
-from workbench.model.scoring import infer_version
 
 DID_NOT_LEARN_EXIT = 3  # `workbench train` exit code when the version did not learn
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import typer
 
-from cli.common import handle_errors
 from workbench.data.synth import parse_size
 from workbench.errors import ValidationError
 from workbench.experiments import (
@@ -18,6 +17,7 @@ from workbench.experiments import (
     DEFAULT_STRATEGIES,
 )
 from workbench.experiments import simulate as run_simulation
+from workbench_cli.common import handle_errors
 
 
 def _overrides(items: list[str], input_size: str | None) -> dict[str, Any]:

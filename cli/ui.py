@@ -12,10 +12,11 @@ from pathlib import Path
 
 import typer
 
-from cli.common import engine, fail, handle_errors, settings
+import workbench_ui
 from workbench.config import check_listen_host
+from workbench_cli.common import engine, fail, handle_errors, settings
 
-APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+APP = Path(workbench_ui.__file__).resolve().parent / "app.py"  # the installed package, wherever it lies
 
 
 def streamlit_command(port: int, host: str) -> list[str]:

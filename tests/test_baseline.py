@@ -65,7 +65,7 @@ def wb(tmp_path_factory: pytest.TempPathFactory) -> Workbench:
 
 
 def _cli(wb: Workbench, monkeypatch: pytest.MonkeyPatch, *args: str):  # type: ignore[no-untyped-def]
-    from cli import app
+    from workbench_cli import app
 
     monkeypatch.setenv("WORKBENCH_HOME", str(wb.home))
     return CliRunner().invoke(app, list(args))
@@ -219,7 +219,7 @@ def test_bad_input_is_one_line(wb: Workbench, monkeypatch: pytest.MonkeyPatch, t
     upgrade(eng)
     make_cases(eng, {"test": 6, "pool": 4})
     monkeypatch.setenv("WORKBENCH_HOME", str(home))
-    from cli import app
+    from workbench_cli import app
 
     res = CliRunner().invoke(app, ["baseline"])
     assert res.exit_code == 1
@@ -246,7 +246,7 @@ def test_unavailable_baseline_does_not_break_evaluate(
     p = np.linspace(0.1, 0.9, 20)
     write_predictions(eng, vid, cases["test"], np.log(p / (1 - p)), p, None)
     monkeypatch.setenv("WORKBENCH_HOME", str(home))
-    from cli import app
+    from workbench_cli import app
 
     res = CliRunner().invoke(app, ["evaluate", str(vid)])
     assert res.exit_code == 0, res.output

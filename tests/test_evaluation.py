@@ -447,9 +447,9 @@ def test_compare_versions_refuses_what_cannot_be_compared(engine):  # type: igno
 def test_evaluate_cli_compare_prints_the_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from typer.testing import CliRunner
 
-    from cli import app
     from workbench.db.engine import create_db_engine
     from workbench.db.schema import upgrade
+    from workbench_cli import app
 
     home = tmp_path / "wb"
     home.mkdir()

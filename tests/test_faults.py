@@ -151,7 +151,7 @@ def _submit(stack: FaultStack, *args: str) -> int:
 def _submit_as_admin(stack: FaultStack, kind: str, params: dict[str, object]) -> int:
     """Submit through the library (for kinds the CLI submits only in-process) as an admin user."""
     from workbench.jobs.submit import submit_job
-    from workers.app import get_app, send_job
+    from workbench_workers.app import get_app, send_job
 
     get_app.cache_clear()  # this test's broker, not an earlier test's
     return submit_job(stack.engine, kind, dict(params), requester=ADMIN, send=send_job)

@@ -259,7 +259,7 @@ def test_the_reserved_name_reproduction_is_refused_on_the_command_line() -> None
 
 
 def test_users_add_takes_the_password_from_a_prompt_or_stdin_never_argv() -> None:
-    from cli import app
+    from workbench_cli import app
 
     eng = engine_from_settings(load_settings())
     upgrade(eng)

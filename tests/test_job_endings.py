@@ -44,7 +44,7 @@ def send_sleep(stack: Stack, **params: Any) -> int:
     """Create a sleep job row and send it through the real sender (as ``submit_job`` would)."""
     from workbench.config import get_settings
     from workbench.jobs.params import SleepParams
-    from workers.app import get_app, send_job
+    from workbench_workers.app import get_app, send_job
 
     get_settings.cache_clear()
     get_app.cache_clear()

@@ -74,7 +74,7 @@ def test_job_that_always_kills_its_process_fails_after_capped_attempts(stack: St
 
 def test_pickle_message_is_refused(stack: Stack) -> None:
     from workbench.config import load_settings
-    from workers.app import TASK_NAME, make_app
+    from workbench_workers.app import TASK_NAME, make_app
 
     job_id = store.create_job(
         stack.engine, "sleep", {"seconds": 0.1, "steps": 1}, requester="test", queue="cpu"

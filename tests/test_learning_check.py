@@ -314,8 +314,8 @@ def test_cli_train_prints_the_verdict_and_exits_3(shuffled, monkeypatch: pytest.
 
     from typer.testing import CliRunner
 
-    from cli import app
     from workbench.config import get_settings
+    from workbench_cli import app
 
     wb, _ = shuffled
     monkeypatch.setenv("WORKBENCH_HOME", str(wb.settings.home))

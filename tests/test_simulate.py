@@ -225,7 +225,7 @@ def test_cli_repeats_the_run_exactly(run, synth: Path, tmp_path: Path) -> None:
     """Same seed, same inputs through the CLI: identical curves and queries (and a printed table)."""
     import typer
 
-    from cli.simulate import simulate as simulate_cmd
+    from workbench_cli.simulate import simulate as simulate_cmd
 
     _, first, _ = run
     app = typer.Typer()
@@ -246,7 +246,7 @@ def test_cli_repeats_the_run_exactly(run, synth: Path, tmp_path: Path) -> None:
 def test_cli_bad_input_is_one_line(synth: Path, tmp_path: Path) -> None:
     import typer
 
-    from cli.simulate import simulate as simulate_cmd
+    from workbench_cli.simulate import simulate as simulate_cmd
 
     app = typer.Typer()
     app.command()(simulate_cmd)

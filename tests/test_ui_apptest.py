@@ -98,9 +98,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
 @pytest.fixture
 def seeded(template: Seeded) -> Iterator[Seeded]:
     """A fresh copy of the template database in this test's WORKBENCH_HOME (set by conftest)."""
-    import workers.app
+    import workbench_workers.app
 
-    workers.app.get_app.cache_clear()  # the Celery app must use this test's broker
+    workbench_workers.app.get_app.cache_clear()  # the Celery app must use this test's broker
     settings = load_settings()
     settings.ensure_home()
     shutil.copyfile(template.home / "workbench.db", settings.home / "workbench.db")
@@ -252,10 +252,10 @@ def test_empty_queue_says_so_and_what_an_admin_can_do(seeded: Seeded) -> None:
 
 
 def test_a_labeller_cannot_submit_training(seeded: Seeded) -> None:
-    import workers.app
+    import workbench_workers.app
 
     with pytest.raises(PermissionDenied, match="only an admin may train"):
-        submit_job(seeded.engine, "train", {}, requester="alice", send=workers.app.send_job)
+        submit_job(seeded.engine, "train", {}, requester="alice", send=workbench_workers.app.send_job)
     at = app_as("alice")
     at.switch_page("app_pages/jobs.py").run()
     assert not at.exception
@@ -287,10 +287,10 @@ def test_admin_submits_then_cancels_a_job_through_the_real_broker(seeded: Seeded
 
 
 def test_broker_down_shows_one_clear_error(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workers.app
+    import workbench_workers.app
 
     monkeypatch.setenv("WORKBENCH_BROKER_URL", "redis://127.0.0.1:1/0")
-    workers.app.get_app.cache_clear()
+    workbench_workers.app.get_app.cache_clear()
     from workbench.config import get_settings
 
     get_settings.cache_clear()

@@ -31,9 +31,9 @@ from workbench.errors import WorkbenchError
 @pytest.fixture
 def seeded() -> Iterator[Seeded]:
     """A seeded workbench (users, real images, a queue) in this test's WORKBENCH_HOME."""
-    import workers.app
+    import workbench_workers.app
 
-    workers.app.get_app.cache_clear()  # the Celery app must use this test's broker
+    workbench_workers.app.get_app.cache_clear()  # the Celery app must use this test's broker
     settings = load_settings()
     settings.ensure_home()
     engine = engine_from_settings(settings)

@@ -17,10 +17,10 @@ if str(HERE.parent) not in sys.path:  # `streamlit run ui/app.py` puts ui/ itsel
 import streamlit as st  # noqa: E402
 from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
-from ui import state  # noqa: E402
-from ui.login import render_login  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
 from workbench.redaction import redact  # noqa: E402
+from workbench_ui import state  # noqa: E402
+from workbench_ui.login import render_login  # noqa: E402
 
 PAGES = HERE / "app_pages"  # not "pages/": that name switches Streamlit to its old directory-based routing
 

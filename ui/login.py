@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import state
 from workbench.users import authenticate
+from workbench_ui import state
 
 
 def _oidc_login() -> None:

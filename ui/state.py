@@ -69,7 +69,7 @@ def engine() -> Engine:
 
 def sender() -> Callable[[int, str, str], str]:
     """The Celery sender that ``submit_job`` hands each new job to."""
-    from workers.app import send_job
+    from workbench_workers.app import send_job
 
     return send_job
 

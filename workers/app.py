@@ -19,7 +19,7 @@ def make_app(settings: Settings) -> Celery:
     """A Celery app on the configured broker; no result backend (job rows hold results)."""
     settings.ensure_home()
     default_limits = time_limits(settings)
-    app = Celery("workbench", broker=settings.broker, include=["workers.tasks"])
+    app = Celery("workbench", broker=settings.broker, include=["workbench_workers.tasks"])
     transport_options: dict[str, object] = {}
     if settings.broker.startswith(("redis://", "rediss://")):
         # A task unacknowledged longer than this is delivered again: keep it above the time limit.

@@ -23,7 +23,7 @@ from workbench.config import get_settings
 from workbench.db.engine import engine_from_settings
 from workbench.faults import crash_once
 from workbench.jobs import runner, store
-from workers.app import TASK_NAME, get_app, send_job
+from workbench_workers.app import TASK_NAME, get_app, send_job
 
 log = logging.getLogger(__name__)
 app = get_app()

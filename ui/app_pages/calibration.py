@@ -13,7 +13,6 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ui import state
 from workbench.calibration.compare import compare_paired
 from workbench.calibration.plots import plot_reliability
 from workbench.calibration.service import load_curves
@@ -26,6 +25,7 @@ from workbench.calibration.views import (
 )
 from workbench.errors import WorkbenchError
 from workbench.read import calibration
+from workbench_ui import state
 
 
 def _metric_table(version_ids: list[int], methods: list[str]) -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui import state
 from workbench.active.agreement import agreement_report
 from workbench.data.importer import import_source
 from workbench.data.summary import SPLIT_ORDER, split_counts
 from workbench.read import pair_check, rounds
 from workbench.rounds import round_summary
+from workbench_ui import state
 
 
 def _splits() -> None:

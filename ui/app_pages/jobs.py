@@ -11,7 +11,6 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ui import state
 from workbench.calibration.calibrators import METHOD_NAMES
 from workbench.calibration.thresholds import VALID_FORMS
 from workbench.jobs import store
@@ -19,6 +18,7 @@ from workbench.jobs.params import CalibrateParams, InferParams, JobParams, Round
 from workbench.jobs.submit import submit_job
 from workbench.model.config import IMBALANCE_MODES, PRESETS
 from workbench.read import versions
+from workbench_ui import state
 
 IMBALANCE = list(IMBALANCE_MODES)
 METHODS = list(METHOD_NAMES)

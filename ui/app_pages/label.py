@@ -12,8 +12,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import state
-from ui.views import ZOOMS, load_image
 from workbench.active.labelling_queue import (
     ClaimedItem,
     answer_pair_check,
@@ -26,6 +24,8 @@ from workbench.active.labelling_queue import (
 from workbench.db.models import PAIR_CHECK_KIND
 from workbench.read import case_context, rounds
 from workbench.users import authorize
+from workbench_ui import state
+from workbench_ui.views import ZOOMS, load_image
 
 VALUE_NAMES = {0: "Negative", 1: "Positive", None: "Unsure"}
 

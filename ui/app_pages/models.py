@@ -13,12 +13,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ui import state
 from workbench.errors import WorkbenchError
 from workbench.evaluation.baseline_verdict import FLAG_MARGIN, delta_text
 from workbench.evaluation.report import split_context
 from workbench.export.promotion import best_by_rule, current_best, promote, promotion_history
 from workbench.read import versions
+from workbench_ui import state
 
 TEST_METRICS = ("auroc", "auprc", "sensitivity", "specificity")
 COMPARE_SPLITS = ("test", "val", "train")

@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ui import state
 from workbench.users import add_user, approve_user, authorize, list_users, pending_users, set_active
+from workbench_ui import state
 
 
 def _act(fn: Callable[[str], Any], done: str) -> None:
