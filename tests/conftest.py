@@ -196,3 +196,20 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     yield Stack(env, worker, eng)
     worker.stop()
     eng.dispose()
+
+
+# tests/unit holds the tests that need no service, worker or browser (`make test-fast`, about a minute);
+# collection stops with a clear error when one of them asks for a service fixture.
+UNIT_DIR = Path(__file__).resolve().parent / "unit"
+SERVICE_FIXTURES = frozenset({"pg_server_url", "pg_url", "db_url", "engine", "stack"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    wrong = [
+        f"{item.nodeid} ({', '.join(sorted(SERVICE_FIXTURES & set(getattr(item, 'fixturenames', ()))))})"
+        for item in items
+        if Path(str(item.fspath)).is_relative_to(UNIT_DIR)
+        and SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    ]
+    if wrong:
+        raise pytest.UsageError("unit tests use no services; move to tests/integration: " + "; ".join(wrong))

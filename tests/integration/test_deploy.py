@@ -21,7 +21,7 @@ import yaml
 
 from workbench.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 SECRETS = {"POSTGRES_PASSWORD": "pg-Secret-123", "FLOWER_USER": "ops", "FLOWER_PASSWORD": "fl-Secret-456"}
 _VARIABLE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|:\?|-|\?)(?P<arg>[^}]*))?\}")
@@ -157,7 +157,7 @@ def test_docker_compose_config_agrees_when_available(tmp_path: Path) -> None:
 
 
 def test_browser_tests_fail_instead_of_skipping_when_required(tmp_path: Path) -> None:
-    """Without Chromium, tests/test_ui_browser.py skips for a developer but fails under REQUIRE_BROWSER_TESTS=1,
+    """Without Chromium, tests/integration/test_ui_browser.py skips for a developer but fails under REQUIRE_BROWSER_TESTS=1,
     which .ci/run sets after making sure Chromium is installed (or exiting non-zero)."""
     import sys
 
@@ -170,7 +170,7 @@ def test_browser_tests_fail_instead_of_skipping_when_required(tmp_path: Path) ->
         "-q",
         "-p",
         "no:cacheprovider",
-        str(ROOT / "tests" / "test_ui_browser.py"),
+        str(ROOT / "tests" / "integration" / "test_ui_browser.py"),
     ]
     skipped = subprocess.run(cmd, capture_output=True, text=True, env=base, cwd=ROOT, timeout=300)
     assert skipped.returncode == 0 and "3 skipped" in skipped.stdout, skipped.stdout[-2000:]

@@ -293,7 +293,7 @@ def test_format_operating_point_states_the_guarantee_or_why_there_is_none() -> N
 
 # -- the benchmark's simulation -------------------------------------------------------------------------
 def _bench() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "bench_thresholds.py"
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_thresholds.py"
     spec = importlib.util.spec_from_file_location("bench_thresholds", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

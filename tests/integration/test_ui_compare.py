@@ -18,7 +18,7 @@ from workbench.db.schema import upgrade
 from workbench.model.predictions import write_predictions
 from workbench.users import add_user
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
 TIMEOUT = 60
 
 

@@ -53,7 +53,7 @@ from workbench.users import (
     set_active,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "ui" / "app.py")
 
 # Valid parameters of every job kind (the walk below checks this covers KINDS, so a new kind must be added).

@@ -338,7 +338,7 @@ def test_ui_import_from_a_read_only_folder_reports_under_home(tmp_path: Path) ->
     upgrade(eng)
     add_user(eng, "root", "root-password-1", "admin")
     manifest = _small_source(tmp_path / "mnt")
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "ui" / "app.py"), default_timeout=60)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "ui" / "app.py"), default_timeout=60)
     at.session_state["wb_user"] = {"username": "root", "role": "admin", "via": "password"}
     at.run()
     at.switch_page("app_pages/data.py").run()

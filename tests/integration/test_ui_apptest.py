@@ -30,7 +30,7 @@ from workbench.jobs.submit import submit_job
 from workbench.model.predictions import write_predictions
 from workbench.users import add_user, authenticate
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
 TIMEOUT = 60
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "root": "root-password"}
 

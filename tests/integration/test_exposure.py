@@ -16,7 +16,7 @@ from conftest import run_cli
 from workbench.db.engine import create_db_engine
 from workbench.errors import WorkbenchError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Hunter2-Secret-pw"
 #: Database URLs whose errors used to quote the password: an unknown driver, a port that is not a number
 #: (a traceback), a server that refuses the connection, a role that does not exist.

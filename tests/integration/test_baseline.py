@@ -298,7 +298,7 @@ def test_models_page_shows_baseline_and_flag(wb: Workbench, monkeypatch: pytest.
     evaluate_version(wb.engine, wb.settings, vid, "test", n_boot=N_BOOT, baseline=False)
     add_user(wb.engine, "alice", "alice-password", "labeller")
     monkeypatch.setenv("WORKBENCH_HOME", str(wb.home))
-    app = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+    app = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
     at = AppTest.from_file(app, default_timeout=120)
     at.session_state["wb_user"] = {"username": "alice", "role": "labeller", "via": "password"}
     at.run()

@@ -28,7 +28,7 @@ from workbench.jobs import store
 #: Debian's headless Chromium; BROWSER_TESTS_CHROMIUM names another (the skip logic's own test points it
 #: at a missing file).
 CHROMIUM = Path(os.environ.get("BROWSER_TESTS_CHROMIUM", "/usr/bin/chromium"))
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 LAUNCH_ARGS = [
     "--headless",

@@ -45,7 +45,7 @@ from workbench.users import add_user
 # 80 pairs at 96 px, 4 swapped and 4 mismatched: small, yet every planted fault is found (seeded).
 DATA = dict(n=80, seed=0, size=(96, 96), positive_rate=0.2)
 RATES = dict(swap_rate=0.05, mismatch_rate=0.05)
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
 
 
 def _truth(summary: SynthSummary) -> dict[str, str]:

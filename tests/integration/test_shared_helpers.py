@@ -16,7 +16,7 @@ from workbench.calibration.thresholds import parse_policy
 from workbench.files import atomic_replace, atomic_write_bytes, atomic_write_text, sha256_file, temp_path_for
 from workbench.jobs.params import CalibrateParams, InferParams, RoundParams
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- defaults ------------------------------------------------------------------------------------
@@ -50,7 +50,7 @@ def test_settings_lease_and_case_splits_use_the_defaults(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("module", ["defaults", "files"])
 def test_foundation_modules_import_nothing_from_workbench(module: str) -> None:
-    """Both sit below every layer (tests/test_layers.py): they may import no other workbench module."""
+    """Both sit below every layer (tests/unit/test_layers.py): they may import no other workbench module."""
     tree = ast.parse((ROOT / "workbench" / f"{module}.py").read_text(encoding="utf-8"))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names

@@ -9,7 +9,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ADAPTERS = {"workbench_cli": "cli", "workbench_ui": "ui", "workbench_workers": "workers"}
 
 
