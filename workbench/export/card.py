@@ -138,7 +138,10 @@ def render_card(
     text = _template().render(
         facts=facts,
         vid=facts["model_version"],
-        model=describe(ModelConfig.from_dict(config.get("model") or {"backbone": facts["backbone"]})),
+        # Facts without a stored model config (older rows): describe the backbone alone, claiming no weights.
+        model=describe(
+            ModelConfig.from_dict(config.get("model") or {"backbone": facts["backbone"], "weights": None})
+        ),
         train=config.get("train") or {},
         result=facts.get("training") or {},
         cal=facts["calibration"],
