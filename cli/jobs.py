@@ -263,5 +263,5 @@ def jobs_recover(
     lost = store.requeue_lost(eng, stale_after=stale)
     for job_id in lost:
         j = store.get_job(eng, job_id)
-        send_job(job_id, j.kind, j.queue or "cpu")
+        store.set_task_id(eng, job_id, send_job(job_id, j.kind, j.queue or "cpu"))
     typer.echo(f"re-sent {len(lost)} job(s): {lost}" if lost else "no lost jobs")

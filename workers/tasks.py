@@ -60,7 +60,7 @@ def _resend(job_ids: list[int]) -> None:
     for job_id in job_ids:
         job = store.get_job(_engine(), job_id)
         try:
-            send_job(job_id, job.kind, job.queue or "cpu")
+            store.set_task_id(_engine(), job_id, send_job(job_id, job.kind, job.queue or "cpu"))
         except Exception as exc:  # broker down: leave a clear failure rather than a stuck job
             store.fail_queued(_engine(), job_id, f"could not re-send after a lost worker: {exc}")
 
@@ -111,7 +111,7 @@ def _on_child_ended(sender=None, task_id=None, exception=None, args=None, **_kwa
     if not args or not isinstance(exception, (WorkerLostError, TimeLimitExceeded)):
         return
     job_id = int(args[0])
-    if store.count_lost_before_claim(_engine(), job_id, get_settings().max_task_attempts):
+    if store.count_lost_before_claim(_engine(), job_id, get_settings().max_task_attempts, task_id):
         log.warning("worker process lost before it started job %s; re-sending", job_id)
         _resend([job_id])
         return

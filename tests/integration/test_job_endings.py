@@ -315,3 +315,14 @@ def test_a_task_process_lost_before_it_claims_its_job_is_resent(stack: Stack) ->
     assert (Path(stack.env["WORKBENCH_HOME"]) / "faults" / "task-start.fired").exists()
     assert job.status == "succeeded" and job.attempts == 2, job
     assert len(executions("early")) == 1  # the lost process never ran the handler
+
+
+def test_the_loss_of_a_superseded_message_does_not_resend_the_job(engine: Engine) -> None:
+    """A sweep re-queued and re-sent the job (a new message): when the process that held the old
+    message dies, the job is not sent a second time (that would spend an attempt and race itself)."""
+    job_id = store.create_job(engine, "sleep", {}, requester="test", queue="cpu")
+    store.set_task_id(engine, job_id, "job-new")
+    assert not store.count_lost_before_claim(engine, job_id, max_attempts=3, task_id="job-old")
+    assert store.get_job(engine, job_id).attempts == 0
+    assert store.count_lost_before_claim(engine, job_id, max_attempts=3, task_id="job-new")
+    assert store.get_job(engine, job_id).attempts == 1

@@ -263,12 +263,20 @@ def fail_queued(engine: Engine, job_id: int, error: str) -> None:
         )
 
 
-def count_lost_before_claim(engine: Engine, job_id: int, max_attempts: int) -> bool:
+def count_lost_before_claim(
+    engine: Engine, job_id: int, max_attempts: int, task_id: str | None = None
+) -> bool:
     """A task process died before it claimed its ``queued`` job (its message is acknowledged, so no
     broker will deliver it again): count that as an attempt; True when the job should be re-sent,
-    False when it is not queued any more, was cancelled, or is failed here past the attempt cap."""
+    False when it is not queued any more, was cancelled, or is failed here past the attempt cap.
+
+    Only the job's current message counts (``task_id``, recorded at every send): when a sweep has
+    already re-queued and re-sent the job, the loss of the older message changes nothing."""
     with session_scope(engine) as s:
-        job = s.scalar(select(Job).where(Job.id == job_id, Job.status == "queued").with_for_update())
+        q = select(Job).where(Job.id == job_id, Job.status == "queued")
+        if task_id is not None:
+            q = q.where(or_(Job.celery_task_id.is_(None), Job.celery_task_id == task_id))
+        job = s.scalar(q.with_for_update())
         if job is None:
             return False
         now = utcnow()
