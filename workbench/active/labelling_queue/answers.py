@@ -14,12 +14,12 @@ from sqlalchemy.orm import aliased
 
 from workbench.active.agreement import sync_adjudication
 from workbench.active.labelling_queue.rules import (
-    OPEN_STATUSES,
     aware,
     check_labeller,
     check_value,
     expired,
     lock_case,
+    open_items,
     refuse_unless_leased,
     top_priority,
     value_name,
@@ -195,15 +195,7 @@ def undo_last(engine: Engine, labeller: str, lease_seconds: float = DEFAULT_LEAS
         )
         expires = now + timedelta(seconds=float(lease_seconds))
         top = top_priority(s)
-        open_item = s.scalar(
-            select(QueueItem)
-            .where(
-                QueueItem.case_id == last.case_id,
-                QueueItem.kind == kind,
-                QueueItem.status.in_(OPEN_STATUSES),
-            )
-            .with_for_update()
-        )
+        open_item = s.scalar(open_items(last.case_id, kind))
         lease = {"status": "leased", "lease_holder": labeller, "lease_expires_at": expires, "priority": top}
         if open_item is None:
             s.add(

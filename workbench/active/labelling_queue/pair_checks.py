@@ -13,9 +13,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from workbench.active.labelling_queue.rules import (
-    OPEN_STATUSES,
     check_labeller,
     lock_case,
+    open_items,
     refuse_unless_leased,
     when,
 )
@@ -47,15 +47,7 @@ def _decide_pair(
     earlier = f"; the check said: {case.pair_check_reason}" if case.pair_check_reason else ""
     case.pair_status = status
     case.pair_check_reason = f"{status} by {expert} on {when(now)}{extra}{earlier}"[:4000]
-    items = s.scalars(
-        select(QueueItem)
-        .where(
-            QueueItem.case_id == case.id,
-            QueueItem.kind == PAIR_CHECK_KIND,
-            QueueItem.status.in_(OPEN_STATUSES),
-        )
-        .with_for_update()
-    ).all()
+    items = s.scalars(open_items(case.id, PAIR_CHECK_KIND)).all()
     for item in items:
         if item.id == item_id or item.status == "queued":  # a lease held by someone else stays on record
             item.lease_holder = expert

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from workbench.db.models import OPEN_QUEUE_STATUSES, PAIR_CHECK_KIND, QUEUE_KINDS, SPLITS, Case, QueueItem
@@ -123,3 +123,12 @@ def lock_case(s: Session, case_id: int) -> Case:
 
 def top_priority(s: Session) -> float:
     return float(s.scalar(select(func.max(QueueItem.priority))) or 0.0) + 1.0
+
+
+def open_items(case_id: int, kind: str) -> Select[tuple[QueueItem]]:
+    """The case's open (queued or leased) items of ``kind``, locked for update."""
+    return (
+        select(QueueItem)
+        .where(QueueItem.case_id == case_id, QueueItem.kind == kind, QueueItem.status.in_(OPEN_STATUSES))
+        .with_for_update()
+    )
