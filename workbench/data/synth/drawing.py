@@ -134,3 +134,22 @@ def _blend_patch(
 ) -> None:
     mask, (y0, y1, x0, x1) = patch
     _blend(rgb[y0:y1, x0:x1], mask, colour, alpha)
+
+
+def _shift_and_turn(
+    img: Image.Image, frame: _Frame, angle: float, scale: float, tx: float, ty: float, fill: tuple[int, ...]
+) -> Image.Image:
+    """``img`` turned by ``angle`` and scaled about its centre, then shifted by (tx, ty) pixels: one
+    shot's misalignment against the other (bilinear, the uncovered border filled with ``fill``)."""
+    cos_a, sin_a = math.cos(angle) / scale, math.sin(angle) / scale
+    cx, cy = frame.w / 2, frame.h / 2
+    # Inverse map (output pixel -> input pixel), as PIL expects.
+    coeffs = (
+        cos_a,
+        sin_a,
+        cx - cos_a * (cx + tx) - sin_a * (cy + ty),
+        -sin_a,
+        cos_a,
+        cy + sin_a * (cx + tx) - cos_a * (cy + ty),
+    )
+    return img.transform(img.size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=fill)

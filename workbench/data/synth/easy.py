@@ -11,7 +11,15 @@ import numpy as np
 from PIL import Image
 
 from workbench.data.synth.anatomy import _cervix_outline, _evidence, _Patient, _random_in_cervix, _vessel_mask
-from workbench.data.synth.drawing import _WHITE, _blend, _blob, _Frame, _smooth_noise, _smoothstep
+from workbench.data.synth.drawing import (
+    _WHITE,
+    _blend,
+    _blob,
+    _Frame,
+    _shift_and_turn,
+    _smooth_noise,
+    _smoothstep,
+)
 
 
 @dataclass
@@ -129,19 +137,8 @@ def _render_shot(scene: _Scene, frame: _Frame, post: bool, rng: np.random.Genera
     scale = float(rng.uniform(0.98, 1.02))
     tx = float(np.clip(rng.normal(0, 0.015), -0.03, 0.03)) * frame.s
     ty = float(np.clip(rng.normal(0, 0.015), -0.03, 0.03)) * frame.s
-    cos_a, sin_a = math.cos(angle) / scale, math.sin(angle) / scale
-    cx, cy = frame.w / 2, frame.h / 2
-    # Inverse map (output pixel -> input pixel), as PIL expects.
-    coeffs = (
-        cos_a,
-        sin_a,
-        cx - cos_a * (cx + tx) - sin_a * (cy + ty),
-        -sin_a,
-        cos_a,
-        cy + sin_a * (cx + tx) - cos_a * (cy + ty),
-    )
     fill = tuple(int(c) for c in np.clip(scene.background[0, 0], 0, 255))
-    img = img.transform(img.size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=fill)
+    img = _shift_and_turn(img, frame, angle, scale, tx, ty, fill)
 
     # Photometric drift between shots: exposure, white balance, gamma; post gets the stain tint.
     out = np.asarray(img, dtype=np.float32) / 255.0

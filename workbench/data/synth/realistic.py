@@ -18,6 +18,7 @@ from workbench.data.synth.drawing import (
     _blob_patch,
     _Frame,
     _Patch,
+    _shift_and_turn,
     _smooth_noise,
     _smoothstep,
     _window,
@@ -200,19 +201,7 @@ def _render_shot2(
     scale = float(rng.uniform(1 - level.scale, 1 + level.scale))
     tx = float(np.clip(rng.normal(0, level.shift / 3), -level.shift, level.shift)) * frame.s
     ty = float(np.clip(rng.normal(0, level.shift / 3), -level.shift, level.shift)) * frame.s
-    cos_a, sin_a = math.cos(angle) / scale, math.sin(angle) / scale
-    cx, cy = frame.w / 2, frame.h / 2
-    coeffs = (
-        cos_a,
-        sin_a,
-        cx - cos_a * (cx + tx) - sin_a * (cy + ty),
-        -sin_a,
-        cos_a,
-        cy + sin_a * (cx + tx) - cos_a * (cy + ty),
-    )
-    img = img.transform(
-        img.size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=scene.fill
-    )
+    img = _shift_and_turn(img, frame, angle, scale, tx, ty, scene.fill)
     blur = float(rng.uniform(0, level.blur)) * frame.s / 256
     if blur > 0.2:
         img = img.filter(ImageFilter.GaussianBlur(radius=blur))
