@@ -1,104 +1,209 @@
-"""One full active-learning round with the feature cache at 1,000 labelled + 10,000 pool pairs.
+"""One active-learning round with the feature cache at 1,000 labelled + N pool pairs, two-stage scoring.
 
 Usage::
 
-    python bench/bench_round.py [--labelled 1000] [--pool 10000] [--size 48x48] [--work DIR]
+    python bench/bench_round.py [--labelled 1000] [--pool 10000 | --pools 10000,30000,100000]
+        [--size 48x48] [--mc-samples 8] [--one-stage] [--work DIR]
 
-Set-up (not timed as "the round"): synthetic pairs are generated and imported, round 0 trains the
-CPU preset end to end on the labelled cases, and round 1 warm-starts from it on cached features
-(filling the frozen backbone's feature cache for every image). The measured round is round 2: the
-same steps a warm-started round runs (phase-1 head retrain on cached features -> inference over
-pool + val + test through the cache -> calibration -> queue building), each timed, in-process
-through the library functions the round job calls.
+One synthetic data set is generated for the largest pool (``DIR/data``, reused by later runs with the
+same ``--work``); each pool size N gets its own workbench under ``DIR/pool-N`` holding the labelled
+cases and the first N unlabelled ones (a manifest ``DIR/manifest-N.csv``).
+
+Set-up (not timed as "the round", reused by later runs): round 0 trains the CPU preset end to end on
+the labelled cases; round 1 warm-starts from it on cached features and scores the pool through the
+cache (filling the frozen backbone's feature cache for every image). The measured round is round 2:
+the steps a warm-started round runs, each timed, in-process through the library functions the round
+job calls: head retrain on cached features -> one deterministic pass over pool + val + test through
+the cache (``mc_samples=0``) -> calibration -> queue building, whose shortlist stage runs the
+MC-dropout passes over the shortlist only (``build_queue(mc_samples=...)``). ``--one-stage`` measures
+the former way instead: MC passes during inference over the whole pool, none in the queue step.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STEPS = ("train", "infer", "calibrate", "queue")
+
+
+def _pool_sizes(args: argparse.Namespace) -> list[int]:
+    text = args.pools or str(args.pool)
+    try:
+        sizes = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"--pools must be comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise SystemExit(f"pool sizes must be positive, got {text!r}")
+    return sizes
+
+
+def _sub_manifest(work: Path, manifest: Path, pool: int) -> Path:
+    """``work/manifest-<pool>.csv``: every labelled row and the first ``pool`` unlabelled rows."""
+    out = work / f"manifest-{pool}.csv"
+    if out.exists():
+        return out
+    rel = manifest.parent.relative_to(work)
+    with manifest.open(newline="") as src, out.open("w", newline="") as dst:
+        reader = csv.DictReader(src)
+        writer = csv.DictWriter(dst, fieldnames=reader.fieldnames or [])
+        writer.writeheader()
+        unlabelled = 0
+        for row in reader:
+            if row["label"] == "":
+                if unlabelled >= pool:
+                    continue
+                unlabelled += 1
+            row["pre_path"] = str(rel / row["pre_path"])
+            row["post_path"] = str(rel / row["post_path"])
+            writer.writerow(row)
+    if unlabelled < pool:
+        raise SystemExit(f"the data set has only {unlabelled} unlabelled pairs, fewer than --pool {pool}")
+    return out
+
+
+def _workbench(work: Path, manifest: Path, pool: int) -> tuple[Any, Any, Path]:
+    """The engine and settings of ``work/pool-<pool>``, its cases imported once."""
+    from sqlalchemy import func, select
+
+    from workbench.config import Settings
+    from workbench.data.importer import import_source
+    from workbench.db.engine import create_db_engine, session_scope
+    from workbench.db.models import Case
+    from workbench.db.schema import upgrade
+
+    folder = work / f"pool-{pool}"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = Settings(home=folder / "home", database_url=f"sqlite:///{folder / 'wb.db'}")
+    engine = create_db_engine(settings.db_url)
+    upgrade(engine)
+    with session_scope(engine) as s:
+        have = s.scalar(select(func.count()).select_from(Case))
+    if not have:
+        t = time.perf_counter()
+        result = import_source(engine, _sub_manifest(work, manifest, pool), workers=4)
+        print(
+            f"  import {result.imported} pairs {time.perf_counter() - t:.1f} s; splits {result.split_counts}"
+        )
+    return engine, settings, folder
+
+
+def _set_up(engine: Any, settings: Any, folder: Path, epochs: int) -> int:
+    """The warm, cache-filled parent version (rounds 0 and 1), built once per workbench."""
+    from workbench.jobs.params import TrainParams
+    from workbench.model.registry import train_version
+    from workbench.model.scoring import infer_version
+
+    marker = folder / "setup.json"
+    if marker.exists():
+        return int(json.loads(marker.read_text())["parent"])
+    t = time.perf_counter()
+    params = {"preset": "cpu", "seed": 0, "epochs": epochs}
+    v0 = train_version(engine, settings, TrainParams.parse(params))["model_version"]
+    print(f"  round 0 train (end to end) {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    warm = {"preset": "cpu", "seed": 0, "parent_version": v0, "use_feature_cache": True}
+    v1 = train_version(engine, settings, TrainParams.parse(warm))["model_version"]
+    infer_version(engine, settings, v1, ["pool", "val", "test"], mc_samples=0, batch_size=64)
+    print(f"  round 1 train + infer (feature cache filling) {time.perf_counter() - t:.1f} s")
+    marker.write_text(json.dumps({"parent": v1}))
+    return v1
+
+
+def _measured_round(
+    engine: Any, settings: Any, parent: int, batch: int, mc_samples: int, one_stage: bool
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Round 2's steps, each timed; returns the times and the queue step's result."""
+    from workbench.active.building import build_queue
+    from workbench.calibration.service import calibrate_version
+    from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
+    from workbench.jobs.params import TrainParams
+    from workbench.model.registry import train_version
+    from workbench.model.scoring import infer_version
+
+    times: dict[str, float] = {}
+    warm = {"preset": "cpu", "seed": 0, "parent_version": parent, "use_feature_cache": True}
+    t = time.perf_counter()
+    version = train_version(engine, settings, TrainParams.parse(warm))["model_version"]
+    times["train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    infer_mc = mc_samples if one_stage else 0
+    infer_version(engine, settings, version, ["pool", "val", "test"], mc_samples=infer_mc, batch_size=64)
+    times["infer"] = time.perf_counter() - t
+    t = time.perf_counter()
+    calibrate_version(engine, version, DEFAULT_METHODS, DEFAULT_POLICY)
+    times["calibrate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    queued = build_queue(engine, settings, version, batch, mc_samples=0 if one_stage else mc_samples)
+    times["queue"] = time.perf_counter() - t
+    return times, queued
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--labelled", type=int, default=1000)
     ap.add_argument("--pool", type=int, default=10_000)
+    ap.add_argument("--pools", default=None, help="Comma-separated pool sizes (overrides --pool).")
     ap.add_argument("--size", default="48x48")
     ap.add_argument("--epochs", type=int, default=10, help="Epochs of round 0 (end to end).")
+    ap.add_argument("--batch", type=int, default=20, help="Batch size of the queue step.")
+    ap.add_argument("--mc-samples", type=int, default=8)
+    ap.add_argument("--one-stage", action="store_true", help="MC passes in inference over the whole pool.")
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
 
-    from workbench.active.building import build_queue
-    from workbench.calibration.service import calibrate_version
-    from workbench.config import Settings
-    from workbench.data.importer import import_source
     from workbench.data.synth import generate_dataset, parse_size
-    from workbench.db.engine import create_db_engine
-    from workbench.db.schema import upgrade
-    from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY
-    from workbench.jobs.params import TrainParams
-    from workbench.model.registry import train_version
-    from workbench.model.scoring import infer_version
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-round-"))
-    settings = Settings(home=work / "home", database_url=f"sqlite:///{work / 'wb.db'}")
-    engine = create_db_engine(settings.db_url)
-    upgrade(engine)
-    n = args.labelled + args.pool
-    t0 = time.perf_counter()
-    # The labelled share is what a 70:20:10 split of the labelled cases needs; the rest is the pool.
+    pools = _pool_sizes(args)
+    work = (args.work or Path(tempfile.mkdtemp(prefix="bench-round-"))).resolve()
+    n = args.labelled + max(pools)
+    t = time.perf_counter()
     data = generate_dataset(
         work / "data",
         n=n,
         positive_rate=0.1,
         seed=0,
         size=parse_size(args.size),
-        unlabelled_fraction=args.pool / n,
+        unlabelled_fraction=max(pools) / n,
         difficulty="easy",
     )
-    t_synth = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = import_source(engine, data.manifest, workers=4)
-    t_import = time.perf_counter() - t0
-    print(f"set-up: synth {n} pairs {t_synth:.1f} s, import {result.imported} pairs {t_import:.1f} s")
-    print(f"        splits: {result.split_counts}")
-
-    def round_steps(parent: int | None, label: str) -> tuple[int, dict[str, float]]:
-        times: dict[str, float] = {}
-        params = {"preset": "cpu", "seed": 0}
-        if parent is None:
-            params["epochs"] = args.epochs
-        else:
-            params.update(parent_version=parent, use_feature_cache=True)
-        t = time.perf_counter()
-        version = train_version(engine, settings, TrainParams.parse(params))["model_version"]
-        times["train"] = time.perf_counter() - t
-        t = time.perf_counter()
-        infer_version(engine, settings, version, ["pool", "val", "test"], mc_samples=8, batch_size=64)
-        times["infer"] = time.perf_counter() - t
-        t = time.perf_counter()
-        calibrate_version(engine, version, DEFAULT_METHODS, DEFAULT_POLICY)
-        times["calibrate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        build_queue(engine, settings, version, 20)
-        times["queue"] = time.perf_counter() - t
-        total = sum(times.values())
-        parts = ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
-        print(f"{label}: {parts}; total {total:.1f} s")
-        return version, times
-
-    v0, _ = round_steps(None, "round 0 (end to end, no cache)      ")
-    v1, _ = round_steps(v0, "round 1 (warm start, cache filling) ")
-    _, measured = round_steps(v1, "round 2 (warm start, cache warm)    ")
-    total = sum(measured.values())
     print(
-        f"RESULT round with feature cache at {args.labelled} labelled + {args.pool} pool: {total:.1f} s "
+        f"data: {n} pairs at {args.size} in {work / 'data'} ({time.perf_counter() - t:.1f} s, reused if there)"
+    )
+    mode = "one-stage (MC in inference)" if args.one_stage else "two-stage (MC on the shortlist)"
+    rows = []
+    for pool in pools:
+        print(f"pool {pool}:")
+        engine, settings, folder = _workbench(work, data.manifest, pool)
+        parent = _set_up(engine, settings, folder, args.epochs)
+        times, queued = _measured_round(engine, settings, parent, args.batch, args.mc_samples, args.one_stage)
+        total = sum(times.values())
+        load = os.getloadavg()
+        short = queued.get("shortlist", {})
+        rows.append((pool, times, total, short, load))
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+        print(f"  round 2 (warm start, cache warm, {mode}): {parts}; total {total:.1f} s")
+        print(f"  shortlist {short or 'none'}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        engine.dispose()
+    print(f"\n| pool | {' | '.join(STEPS)} | total | shortlist (MC) | load (1 min) |")
+    print("|---:|" + "---:|" * len(STEPS) + "---:|---:|---:|")
+    for pool, times, total, short, load in rows:
+        cells = " | ".join(f"{times[k]:.1f}" for k in STEPS)
+        mc = f"{short.get('measured', 0)} + {short.get('measured_after_choice', 0)}" if short else "-"
+        print(f"| {pool} | {cells} | {total:.1f} | {mc} | {load[0]:.2f} |")
+    pool, _, total, _, _ = rows[-1]
+    print(
+        f"RESULT round with feature cache at {args.labelled} labelled + {pool} pool ({mode}): {total:.1f} s "
         f"(target <= 60 s: {'met' if total <= 60 else 'missed'})"
     )
 

@@ -1,13 +1,15 @@
 """Queue building: the last step of a round. Picks the batch experts should label next.
 
 Candidates are pool cases with no current label and no open labelling item, scored by a calibrated
-model version (its operating threshold, MC-dropout uncertainty and pooled embeddings). Optional
-extras: second reads of expert-labelled cases near the threshold, and relabel candidates, labelled
+model version (its operating threshold, MC-dropout uncertainty and pooled embeddings). With
+``mc_samples > 0`` the queue step runs the second stage of two-stage scoring (``active.shortlist``):
+MC-dropout passes over a shortlist of the pool only, before the choice. Optional extras: second reads of expert-labelled cases near the threshold, and relabel candidates, labelled
 training cases the model strongly contradicts (possible label errors).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +18,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from workbench.active.labelling_queue import OPEN_STATUSES, enqueue_in
+from workbench.active.shortlist import (
+    UNMEASURED,
+    check_measured,
+    choose_shortlist,
+    mc_uncertainty,
+    selection_uncertainty,
+    store_uncertainty,
+)
 from workbench.active.strategies import DEFAULT_MIX, Candidates, Selected, select_batch
 from workbench.calibration.service import calibrated_probabilities
 from workbench.config import Settings
@@ -47,7 +57,10 @@ def _operating_threshold(engine: Engine, version_id: int) -> float:
 
 
 def pool_candidates(engine: Engine, settings: Settings, version_id: int) -> Candidates:
-    """Unlabelled pool cases without an open labelling item, with calibrated scores of ``version_id``."""
+    """Unlabelled pool cases without an open labelling item, with calibrated scores of ``version_id``.
+
+    A case without a stored uncertainty carries ``shortlist.UNMEASURED`` (None when no case has one).
+    """
     threshold = _operating_threshold(engine, version_id)
     preds = load_predictions(engine, version_id, "pool")
     with session_scope(engine) as s:
@@ -72,7 +85,7 @@ def pool_candidates(engine: Engine, settings: Settings, version_id: int) -> Cand
         case_ids=ids,
         prob=prob,
         threshold=threshold,
-        uncertainty=None if np.isnan(unc).any() else unc,
+        uncertainty=selection_uncertainty(unc),
         embeddings=embeddings,
     )
 
@@ -146,13 +159,19 @@ def build_queue(
     second_read_band: float = 0.1,
     relabel: int = 0,
     seed: int = 0,
+    mc_samples: int = 0,
 ) -> dict[str, Any]:
     """Queue a mixed batch of pool cases (plus optional second reads and relabels); returns counts.
 
+    ``mc_samples > 0`` (at least 2): two-stage scoring. The shortlist's cases without a stored
+    uncertainty get that many MC-dropout passes before the choice, the picks still without one after
+    it, and the uncertainties are stored (see ``active.shortlist``); 0 uses what inference stored.
     The batch is written in one transaction. A round's batch is queued once: when ``round_id``
     already has items (an earlier attempt of the round's queue step committed them and was then
     killed), they are returned as they are (``already_queued``) and nothing is added.
     """
+    if mc_samples == 1 or mc_samples < 0:
+        raise WorkbenchError(f"mc_samples must be 0 (stored uncertainty) or at least 2, got {mc_samples}")
     if round_id is not None:
         with session_scope(engine) as s:
             earlier = _round_batch(s, version_id, round_id)
@@ -164,8 +183,26 @@ def build_queue(
             f"no unlabelled pool cases scored by model version {version_id}: "
             f"import more cases or run `workbench submit infer {version_id}`"
         )
+    mix = mix or DEFAULT_MIX
+    size = min(batch_size, len(candidates))
+    shortlist: dict[str, Any] = {}
+    if mc_samples:
+        candidates, shortlist = _measure(
+            engine,
+            settings,
+            version_id,
+            candidates,
+            choose_shortlist(candidates, size, mix, seed),
+            mc_samples,
+            seed,
+        )
     rng = np.random.default_rng(seed)
-    batch = select_batch(candidates, min(batch_size, len(candidates)), mix or DEFAULT_MIX, rng)
+    batch = select_batch(candidates, size, mix, rng)
+    check_measured(batch, candidates)
+    if mc_samples:
+        picked = np.flatnonzero(np.isin(candidates.case_ids, [sel.case_id for sel in batch]))
+        candidates, after = _measure(engine, settings, version_id, candidates, picked, mc_samples, seed)
+        shortlist["measured_after_choice"] = after["measured"]
     extra_second = _expert_labelled(engine, version_id, candidates.threshold, second_read_band, second_reads)
     relabels = _relabel_candidates(engine, version_id, relabel)
     with session_scope(engine) as s:
@@ -191,7 +228,33 @@ def build_queue(
         "threshold": candidates.threshold,
         "pool_candidates": len(candidates),
         "pool_mean_probability": float(np.mean(candidates.prob)),
+        **({"shortlist": shortlist} if shortlist else {}),
     }
+
+
+def _measure(
+    engine: Engine,
+    settings: Settings,
+    version_id: int,
+    candidates: Candidates,
+    indices: np.ndarray,
+    mc_samples: int,
+    seed: int,
+) -> tuple[Candidates, dict[str, int]]:
+    """MC passes for the cases at ``indices`` that have no uncertainty yet; stores them (one UPDATE)
+    and returns the candidates with them filled in, and the counts."""
+    unc = candidates.uncertainty
+    if unc is None:
+        unc = np.full(len(candidates), UNMEASURED)
+    todo = indices[unc[indices] == UNMEASURED]
+    if todo.size:
+        ids = candidates.case_ids[todo]
+        values = mc_uncertainty(engine, settings, version_id, ids, mc_samples, seed=seed)
+        store_uncertainty(engine, version_id, ids, values)
+        unc = unc.copy()
+        unc[todo] = values
+    counts = {"size": int(indices.size), "measured": int(todo.size)}
+    return dataclasses.replace(candidates, uncertainty=unc), counts
 
 
 def _round_batch(s: Session, version_id: int, round_id: int) -> dict[str, Any] | None:
@@ -219,5 +282,5 @@ def _round_batch(s: Session, version_id: int, round_id: int) -> dict[str, Any] |
 def build_queue_job(ctx: JobContext[QueueParams]) -> QueueResult:
     """Job handler (``queue`` kind)."""
     p = ctx.params
-    options = p.model_dump(include={"round_id", "mix", "second_reads", "relabel", "seed"})
+    options = p.model_dump(include={"round_id", "mix", "second_reads", "relabel", "seed", "mc_samples"})
     return QueueResult.of(build_queue(ctx.engine, ctx.settings, p.model_version, p.batch_size, **options))
