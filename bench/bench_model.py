@@ -1,12 +1,17 @@
-"""CPU preset throughput: the workbench's pipelines against bare Keras on in-memory tensors, in one run.
+"""Model throughput: the workbench's pipelines against bare Keras on in-memory tensors, in one run.
 
 Usage::
 
-    python bench/bench_model.py [--n 512] [--size 128x128] [--batch 64] [--work DIR]
+    python bench/bench_model.py [--n 512] [--size 128x128] [--batch 64] [--reps 2] [--work DIR]
+                                [--card-pairs 96] [--skip-training]
 
 Prints pairs/s and the ratio (pipeline / bare) for
-- inference: files -> decode/resize -> model -> prediction rows in the database
-  (``workbench.model.scoring.infer_version``) vs ``model.predict`` on preprocessed arrays;
+- CPU preset inference: files -> decoded cache -> model -> prediction rows in the database
+  (``workbench.model.scoring.infer_version``) vs ``model.predict`` on preprocessed arrays, without
+  and with 8 MC-dropout passes; the first (cold: decode, resize and store every image) pass is
+  timed apart, then ``--reps`` repetitions on the warm decoded cache, each with its own bare figure;
+- card preset inference (two ResNet50 at 224x224, weights none): the same for
+  ``workbench.model.inference.predict_pairs`` (files -> predictions) with a decoded cache;
 - training: ``workbench.model.training.train`` from image files (decode cached, pair augmentation)
   vs ``model.fit`` on preprocessed arrays, same epochs and batch;
 - phase-1 epoch time on cached backbone features (head only) vs on images.
@@ -19,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,9 +41,10 @@ def main() -> None:
     ap.add_argument(
         "--card-pairs", type=int, default=96, help="Pairs for the card-preset inference ratio (0: skip)."
     )
+    ap.add_argument("--reps", type=int, default=2, help="Warm-cache repetitions of each inference ratio.")
+    ap.add_argument("--skip-training", action="store_true", help="Only the inference ratios.")
     args = ap.parse_args()
 
-    import keras
     import numpy as np
 
     from workbench.config import Settings
@@ -47,13 +54,11 @@ def main() -> None:
     from workbench.db.models import Case, Prediction
     from workbench.db.schema import upgrade
     from workbench.jobs.params import TrainParams
-    from workbench.model.builder import build_model, preprocess_fn
+    from workbench.model.builder import preprocess_fn
     from workbench.model.config import preset
-    from workbench.model.features import FeatureCache
     from workbench.model.pipeline import load_arrays
     from workbench.model.registry import load_version_model, train_version
     from workbench.model.scoring import infer_version
-    from workbench.model.training import train
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-model-"))
     settings = Settings(home=work / "home", database_url=f"sqlite:///{work / 'wb.db'}")
@@ -63,7 +68,7 @@ def main() -> None:
         work / "data", n=args.n, positive_rate=0.2, seed=0, size=parse_size(args.size), difficulty="easy"
     )
     import_source(engine, data.manifest)
-    model_cfg, train_cfg = preset("cpu")
+    model_cfg, _ = preset("cpu")
     with session_scope(engine) as s:
         cases = s.scalars(__import__("sqlalchemy").select(Case).order_by(Case.id)).all()
         pairs = [(c.pre_path, c.post_path) for c in cases]
@@ -78,31 +83,41 @@ def main() -> None:
     pre, post = load_arrays(pairs, model_cfg.input_size)
     prep = preprocess_fn(model_cfg.backbone)
     x = {"pre": prep(pre.astype(np.float32)), "post": prep(post.astype(np.float32))}
-    model.predict(x, batch_size=args.batch, verbose=0)  # warm-up (tracing)
-    t = time.perf_counter()
-    model.predict(x, batch_size=args.batch, verbose=0)
-    bare = len(pairs) / (time.perf_counter() - t)
-    with session_scope(engine) as s:
-        s.query(Prediction).delete()
-    t = time.perf_counter()
-    infer_version(
-        engine, settings, version, ["train", "val", "test", "pool"], mc_samples=0, batch_size=args.batch
-    )
-    pipe = len(pairs) / (time.perf_counter() - t)
-    print(
-        f"inference: pipeline (files -> rows) {pipe:.1f} pairs/s, bare model.predict {bare:.1f} pairs/s, "
-        f"ratio {pipe / bare:.2f}"
-    )
-    with session_scope(engine) as s:
-        s.query(Prediction).delete()
-    t = time.perf_counter()
-    infer_version(
-        engine, settings, version, ["train", "val", "test", "pool"], mc_samples=8, batch_size=args.batch
-    )
-    mc = len(pairs) / (time.perf_counter() - t)
-    print(f"inference with 8 MC-dropout passes: {mc:.1f} pairs/s (ratio to bare {mc / bare:.2f})")
+    splits = ["train", "val", "test", "pool"]
 
-    # --- training --------------------------------------------------------------------------------
+    def rows(mc_samples: int) -> None:
+        infer_version(engine, settings, version, splits, mc_samples=mc_samples, batch_size=args.batch)
+
+    def clear_rows() -> None:  # infer_version skips scored cases
+        with session_scope(engine) as s:
+            s.query(Prediction).delete()
+
+    inference_ratios(
+        "CPU preset",
+        len(pairs),
+        lambda: model.predict(x, batch_size=args.batch, verbose=0),
+        {"pipeline (files -> rows)": lambda: rows(0), "with 8 MC-dropout passes": lambda: rows(8)},
+        Path(settings.artifacts) / "decoded",
+        args.reps,
+        reset=clear_rows,
+    )
+    if not args.skip_training:
+        training_figures(args, work, pairs, labels, x)
+    if args.card_pairs:
+        card_inference_ratio(work, args.card_pairs, args.reps)
+
+
+def training_figures(args: argparse.Namespace, work: Path, pairs: list, labels: list[int], x: dict) -> None:
+    """Training from files vs bare ``model.fit``, and phase-1 epochs on cached features vs images."""
+    import keras
+    import numpy as np
+
+    from workbench.model.builder import build_model
+    from workbench.model.config import preset
+    from workbench.model.features import FeatureCache
+    from workbench.model.training import train
+
+    model_cfg, train_cfg = preset("cpu")
     tc = train_cfg.to_dict() | {"phase1_epochs": args.epochs, "patience": 100, "phase1_batch": 16}
     train_cfg = type(train_cfg).from_dict(tc)
     n_val = max(8, len(pairs) // 8)
@@ -155,11 +170,47 @@ def main() -> None:
         + ", ".join(f"{k} {v:.2f}" for k, v in runs.items())
         + f"; images / warm cache = {runs['images'] / runs['cached features (warm)']:.1f}x"
     )
-    if args.card_pairs:
-        card_inference_ratio(work, args.card_pairs)
 
 
-def card_inference_ratio(work: Path, n: int) -> None:
+def timed(run: Callable[[], object]) -> float:
+    """Seconds one call of ``run`` takes."""
+    t = time.perf_counter()
+    run()
+    return time.perf_counter() - t
+
+
+def inference_ratios(
+    title: str,
+    n: int,
+    bare: Callable[[], object],
+    pipelines: dict[str, Callable[[], object]],
+    decoded: Path,
+    reps: int,
+    reset: Callable[[], object] = lambda: None,
+) -> None:
+    """Print the cold first pass, then per repetition the bare rate and each pipeline's rate and
+    ratio to it (bare measured right before, so both see the same machine load). ``reset`` runs,
+    untimed, before each pipeline pass."""
+    first = next(iter(pipelines.values()))
+    bare()  # warm-up: tracing
+    reset()
+    cold = timed(first)  # also traces the pipeline's compiled function
+    entries = sum(1 for _ in decoded.rglob("*.u8"))
+    print(
+        f"{title}: cold first pass (decode, resize, store {entries} cache entries) {n / cold:.1f} pairs/s; "
+        f"then warm decoded cache"
+    )
+    for rep in range(1, reps + 1):
+        rate = n / timed(bare)
+        parts = [f"bare model.predict {rate:.1f} pairs/s"]
+        for name, run in pipelines.items():
+            reset()
+            piped = n / timed(run)
+            parts.append(f"{name} {piped:.1f} pairs/s, ratio {piped / rate:.2f}")
+        print(f"  run {rep}: " + "; ".join(parts) + f" (load average {os.getloadavg()[0]:.2f})")
+
+
+def card_inference_ratio(work: Path, n: int, reps: int) -> None:
     """The same inference comparison for the card preset (two ResNet50 at 224x224, weights none)."""
     import numpy as np
 
@@ -167,6 +218,7 @@ def card_inference_ratio(work: Path, n: int) -> None:
     from workbench.data.synth import generate_dataset
     from workbench.model.builder import build_model, preprocess_fn
     from workbench.model.config import ModelConfig, preset
+    from workbench.model.decoded_cache import DecodedCache
     from workbench.model.inference import predict_pairs
     from workbench.model.pipeline import load_arrays
 
@@ -179,17 +231,19 @@ def card_inference_ratio(work: Path, n: int) -> None:
     pre, post = load_arrays(pairs, cfg.input_size)
     prep = preprocess_fn(cfg.backbone)
     x = {"pre": prep(pre.astype(np.float32)), "post": prep(post.astype(np.float32))}
-    model.predict({k: v[:16] for k, v in x.items()}, batch_size=16, verbose=0)
-    t = time.perf_counter()
-    model.predict(x, batch_size=16, verbose=0)
-    bare = n / (time.perf_counter() - t)
-    predict_pairs(model, pairs[:16], batch_size=16)
-    t = time.perf_counter()
-    predict_pairs(model, pairs, batch_size=16)
-    pipe = n / (time.perf_counter() - t)
-    print(
-        f"card preset inference ({n} pairs of 256x256 JPEG): pipeline (files -> predictions) {pipe:.1f} pairs/s, "
-        f"bare model.predict {bare:.1f} pairs/s, ratio {pipe / bare:.2f}"
+    cache = DecodedCache(work / "card-decoded")
+
+    def piped(mc_samples: int) -> None:
+        predict_pairs(model, pairs, batch_size=16, mc_samples=mc_samples, decoded_cache=cache)
+
+    print(f"card preset: {cfg.backbone} x2 at {cfg.input_size}, {n} pairs of 256x256 JPEG")
+    inference_ratios(
+        "card preset",
+        n,
+        lambda: model.predict(x, batch_size=16, verbose=0),
+        {"pipeline (files -> predictions)": lambda: piped(0), "with 8 MC-dropout passes": lambda: piped(8)},
+        cache.root,
+        reps,
     )
 
 

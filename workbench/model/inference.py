@@ -2,9 +2,10 @@
 
 MC dropout without touching batch normalisation: the builder puts the model's only Dropout
 ("head_dropout") between the "embedding" layer and the "logit" layer. So the network up to
-"embedding" runs once in inference mode, and only the tail (head_dropout with ``training=True``,
-then logit and sigmoid) is replayed ``mc_samples`` times. Batch norm statistics are never used in
-training mode, and the K samples cost almost nothing.
+"embedding" runs once in inference mode, and only the tail (dropout, logit, sigmoid) is drawn
+``mc_samples`` times, all at once over a (K, B, D) tensor inside the same compiled function as the
+network (:func:`mc_spread`). Batch norm statistics are never used in training mode, and the K
+samples cost almost nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from scipy.special import expit
 
 from workbench.errors import ValidationError, WorkbenchError
+from workbench.model.decoded_cache import DecodedCache
 from workbench.model.pipeline import Pair
 
 
@@ -58,6 +60,8 @@ def predict_pairs(
     *,
     backbone: str | None = None,
     seed: int = 0,
+    decoded_cache: DecodedCache | None = None,
+    workers: int = 4,
 ) -> dict[str, np.ndarray | None]:
     """Predict every pair, in order.
 
@@ -65,22 +69,21 @@ def predict_pairs(
     of the probability over ``mc_samples`` passes, or None when mc_samples == 0, "embedding": (N, D)}.
     ``backbone`` (picks the preprocessing) defaults to the one encoded in the model's name.
     ``progress`` gets {"step", "steps", "done", "total"} after each batch; ``should_cancel`` is
-    polled between batches and raises PredictionCancelled.
+    polled between batches and raises PredictionCancelled. Images are decoded by ``workers``
+    threads, ahead of the model; with ``decoded_cache`` the decoded, resized pixels are read from
+    (and misses stored in) that cache: same pixels, same predictions.
     """
     from workbench.model.builder import backbone_from_model
-    from workbench.model.pipeline import make_dataset
+    from workbench.model.pipeline import decoded_batches
 
-    if mc_samples < 0 or batch_size < 1:
-        raise ValidationError("mc_samples must be >= 0 and batch_size >= 1")
+    _check_sizes(batch_size, mc_samples)
     backbone = backbone or backbone_from_model(model)
     h, w = (int(v) for v in model.input["pre"].shape[1:3])
     n = len(pairs)
-    batches = (
-        make_dataset(pairs, None, input_size=(w, h), backbone=backbone, batch_size=batch_size, cache=False)
-        if n
-        else []
-    )
-    return _predict_batches(model, batches, n, batch_size, mc_samples, progress, should_cancel, seed)
+    loader = decoded_cache.load if decoded_cache is not None else None
+    batches = decoded_batches(pairs, (w, h), batch_size, loader=loader, workers=workers) if n else []
+    runner = _batch_runner(model, backbone, mc_samples)
+    return _predict_batches(runner, model, batches, n, batch_size, mc_samples, progress, should_cancel, seed)
 
 
 def predict_cached(
@@ -100,19 +103,82 @@ def predict_cached(
     round's inference over a large pool fast. Same outputs, same MC-dropout tail."""
     from workbench.model.features import build_head_model, graft_head, pair_features
 
-    if mc_samples < 0 or batch_size < 1:
-        raise ValidationError("mc_samples must be >= 0 and batch_size >= 1")
+    _check_sizes(batch_size, mc_samples)
     n = len(pairs)
     if n == 0:
-        return _predict_batches(model, [], 0, batch_size, mc_samples, progress, should_cancel, seed)
+        return _predict_batches(None, model, [], 0, batch_size, mc_samples, progress, should_cancel, seed)
     feats = pair_features(model, cfg, cache, list(pairs))
     head = build_head_model(cfg, tuple(feats["pre_features"].shape[1:]))
     graft_head(model, head)
     batches = ({k: v[i : i + batch_size] for k, v in feats.items()} for i in range(0, n, batch_size))
-    return _predict_batches(head, batches, n, batch_size, mc_samples, progress, should_cancel, seed)
+    runner = _batch_runner(head, None, mc_samples)
+    return _predict_batches(runner, head, batches, n, batch_size, mc_samples, progress, should_cancel, seed)
+
+
+def _check_sizes(batch_size: int, mc_samples: int) -> None:
+    if mc_samples < 0 or batch_size < 1:
+        raise ValidationError(
+            f"mc_samples must be >= 0 and batch_size >= 1, got mc_samples={mc_samples}, batch_size={batch_size}"
+        )
+
+
+Runner = Callable[[dict[str, Any], Any], tuple[Any, Any, Any]]
+"""(inputs, seed (2,) int32) -> (embedding (B, D), logit (B,), MC spread (B,), zeros without passes)."""
+
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _batch_runner(model: Any, backbone: str | None, mc_samples: int) -> Runner:
+    """One compiled function per batch: preprocessing (uint8 inputs, when ``backbone`` is given), the
+    network up to "embedding" in inference mode, the logit, and all MC-dropout passes at once.
+
+    Kept per model (weakly) and per (backbone, mc_samples), so it is traced once, not per call.
+    """
+    import tensorflow as tf
+
+    from workbench.model.builder import preprocess_fn
+
+    per_model = _RUNNERS.setdefault(model, {})
+    key = (backbone, mc_samples)
+    if key in per_model:
+        return per_model[key]
+    emb_model = embedding_model(model)
+    logit_layer = model.get_layer("logit")
+    rate = float(model.get_layer("head_dropout").rate)
+    prep = preprocess_fn(backbone) if backbone is not None else None
+
+    @tf.function(reduce_retracing=True)
+    def run(inputs: dict[str, Any], seed: Any) -> tuple[Any, Any, Any]:
+        if prep is not None:  # exactly make_dataset's _prep: cast the uint8 pixels, then preprocess
+            inputs = {k: prep(tf.cast(v, tf.float32)) for k, v in inputs.items()}
+        emb = emb_model(inputs, training=False)
+        logit = tf.reshape(logit_layer(emb), [-1])
+        if mc_samples == 0:
+            return emb, logit, tf.zeros_like(logit)
+        return emb, logit, mc_spread(emb, logit_layer, rate, mc_samples, seed)
+
+    per_model[key] = run
+    return run
+
+
+def mc_spread(emb: Any, logit_layer: Any, rate: float, passes: int, seed: Any) -> Any:
+    """Standard deviation over ``passes`` dropout draws of sigmoid(logit_layer(dropout(emb))), (B,).
+
+    All passes in one op over a (passes, B, D) tensor: inverted dropout (kept units scaled by
+    1 / (1 - rate), like Keras' Dropout) with a stateless draw, so a seed gives the same spread.
+    """
+    import tensorflow as tf
+
+    tiled = tf.broadcast_to(emb, tf.concat([[passes], tf.shape(emb)], axis=0))
+    if rate > 0:
+        keep = tf.random.stateless_uniform(tf.shape(tiled), seed=seed) >= rate
+        tiled = tf.where(keep, tiled / (1.0 - rate), tf.zeros_like(tiled))
+    probs = tf.sigmoid(tf.squeeze(logit_layer(tiled), axis=-1))  # (passes, B)
+    return tf.math.reduce_std(probs, axis=0)
 
 
 def _predict_batches(
+    runner: Runner | None,
     model: Any,
     batches: Any,
     n: int,
@@ -122,15 +188,11 @@ def _predict_batches(
     should_cancel: Callable[[], bool] | None,
     seed: int,
 ) -> dict[str, np.ndarray | None]:
-    """Run ``model`` (a full model or a head) up to "embedding" once per batch, then the dropout tail."""
-    import keras
-
-    emb_model = embedding_model(model)
-    dropout = model.get_layer("head_dropout")
-    logit_layer = model.get_layer("logit")
-    dim = int(emb_model.output.shape[-1])
+    """Run ``runner`` over the batches of ``model`` (a full model or a head); batch ``i``'s dropout
+    draws use the stateless seed (seed, i)."""
     if n == 0:
         empty = np.zeros((0,), np.float64)
+        dim = int(embedding_model(model).output.shape[-1])
         return {
             "logit": empty,
             "probability": empty,
@@ -138,22 +200,16 @@ def _predict_batches(
             "embedding": np.zeros((0, dim), np.float32),
         }
     steps = -(-n // batch_size)
-    rng = keras.random.SeedGenerator(seed)
     logits, embeddings, spreads = [], [], []
     done = 0
     for step, batch in enumerate(batches, start=1):
         if should_cancel is not None and should_cancel():
             raise PredictionCancelled(f"inference cancelled after {done} of {n} pairs")
-        emb = emb_model.predict_on_batch(batch)  # compiled once, inference mode
-        logits.append(np.asarray(logit_layer(emb)).reshape(-1))
-        embeddings.append(np.asarray(emb))
-        if mc_samples:
-            samples = []
-            for _ in range(mc_samples):
-                dropped = keras.random.dropout(emb, dropout.rate, seed=rng) if dropout.rate > 0 else emb
-                samples.append(np.asarray(keras.ops.sigmoid(logit_layer(dropped))).reshape(-1))
-            spreads.append(np.std(np.stack(samples), axis=0))
-        done += len(emb)
+        emb, logit, spread = runner(batch, np.asarray([seed, step], np.int32))
+        logits.append(logit.numpy())
+        embeddings.append(emb.numpy())
+        spreads.append(spread.numpy())
+        done += len(logits[-1])
         if progress is not None:
             progress({"step": step, "steps": steps, "done": done, "total": n})
     logit = np.concatenate(logits).astype(np.float64)  # float64 from here on: no saturation before |z| ~ 36

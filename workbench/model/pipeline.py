@@ -13,8 +13,10 @@ and inference skip shuffling and augmentation and keep the input order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +51,27 @@ def check_pairs(pairs: Sequence[Pair], labels: Sequence[int] | None = None) -> l
     return out
 
 
-def load_pair(pre: str | Path, post: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one pair to uint8 (H, W, 3) arrays resized to ``size`` (width, height)."""
+Loader = Callable[[Path, tuple[int, int]], np.ndarray]
+"""Decodes one image file to uint8 (H, W, 3) at a size (width, height): ``load_rgb`` or a cache's ``load``."""
+
+
+def _load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     from workbench.data.images import load_rgb
 
-    return load_rgb(Path(pre), size=tuple(size)), load_rgb(Path(post), size=tuple(size))
+    return load_rgb(path, size=size)
+
+
+def load_pair(
+    pre: str | Path, post: str | Path, size: tuple[int, int], loader: Loader | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one pair to uint8 (H, W, 3) arrays resized to ``size`` (width, height)."""
+    load = loader or _load_rgb
+    size = (int(size[0]), int(size[1]))
+    return load(Path(pre), size), load(Path(post), size)
 
 
 def load_arrays(
-    pairs: Sequence[Pair], size: tuple[int, int], workers: int = 4
+    pairs: Sequence[Pair], size: tuple[int, int], workers: int = 4, loader: Loader | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode all pairs (threaded) into two uint8 arrays of shape (N, H, W, 3)."""
     pairs = check_pairs(pairs)
@@ -66,8 +80,52 @@ def load_arrays(
         empty = np.zeros((0, h, w, 3), np.uint8)
         return empty, empty.copy()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(pool.map(lambda p: load_pair(p[0], p[1], size), pairs))
+        decoded = list(pool.map(lambda p: load_pair(p[0], p[1], size, loader), pairs))
     return np.stack([d[0] for d in decoded]), np.stack([d[1] for d in decoded])
+
+
+def decoded_batches(
+    pairs: Sequence[Pair],
+    size: tuple[int, int],
+    batch_size: int,
+    *,
+    loader: Loader | None = None,
+    workers: int = 4,
+    prefetch: int = 2,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Batches {"pre", "post"} of uint8 (B, H, W, 3) arrays, in order, for inference.
+
+    Images are decoded by ``workers`` threads (Pillow releases the GIL), ``prefetch`` batches ahead
+    of the one being consumed, so the model, not the decoder, sets the pace. Pixels are exactly what
+    :func:`make_dataset` casts and preprocesses (same ``load_rgb``, or a cache of its output).
+    """
+    checked = check_pairs(pairs)
+    if batch_size < 1 or workers < 1 or prefetch < 0:
+        raise ValidationError("batch_size and workers must be >= 1 and prefetch >= 0")
+    starts = range(0, len(checked), batch_size)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[list[Future]] = deque()
+
+        def submit(start: int) -> None:
+            chunk = checked[start : start + batch_size]
+            pending.append([pool.submit(load_pair, pre, post, size, loader) for pre, post in chunk])
+
+        ahead = iter(starts)
+        for start in islice(ahead, prefetch + 1):
+            submit(start)
+        try:
+            while pending:
+                decoded = [f.result() for f in pending.popleft()]
+                for start in islice(ahead, 1):
+                    submit(start)
+                yield {
+                    "pre": np.stack([d[0] for d in decoded]),
+                    "post": np.stack([d[1] for d in decoded]),
+                }
+        finally:
+            for futures in pending:  # a consumer that stops early (cancel) leaves no work queued
+                for f in futures:
+                    f.cancel()
 
 
 def _decoded_dataset(pairs: list[tuple[str, str]], size: tuple[int, int]) -> Any:
