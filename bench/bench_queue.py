@@ -4,6 +4,7 @@ Usage::
 
     python bench/bench_queue.py [--rows 1000000] [--claims 500] [--backend sqlite|postgresql|both]
         [--done-fraction 0.1] [--batch 1000] [--budget-s 600] [--no-before]
+    python bench/bench_queue.py --concurrency 20 [--think-ms 300,1000] [--duration-s 60] [--stress-s 15]
 
 For each backend it builds a fresh database with the real schema (``create_db_engine`` +
 ``workbench.db.schema.upgrade``; SQLite is a WAL file in a temp folder, PostgreSQL a throw-away
@@ -23,6 +24,13 @@ priority ``batch - position`` as :func:`workbench.active.labelling_queue.enqueue
   databases sort every open item); the ratios before/after are printed at the end.
 
 Bare statements are timed in transactions that are rolled back; the database is deleted at the end.
+
+With ``--concurrency N`` the same database is loaded, then [A]/[B] give way to labellers working at once
+(:mod:`queue_concurrent`: separate processes, each with its own user and Engine, claim -> look at the
+case for ``--think-ms`` -> submit): first ONE labeller with no think time for ``--claims`` claims (the
+single-claimer p95, target <= 10 ms), then N labellers for ``--duration-s`` (target claim p95 <= 20 ms),
+then N labellers with no think time for ``--stress-s`` (a stress figure, information only); then the
+duplicate counts from the database, which must all be 0.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from common import (  # noqa: E402
     stopwatch,
     summarize,
 )
+from queue_concurrent import Phase, duplicate_report, parse_think_ms, phase_line, run_labellers  # noqa: E402
 from sqlalchemy import Engine, and_, event, or_, select, text  # noqa: E402
 from sqlalchemy.orm import aliased  # noqa: E402
 
@@ -61,7 +70,7 @@ from workbench.active.labelling_queue import (  # noqa: E402
 )
 from workbench.active.labelling_queue.claims import (  # noqa: E402
     _claimed,
-    lease_pick,
+    lease_update,
     offer_conditions,
     renew_held_lease,
 )
@@ -70,6 +79,7 @@ from workbench.db.models import QueueItem, utcnow  # noqa: E402
 from workbench.db.schema import downgrade, upgrade  # noqa: E402
 
 TARGET_P95_S = 0.020
+SINGLE_TARGET_P95_S = 0.010
 ROUND_COLS = "id, number, status, batch_size, created_at"
 ITEM_COLS = "id, round_id, case_id, kind, strategy, reason, score, priority, status, created_at, done_at"
 LABEL_COLS = "id, case_id, value, labeller, source, round_id, queue_item_id, created_at"
@@ -157,7 +167,8 @@ def claim_before_0002(
             .order_by(cand.priority.desc(), cand.id)
             .limit(1)
         )
-        item_id = lease_pick(s, engine, pick, labeller, expires)
+        lease = lease_update(pick, is_sqlite(engine))
+        item_id = s.connection().execute(lease, {"labeller": labeller, "expires": expires}).scalar()
         return None if item_id is None else _claimed(s, item_id)
 
 
@@ -402,6 +413,9 @@ def _run_backend(engine: Engine, url: str, args: argparse.Namespace, budget: Bud
         counts = dict(conn.execute(text("SELECT status, count(*) FROM queue_items GROUP BY status")).all())
     print(f"  queue_items by status: {counts}", flush=True)
 
+    if args.concurrency:
+        run_concurrent(engine, url, args)
+        return
     log = StatementLog(engine)
     cap = max(5.0, min(args.phase_cap_s, budget.left() / 6))
     rcap = min(args.raw_cap_s, cap / 2)
@@ -456,6 +470,27 @@ def _run_backend(engine: Engine, url: str, args: argparse.Namespace, budget: Bud
     print_summary(name, summary, raw)
 
 
+def run_concurrent(engine: Engine, url: str, args: argparse.Namespace) -> None:
+    """One labeller alone, then ``--concurrency`` labellers with think time, then without; duplicates."""
+    n = args.concurrency
+    print("\n  [C] labellers as separate processes (own user and Engine each), claim -> look -> submit")
+    single = Phase("single", args.phase_cap_s, (0.0, 0.0), max_claims=args.claims)
+    claims = run_labellers(url, 1, [single], "single")
+    print(phase_line(single, 1, claims, SINGLE_TARGET_P95_S), flush=True)
+    phases = [Phase("people", args.duration_s, args.think_ms)]
+    if args.stress_s > 0:
+        phases.append(Phase("stress", args.stress_s, (0.0, 0.0)))
+    many = run_labellers(url, n, phases, "labeller")
+    for phase in phases:
+        line = phase_line(phase, n, many, TARGET_P95_S)
+        print(line + ("  (stress, information only)" if phase.name == "stress" else ""), flush=True)
+    print(f"    {noise_note()}")
+    counts = duplicate_report(engine, claims + many)
+    print(f"    duplicates over {len(claims) + len(many)} claims (all must be 0): {counts}", flush=True)
+    if any(counts.values()):
+        raise SystemExit(f"duplicate leases or labels: {counts}")
+
+
 def print_summary(
     name: str, summary: list[tuple[str, dict[str, float]]], raw: dict[str, list[float]]
 ) -> None:
@@ -500,7 +535,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-cap-s", type=float, default=8.0, help="most seconds per bare-statement timing")
     parser.add_argument("--budget-s", type=float, default=None, help="overall wall-clock budget")
     parser.add_argument("--no-before", action="store_true", help="skip [B] (the schema before 0002)")
+    parser.add_argument(
+        "--concurrency", type=int, default=0, help="labeller processes working at once (0: [A]/[B] instead)"
+    )
+    parser.add_argument(
+        "--think-ms", default="300,1000", help="LO,HI: each labeller looks at a case uniform(LO, HI) ms"
+    )
+    parser.add_argument("--duration-s", type=float, default=60.0, help="seconds the labellers work")
+    parser.add_argument("--stress-s", type=float, default=15.0, help="seconds with no think time (0: skip)")
     args = parser.parse_args(argv)
+    try:
+        args.think_ms = parse_think_ms(args.think_ms)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.concurrency < 0 or args.duration_s <= 0 or args.stress_s < 0:
+        parser.error("--concurrency must be >= 0, --duration-s > 0 and --stress-s >= 0")
     if args.rows < 6 * args.claims + 100:
         parser.error("--rows must exceed 6 x --claims (plus 100) so the queue never runs dry")
     if not 0 <= args.done_fraction < 0.5:

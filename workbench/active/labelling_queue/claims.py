@@ -10,9 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, exists, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Engine,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from workbench.active.labelling_queue.rules import (
@@ -47,28 +60,64 @@ class ClaimedItem:
     lease_expires_at: datetime
 
 
+#: The statements of a claim are built once (per kinds and backend) with bound parameters: building a
+#: pick with its two correlated EXISTS costs more than running it at a million rows (bench_queue.py).
+_LABELLER = bindparam("labeller", type_=QueueItem.lease_holder.type)
+_NOW = bindparam("now", type_=QueueItem.lease_expires_at.type)
+_EXPIRES = bindparam("expires", type_=QueueItem.lease_expires_at.type)
+_ITEM_ID = bindparam("item_id", type_=QueueItem.id.type)
+_CORE = {"synchronize_session": False}
+
+_LOAD_CLAIMED = (
+    select(
+        QueueItem.id,
+        QueueItem.case_id,
+        Case.external_id,
+        Case.pre_path,
+        Case.post_path,
+        QueueItem.kind,
+        QueueItem.strategy,
+        QueueItem.reason,
+        QueueItem.score,
+        QueueItem.priority,
+        QueueItem.round_id,
+        QueueItem.lease_holder,
+        QueueItem.lease_expires_at,
+    )
+    .join(Case, Case.id == QueueItem.case_id)
+    .where(QueueItem.id == _ITEM_ID)
+)
+_RENEW = (
+    update(QueueItem)
+    .where(QueueItem.id == _ITEM_ID)
+    .values(lease_expires_at=_EXPIRES)
+    .execution_options(**_CORE)
+)
+_RELEASE_EXPIRED = (
+    update(QueueItem)
+    .where(QueueItem.status == "leased", QueueItem.lease_expires_at < _NOW)
+    .values(status="queued")
+    .execution_options(**_CORE)
+)
+
+
 def _claimed(s: Session, item_id: int) -> ClaimedItem:
-    item, case = s.execute(
-        select(QueueItem, Case)
-        .join(Case, Case.id == QueueItem.case_id)
-        .where(QueueItem.id == item_id)
-        .execution_options(populate_existing=True)
-    ).one()
-    expires = aware(item.lease_expires_at)
-    assert item.lease_holder is not None and expires is not None
+    row = s.connection().execute(_LOAD_CLAIMED, {"item_id": item_id}).one()
+    expires = aware(row.lease_expires_at)
+    assert row.lease_holder is not None and expires is not None
     return ClaimedItem(
-        item_id=item.id,
-        case_id=case.id,
-        external_id=case.external_id,
-        pre_path=case.pre_path,
-        post_path=case.post_path,
-        kind=item.kind,
-        strategy=item.strategy,
-        reason=item.reason,
-        score=item.score,
-        priority=item.priority,
-        round_id=item.round_id,
-        lease_holder=item.lease_holder,
+        item_id=row.id,
+        case_id=row.case_id,
+        external_id=row.external_id,
+        pre_path=row.pre_path,
+        post_path=row.post_path,
+        kind=row.kind,
+        strategy=row.strategy,
+        reason=row.reason,
+        score=row.score,
+        priority=row.priority,
+        round_id=row.round_id,
+        lease_holder=row.lease_holder,
         lease_expires_at=expires,
     )
 
@@ -99,17 +148,36 @@ def claim_next(
         # through the (status, priority DESC, id) index: one short index scan at a million rows,
         # where an OR over two statuses made both databases sort the whole queue (bench_queue.py).
         release_expired_in(s, now)
-        cand = aliased(QueueItem, name="cand")
-        pick = (
-            select(cand.id)
-            .where(cand.status == "queued", *offer_conditions(cand, labeller))
-            .order_by(cand.priority.desc(), cand.id)
-            .limit(1)
+        item_id = (
+            s.connection()
+            .execute(_lease_statement(kinds_t, is_sqlite(engine)), {"labeller": labeller, "expires": expires})
+            .scalar()
         )
-        if kinds_t:
-            pick = pick.where(cand.kind.in_(kinds_t))
-        item_id = lease_pick(s, engine, pick, labeller, expires)
         return None if item_id is None else _claimed(s, item_id)
+
+
+@lru_cache(maxsize=64)
+def _held_statement(kinds: tuple[str, ...]) -> Select[Any]:
+    """The id of the unexpired item ``:labeller`` holds (of ``kinds``; any kind when empty)."""
+    held = select(QueueItem.id).where(
+        QueueItem.status == "leased", QueueItem.lease_holder == _LABELLER, QueueItem.lease_expires_at > _NOW
+    )
+    if kinds:
+        held = held.where(QueueItem.kind.in_(kinds))
+    return held.order_by(QueueItem.priority.desc(), QueueItem.id).limit(1)
+
+
+@lru_cache(maxsize=64)
+def _lease_statement(kinds: tuple[str, ...], sqlite: bool) -> Update:
+    """Lease the best ``queued`` item of ``kinds`` that ``:labeller`` may take, until ``:expires``."""
+    cand = aliased(QueueItem, name="cand")
+    pick = (
+        select(cand.id)
+        .where(cand.status == "queued", *offer_conditions(cand, _LABELLER), cand.kind.in_(kinds))
+        .order_by(cand.priority.desc(), cand.id)
+        .limit(1)
+    )
+    return lease_update(pick, sqlite)
 
 
 def renew_held_lease(
@@ -117,26 +185,17 @@ def renew_held_lease(
 ) -> int | None:
     """Id of the unexpired item ``labeller`` already holds (of ``kinds``, if given), its lease renewed
     to ``expires``; None when they hold none. A reloaded page gets the same item, not a second one."""
-    held = select(QueueItem.id).where(
-        QueueItem.status == "leased", QueueItem.lease_holder == labeller, QueueItem.lease_expires_at > now
-    )
-    if kinds:
-        held = held.where(QueueItem.kind.in_(kinds))
-    held_id = s.scalar(held.order_by(QueueItem.priority.desc(), QueueItem.id).limit(1))
+    conn = s.connection()
+    held_id = conn.execute(_held_statement(tuple(kinds or ())), {"labeller": labeller, "now": now}).scalar()
     if held_id is not None:
-        s.execute(
-            update(QueueItem)
-            .where(QueueItem.id == held_id)
-            .values(lease_expires_at=expires)
-            .execution_options(synchronize_session=False)
-        )
+        conn.execute(_RENEW, {"item_id": held_id, "expires": expires})
     return held_id
 
 
-def offer_conditions(cand: Any, labeller: str) -> list[ColumnElement[bool]]:
-    """Conditions on ``cand`` (an alias of QueueItem) for offering it to ``labeller``: not the item they
-    skipped, not a case they already answered for this kind, and for independent reads not a case they
-    read before."""
+def offer_conditions(cand: Any, labeller: str | BindParameter[str]) -> list[ColumnElement[bool]]:
+    """Conditions on ``cand`` (an alias of QueueItem) for offering it to ``labeller`` (a name or a bound
+    parameter): not the item they skipped, not a case they already answered for this kind, and for
+    independent reads not a case they read before."""
     seen_item = aliased(QueueItem, name="seen_item")
     same_kind_done = (
         exists()
@@ -160,18 +219,18 @@ def offer_conditions(cand: Any, labeller: str) -> list[ColumnElement[bool]]:
     ]
 
 
-def lease_pick(s: Session, engine: Engine, pick: Select[Any], labeller: str, expires: datetime) -> int | None:
-    """Lease the item ``pick`` (a one-row id select) selects to ``labeller`` in one UPDATE ... RETURNING;
-    its id, or None when it selects nothing. PostgreSQL skips rows other claims hold locked."""
-    if not is_sqlite(engine):
+def lease_update(pick: Select[Any], sqlite: bool) -> Update:
+    """``UPDATE ... WHERE id = (pick) RETURNING id`` leasing the item ``pick`` (a one-row id select) to
+    ``:labeller`` until ``:expires``. PostgreSQL skips rows other claims hold locked."""
+    if not sqlite:
         pick = pick.with_for_update(skip_locked=True)
-    return s.execute(
+    return (
         update(QueueItem)
         .where(QueueItem.id == pick.scalar_subquery())
-        .values(status="leased", lease_holder=labeller, lease_expires_at=expires)
+        .values(status="leased", lease_holder=_LABELLER, lease_expires_at=_EXPIRES)
         .returning(QueueItem.id)
-        .execution_options(synchronize_session=False)
-    ).scalar()
+        .execution_options(**_CORE)
+    )
 
 
 def skip(engine: Engine, item_id: int, labeller: str) -> None:
@@ -205,13 +264,7 @@ def skip(engine: Engine, item_id: int, labeller: str) -> None:
 
 def release_expired_in(s: Session, now: datetime) -> int:
     """Expired leases back to ``queued`` (holder and expiry stay for the late-submit message)."""
-    res = s.execute(
-        update(QueueItem)
-        .where(QueueItem.status == "leased", QueueItem.lease_expires_at < now)
-        .values(status="queued")
-        .execution_options(synchronize_session=False)
-    )
-    return int(res.rowcount or 0)
+    return int(s.connection().execute(_RELEASE_EXPIRED, {"now": now}).rowcount or 0)
 
 
 def release_expired(engine: Engine) -> int:
