@@ -5,9 +5,13 @@ Usage::
     python bench/bench_round.py [--labelled 1000] [--pool 10000 | --pools 10000,30000,100000]
         [--size 48x48] [--mc-samples 8] [--one-stage] [--work DIR]
 
-One synthetic data set is generated for the largest pool (``DIR/data``, reused by later runs with the
-same ``--work``); each pool size N gets its own workbench under ``DIR/pool-N`` holding the labelled
-cases and the first N unlabelled ones (a manifest ``DIR/manifest-N.csv``).
+Data (reused by later runs with the same ``--work``): ``--part`` (10,000) unlabelled pairs and the
+labelled ones are generated once (``DIR/data/synth``); a larger pool adds variant parts, the generated
+unlabelled pairs turned by a dihedral transform and re-encoded (``DIR/data/variant-K``: generating
+pairs runs at ~12-60 pairs/s on two cores). Each pool size N gets its own workbench under
+``DIR/pool-N`` with the labelled cases and the first N unlabelled ones, written directly to the
+database (the importer's per-pair check takes ~0.25 s a pair on two loaded cores: hours at 100k).
+``--generate-only`` writes the data and stops.
 
 Set-up (not timed as "the round", reused by later runs): round 0 trains the CPU preset end to end on
 the labelled cases; round 1 warm-starts from it on cached features and scores the pool through the
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -48,36 +53,123 @@ def _pool_sizes(args: argparse.Namespace) -> list[int]:
     return sizes
 
 
-def _sub_manifest(work: Path, manifest: Path, pool: int) -> Path:
-    """``work/manifest-<pool>.csv``: every labelled row and the first ``pool`` unlabelled rows."""
-    out = work / f"manifest-{pool}.csv"
-    if out.exists():
+def _synth(work: Path, labelled: int, part: int, size: str) -> list[dict[str, str]]:
+    """Rows of the generated data (``work/data/synth``: the labelled cases and ``part`` unlabelled ones,
+    reused when complete), paths made absolute."""
+    from workbench.data.synth import generate_dataset, parse_size
+
+    n = labelled + part
+    t = time.perf_counter()
+    data = generate_dataset(
+        work / "data" / "synth",
+        n=n,
+        positive_rate=0.1,
+        seed=0,
+        size=parse_size(size),
+        unlabelled_fraction=part / n,
+        difficulty="easy",
+    )
+    print(f"  data: {n} synthetic pairs at {size} ({time.perf_counter() - t:.1f} s, reused when there)")
+    with data.manifest.open(newline="") as src:
+        rows = list(csv.DictReader(src))
+    for row in rows:
+        row.update(pre_path=str(data.root / row["pre_path"]), post_path=str(data.root / row["post_path"]))
+    return rows
+
+
+def _variant(rows: list[dict[str, str]], k: int, work: Path) -> list[dict[str, str]]:
+    """Part ``k`` >= 1 of the pool: the generated unlabelled pairs turned by dihedral transform k % 8 and
+    re-encoded at JPEG quality 95 - k (distinct bytes, so distinct cases and cache entries)."""
+    from PIL import Image
+
+    folder = work / "data" / f"variant-{k}"
+    done = folder / "done"
+    out = []
+    for row in rows:
+        pair = {}
+        for side in ("pre_path", "post_path"):
+            src = Path(row[side])
+            pair[side] = str(folder / src.parent.name / src.name)
+        out.append(
+            {**row, **pair, "case_id": f"v{k}-{row['case_id']}", "patient_id": f"v{k}-{row['patient_id']}"}
+        )
+    if done.exists():
         return out
-    rel = manifest.parent.relative_to(work)
-    with manifest.open(newline="") as src, out.open("w", newline="") as dst:
-        reader = csv.DictReader(src)
-        writer = csv.DictWriter(dst, fieldnames=reader.fieldnames or [])
-        writer.writeheader()
-        unlabelled = 0
-        for row in reader:
-            if row["label"] == "":
-                if unlabelled >= pool:
-                    continue
-                unlabelled += 1
-            row["pre_path"] = str(rel / row["pre_path"])
-            row["post_path"] = str(rel / row["post_path"])
-            writer.writerow(row)
-    if unlabelled < pool:
-        raise SystemExit(f"the data set has only {unlabelled} unlabelled pairs, fewer than --pool {pool}")
+    t = time.perf_counter()
+    turn = [None, *Image.Transpose][k % 8]
+    for row, new in zip(rows, out, strict=True):
+        for side in ("pre_path", "post_path"):
+            target = Path(new[side])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(row[side]) as img:
+                img = img.transpose(turn) if turn is not None else img.copy()
+                img.save(target, quality=95 - k)
+    done.touch()
+    print(f"  data: variant part {k}, {len(out)} pairs ({time.perf_counter() - t:.1f} s)")
     return out
 
 
-def _workbench(work: Path, manifest: Path, pool: int) -> tuple[Any, Any, Path]:
-    """The engine and settings of ``work/pool-<pool>``, its cases imported once."""
+def _case_rows(work: Path, labelled: int, pool: int, size: str, part: int) -> list[dict[str, str]]:
+    """The labelled rows and the first ``pool`` unlabelled ones (generated, then variant parts)."""
+    rows = _synth(work, labelled, part, size)
+    known = [r for r in rows if r["label"] != ""]
+    unlabelled = [r for r in rows if r["label"] == ""]
+    parts = [unlabelled]
+    for k in range(1, -(-pool // len(unlabelled))):
+        parts.append(_variant(unlabelled, k, work))
+    return known + [r for p in parts for r in p][:pool]
+
+
+def _insert_cases(engine: Any, rows: list[dict[str, str]], size: tuple[int, int]) -> dict[str, int]:
+    """Case and label rows written directly (the importer's per-pair check is not what is measured and
+    takes hours at this size on two cores); splits dealt by patient like the importer does."""
+    from workbench.data.splits import PatientCases, assign_patient_splits, split_for_case
+    from workbench.db.engine import session_scope
+    from workbench.db.models import Case, Label
+    from workbench.files import sha256_file
+
+    patients: dict[str, PatientCases] = {}
+    for row in rows:
+        label = None if row["label"] == "" else int(row["label"])
+        patients.setdefault(row["patient_id"], PatientCases(row["patient_id"])).labels.append(label)
+    split_of = assign_patient_splits(list(patients.values()), {})
+    counts: dict[str, int] = {}
+    with session_scope(engine) as s:
+        for start in range(0, len(rows), 5000):
+            cases, labels = [], []
+            for row in rows[start : start + 5000]:
+                label = None if row["label"] == "" else int(row["label"])
+                pre, post = sha256_file(row["pre_path"]), sha256_file(row["post_path"])
+                split = split_for_case(split_of[row["patient_id"]], label)
+                counts[split] = counts.get(split, 0) + 1
+                case = Case(
+                    external_id=row["case_id"],
+                    patient_id=row["patient_id"],
+                    pre_path=row["pre_path"],
+                    post_path=row["post_path"],
+                    pre_sha256=pre,
+                    post_sha256=post,
+                    pair_sha256=hashlib.sha256(f"{pre}:{post}".encode()).hexdigest(),
+                    pre_width=size[0],
+                    pre_height=size[1],
+                    post_width=size[0],
+                    post_height=size[1],
+                    split=split,
+                )
+                cases.append(case)
+                if label is not None:
+                    labels.append((case, label))
+            s.add_all(cases)
+            s.flush()
+            s.add_all(Label(case_id=c.id, value=v, labeller="import:0", source="import") for c, v in labels)
+    return counts
+
+
+def _workbench(work: Path, labelled: int, pool: int, size: str, part: int) -> tuple[Any, Any, Path]:
+    """The engine and settings of ``work/pool-<pool>``, its cases written once."""
     from sqlalchemy import func, select
 
     from workbench.config import Settings
-    from workbench.data.importer import import_source
     from workbench.db.engine import create_db_engine, session_scope
     from workbench.db.models import Case
     from workbench.db.schema import upgrade
@@ -90,11 +182,12 @@ def _workbench(work: Path, manifest: Path, pool: int) -> tuple[Any, Any, Path]:
     with session_scope(engine) as s:
         have = s.scalar(select(func.count()).select_from(Case))
     if not have:
+        rows = _case_rows(work, labelled, pool, size, part)
         t = time.perf_counter()
-        result = import_source(engine, _sub_manifest(work, manifest, pool), workers=4)
-        print(
-            f"  import {result.imported} pairs {time.perf_counter() - t:.1f} s; splits {result.split_counts}"
-        )
+        from workbench.data.synth import parse_size
+
+        counts = _insert_cases(engine, rows, parse_size(size))
+        print(f"  cases: {len(rows)} written in {time.perf_counter() - t:.1f} s; splits {counts}")
     return engine, settings, folder
 
 
@@ -160,31 +253,20 @@ def main() -> None:
     ap.add_argument("--mc-samples", type=int, default=8)
     ap.add_argument("--one-stage", action="store_true", help="MC passes in inference over the whole pool.")
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--part", type=int, default=10_000, help="Unlabelled pairs generated (then varied).")
+    ap.add_argument("--generate-only", action="store_true", help="Write the data parts, then stop.")
     args = ap.parse_args()
-
-    from workbench.data.synth import generate_dataset, parse_size
 
     pools = _pool_sizes(args)
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-round-"))).resolve()
-    n = args.labelled + max(pools)
-    t = time.perf_counter()
-    data = generate_dataset(
-        work / "data",
-        n=n,
-        positive_rate=0.1,
-        seed=0,
-        size=parse_size(args.size),
-        unlabelled_fraction=max(pools) / n,
-        difficulty="easy",
-    )
-    print(
-        f"data: {n} pairs at {args.size} in {work / 'data'} ({time.perf_counter() - t:.1f} s, reused if there)"
-    )
+    if args.generate_only:
+        _case_rows(work, args.labelled, max(pools), args.size, args.part)
+        return
     mode = "one-stage (MC in inference)" if args.one_stage else "two-stage (MC on the shortlist)"
     rows = []
     for pool in pools:
         print(f"pool {pool}:")
-        engine, settings, folder = _workbench(work, data.manifest, pool)
+        engine, settings, folder = _workbench(work, args.labelled, pool, args.size, args.part)
         parent = _set_up(engine, settings, folder, args.epochs)
         times, queued = _measured_round(engine, settings, parent, args.batch, args.mc_samples, args.one_stage)
         total = sum(times.values())

@@ -173,3 +173,20 @@ def test_two_stage_queue_measures_the_shortlist_and_draws_the_batch_from_it(scor
     assert after.uncertainty is not None and (after.uncertainty == UNMEASURED).sum() == len(before) - len(
         expected
     )
+
+
+def test_picks_outside_the_shortlist_are_measured_after_the_choice(scored, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The random audit share is drawn over the whole pool; what it picks gets its MC passes afterwards,
+    so every queued case shows an uncertainty to the labeller."""
+    engine, settings, version = scored
+    monkeypatch.setattr(shortlist, "SHORTLIST_FLOOR", 2)
+    monkeypatch.setattr(shortlist, "SHORTLIST_DEPTH", 1)
+    with session_scope(engine) as s:
+        earlier = set(s.scalars(select(QueueItem.case_id)))
+    result = build_queue(engine, settings, version, 6, mix={"random": 0.5, "likely_positive": 0.5}, seed=3)
+    with session_scope(engine) as s:
+        picked = set(s.scalars(select(QueueItem.case_id))) - earlier
+    stored = load_predictions(engine, version, "pool")
+    unc = dict(zip(stored.case_ids.tolist(), stored.uncertainty.tolist(), strict=True))
+    assert len(picked) == 6 and all(not np.isnan(unc[c]) for c in picked)
+    assert result["shortlist"]["measured"] + result["shortlist"]["measured_after_choice"] >= 1
