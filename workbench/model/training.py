@@ -13,6 +13,10 @@ file. The final model (the full dual-output model, no optimizer) is written to `
 atomically: a temporary file in the same folder, then ``os.replace``. The run ends with the learning
 check (``model.learning_check``: validation AUROC vs chance, constant outputs, loss at the prior),
 whose verdict is ``TrainResult.learning_check``; the model is written either way.
+
+Everything runs under the strategy ``model.distribution`` picks (``MirroredStrategy`` over two or
+more visible GPUs): model, optimizer and compile are created in its scope, the configured batches
+are per replica and the learning rates are scaled; ``TrainResult.distribution`` records both.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 from workbench.errors import ValidationError
 from workbench.files import atomic_replace
 from workbench.model.config import MONITORS, ModelConfig, TrainConfig
+from workbench.model.distribution import choose_distribution
 from workbench.model.learning_check import check_learning
 from workbench.model.pipeline import Pair, check_pairs
 from workbench.model.prior import prior_correction
@@ -57,6 +62,7 @@ class TrainResult:
     used_feature_cache: bool = False
     learning_check: dict[str, Any] | None = None  # model.learning_check verdict, criteria, advice
     prior_correction: dict[str, Any] | None = None  # model.prior: the logit shift calibration removes
+    distribution: dict[str, Any] | None = None  # model.distribution: strategy, replicas, scaled batch/lr
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -235,6 +241,7 @@ def train(
     imagenet_weights_path: str | None = None,
     gate_pairs: Sequence[Pair] | None = None,
     gate_labels: Sequence[int] | None = None,
+    distribute: str | None = None,
 ) -> TrainResult:
     """Train (or warm-start from ``parent_model_path``) and save the best model to ``out_path``.
 
@@ -245,8 +252,10 @@ def train(
     ``feature_cache`` (a features.FeatureCache or a folder) makes phase 1 with frozen backbones
     train only the head on cached backbone features (no augmentation in that phase), then grafts the
     head back into the full model. ``imagenet_weights_path`` is the WORKBENCH_IMAGENET_WEIGHTS
-    setting. Returns a TrainResult; when ``should_cancel()`` turns true, training stops after the
-    current batch and nothing is written.
+    setting. ``distribute`` is a ``model.distribution`` mode (default: the WORKBENCH_DISTRIBUTE
+    setting): with several replicas each phase's batch is per replica and its learning rate is
+    scaled, both recorded in ``TrainResult.distribution``. Returns a TrainResult; when
+    ``should_cancel()`` turns true, training stops after the current batch and nothing is written.
     """
     import keras
 
@@ -257,124 +266,132 @@ def train(
     train_cfg.validate()
     started = time.monotonic()
     train_p, y_tr, val_p, y_va = _validated(train_pairs, y_train, val_pairs, y_val)
+    dist = choose_distribution(distribute)  # first TF call: a "cpu:N" split must precede the rest
     seed_everything(train_cfg.seed, train_cfg.deterministic)
 
-    if parent_model_path is not None:
-        model = load_parent(parent_model_path, model_cfg)
-    else:
-        model = build_model(model_cfg, imagenet_weights_path)
-    pretrained = model_cfg.pretrained or parent_model_path is not None
-    train_model = keras.Model(model.input, model.output["logit"], name="train_logit")
-
-    monitor = _monitor_for(train_cfg.monitor, y_va)
-    mode = MONITORS[monitor]
-    class_weight = compute_class_weights(y_tr) if train_cfg.imbalance == "class_weight" else None
-    focal_alpha = float((y_tr == 0).mean()) if train_cfg.imbalance == "focal" else None
-    if train_cfg.imbalance == "focal":
-        loss = keras.losses.BinaryFocalCrossentropy(
-            apply_class_balancing=True, alpha=focal_alpha, gamma=train_cfg.focal_gamma, from_logits=True
-        )
-    else:
-        loss = keras.losses.BinaryCrossentropy(from_logits=True)
-
-    state: dict[str, Any] = {
-        "cancelled": False,
-        "epochs_run": 0,
-        "best_value": None,
-        "best_epoch": None,
-        "best_phase": None,
-        "best_weights": None,
-    }
-    history: dict[str, dict[str, list[float]]] = {}
-    used_cache = False
-    phases = [
-        (1, train_cfg.phase1_epochs, train_cfg.phase1_batch, train_cfg.phase1_lr),
-        (2, train_cfg.phase2_epochs, train_cfg.phase2_batch, train_cfg.phase2_lr),
-    ][: train_cfg.phases]
-    for phase, epochs, batch, lr in phases:
-        if phase == 1:
-            set_backbone_trainable(model, "frozen" if pretrained else "all")
+    with dist.strategy.scope():  # model, optimizer and compile on every replica
+        if parent_model_path is not None:
+            model = load_parent(parent_model_path, model_cfg)
         else:
-            if state["best_weights"] is not None:
-                train_model.set_weights(state["best_weights"])
-            set_backbone_trainable(model, "top" if pretrained else "all", train_cfg.fine_tune_from_block)
-        steps = math.ceil(len(train_p) / batch)
-        callbacks = _callbacks(
-            phase=phase,
-            epochs=epochs,
-            steps=steps,
-            monitor=monitor,
-            progress=progress,
-            should_cancel=should_cancel,
-            state=state,
-        )
-        callbacks += [
-            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=train_cfg.patience),
-            keras.callbacks.ReduceLROnPlateau(
+            model = build_model(model_cfg, imagenet_weights_path)
+        pretrained = model_cfg.pretrained or parent_model_path is not None
+        train_model = keras.Model(model.input, model.output["logit"], name="train_logit")
+
+        monitor = _monitor_for(train_cfg.monitor, y_va)
+        mode = MONITORS[monitor]
+        class_weight = compute_class_weights(y_tr) if train_cfg.imbalance == "class_weight" else None
+        focal_alpha = float((y_tr == 0).mean()) if train_cfg.imbalance == "focal" else None
+        if train_cfg.imbalance == "focal":
+            loss = keras.losses.BinaryFocalCrossentropy(
+                apply_class_balancing=True, alpha=focal_alpha, gamma=train_cfg.focal_gamma, from_logits=True
+            )
+        else:
+            loss = keras.losses.BinaryCrossentropy(from_logits=True)
+
+        state: dict[str, Any] = {
+            "cancelled": False,
+            "epochs_run": 0,
+            "best_value": None,
+            "best_epoch": None,
+            "best_phase": None,
+            "best_weights": None,
+        }
+        history: dict[str, dict[str, list[float]]] = {}
+        used_cache = False
+        phases = [
+            (1, train_cfg.phase1_epochs, train_cfg.phase1_batch, train_cfg.phase1_lr),
+            (2, train_cfg.phase2_epochs, train_cfg.phase2_batch, train_cfg.phase2_lr),
+        ][: train_cfg.phases]
+        distribution = dist.record({phase: (batch, lr) for phase, _, batch, lr in phases})
+        for phase, epochs, replica_batch, base_lr in phases:
+            batch, lr = dist.global_batch(replica_batch), dist.scaled_lr(base_lr)
+            if phase == 1:
+                set_backbone_trainable(model, "frozen" if pretrained else "all")
+            else:
+                if state["best_weights"] is not None:
+                    train_model.set_weights(state["best_weights"])
+                set_backbone_trainable(model, "top" if pretrained else "all", train_cfg.fine_tune_from_block)
+            steps = math.ceil(len(train_p) / batch)
+            callbacks = _callbacks(
+                phase=phase,
+                epochs=epochs,
+                steps=steps,
                 monitor=monitor,
-                mode=mode,
-                factor=train_cfg.reduce_lr_factor,
-                patience=max(1, train_cfg.patience // 2),
-                min_lr=lr * 1e-3,
-            ),
-        ]
-        if phase == 1 and pretrained and feature_cache is not None:
-            from workbench.model.features import fit_head_on_features
-
-            hist = fit_head_on_features(
-                model,
-                model_cfg,
-                feature_cache,
-                train_p,
-                y_tr,
-                val_p,
-                y_va,
-                epochs=epochs,
-                batch_size=batch,
-                lr=lr,
-                loss=loss,
-                class_weight=class_weight,
-                balanced=train_cfg.imbalance == "balanced",
-                callbacks=callbacks,
+                progress=progress,
+                should_cancel=should_cancel,
                 state=state,
-                seed=train_cfg.seed,
             )
-            used_cache = True
-        else:
-            train_ds = make_dataset(
-                train_p,
-                y_tr,
-                input_size=model_cfg.input_size,
-                backbone=model_cfg.backbone,
-                batch_size=batch,
-                training=True,
-                augment=train_cfg.augment,
-                shot_jitter=train_cfg.shot_jitter,
-                balanced=train_cfg.imbalance == "balanced",
-                seed=train_cfg.seed + phase,
-            )
-            val_ds = make_dataset(
-                val_p, y_va, input_size=model_cfg.input_size, backbone=model_cfg.backbone, batch_size=batch
-            )
-            train_model.compile(
-                optimizer=keras.optimizers.Adam(lr),
-                loss=loss,
-                metrics=[
-                    keras.metrics.AUC(curve="PR", from_logits=True, name="auc_pr"),
-                    keras.metrics.AUC(curve="ROC", from_logits=True, name="auc"),
-                ],
-            )
-            hist = train_model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=epochs,
-                class_weight=class_weight,
-                callbacks=callbacks,
-                verbose=0,
-            ).history
-        history[f"phase{phase}"] = {k: [float(v) for v in vals] for k, vals in hist.items()}
-        if state["cancelled"]:
-            break
+            callbacks += [
+                keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=train_cfg.patience),
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor=monitor,
+                    mode=mode,
+                    factor=train_cfg.reduce_lr_factor,
+                    patience=max(1, train_cfg.patience // 2),
+                    min_lr=lr * 1e-3,
+                ),
+            ]
+            if phase == 1 and pretrained and feature_cache is not None:
+                from workbench.model.features import fit_head_on_features
+
+                hist = fit_head_on_features(
+                    model,
+                    model_cfg,
+                    feature_cache,
+                    train_p,
+                    y_tr,
+                    val_p,
+                    y_va,
+                    epochs=epochs,
+                    batch_size=batch,
+                    lr=lr,
+                    loss=loss,
+                    class_weight=class_weight,
+                    balanced=train_cfg.imbalance == "balanced",
+                    callbacks=callbacks,
+                    state=state,
+                    seed=train_cfg.seed,
+                )
+                used_cache = True
+            else:
+                train_ds = make_dataset(
+                    train_p,
+                    y_tr,
+                    input_size=model_cfg.input_size,
+                    backbone=model_cfg.backbone,
+                    batch_size=batch,
+                    training=True,
+                    augment=train_cfg.augment,
+                    shot_jitter=train_cfg.shot_jitter,
+                    balanced=train_cfg.imbalance == "balanced",
+                    seed=train_cfg.seed + phase,
+                )
+                val_ds = make_dataset(
+                    val_p,
+                    y_va,
+                    input_size=model_cfg.input_size,
+                    backbone=model_cfg.backbone,
+                    batch_size=batch,
+                )
+                train_model.compile(
+                    optimizer=keras.optimizers.Adam(lr),
+                    loss=loss,
+                    metrics=[
+                        keras.metrics.AUC(curve="PR", from_logits=True, name="auc_pr"),
+                        keras.metrics.AUC(curve="ROC", from_logits=True, name="auc"),
+                    ],
+                )
+                hist = train_model.fit(
+                    train_ds,
+                    validation_data=val_ds,
+                    epochs=epochs,
+                    class_weight=class_weight,
+                    callbacks=callbacks,
+                    verbose=0,
+                ).history
+            history[f"phase{phase}"] = {k: [float(v) for v in vals] for k, vals in hist.items()}
+            if state["cancelled"]:
+                break
 
     elapsed = time.monotonic() - started
     n_pos = int(y_tr.sum())
@@ -390,6 +407,7 @@ def train(
         "focal_alpha": focal_alpha,
         "epochs_run": state["epochs_run"],
         "used_feature_cache": used_cache,
+        "distribution": distribution,
     }
     if state["cancelled"]:
         return TrainResult(cancelled=True, out_path=None, seconds=elapsed, **base)
