@@ -79,11 +79,26 @@ class Settings(BaseSettings):
         description="A running job whose heartbeat is older than this is lost: workers re-queue it, and "
         "an exclusive kind (round) stops waiting for it. More than twice heartbeat_interval_s.",
     )
-    fault_point: Literal["artifact-write", "task-start"] | None = Field(
+    fault_point: Literal["artifact-write", "task-start", "shard-chunk"] | None = Field(
         default=None,
         description="Test only: crash (SIGKILL) once at this point, e.g. `artifact-write` truncates the "
         "freshly written model file and kills the process before the version is recorded; `task-start` "
-        "kills a worker's task process before it claims its job.",
+        "kills a worker's task process before it claims its job; `shard-chunk` kills the whole worker "
+        "(its main process and the task process) right after an inference shard wrote its first chunk.",
+    )
+    infer_shard_size: int = Field(
+        default=5000,
+        ge=1,
+        le=10_000_000,
+        description="Cases per inference shard of a round: a round's inference runs as shards, each its own "
+        "job on the gpu queue, so every gpu worker takes some; a worker lost mid-shard costs that shard.",
+    )
+    infer_chunk_size: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Cases inference scores and writes per statement; a killed run resumes after the last "
+        "chunk it wrote.",
     )
     visibility_timeout_s: int = Field(
         default=7 * 3600,

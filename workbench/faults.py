@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from workbench.config import Settings
 
-FAULT_POINTS = ("artifact-write", "task-start")
+FAULT_POINTS = ("artifact-write", "task-start", "shard-chunk")
 
 
 def crash_once(settings: Settings, name: str, before: Callable[[], None] | None = None) -> None:

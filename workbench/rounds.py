@@ -19,10 +19,10 @@ from sqlalchemy import Engine, func, select, update
 
 from workbench.db.engine import session_scope
 from workbench.db.models import Evaluation, Label, ModelVersion, QueueItem, Round, utcnow
-from workbench.errors import ConflictError, NotFoundError
+from workbench.errors import ConflictError, NotFoundError, WorkbenchError
 from workbench.evaluation.bootstrap import wilson_interval
-from workbench.jobs import store
-from workbench.jobs.context import JobContext
+from workbench.jobs import dispatch, store
+from workbench.jobs.context import JobCancelled, JobContext
 from workbench.jobs.params import CalibrateParams, InferParams, QueueParams, RoundParams
 from workbench.jobs.results import CalibrateResult, QueueResult, RoundResult, TrainResult
 from workbench.jobs.runner import run_step
@@ -70,7 +70,16 @@ def _round_for_job(engine: Engine, job_id: int, params: RoundParams) -> tuple[in
 
 
 def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
-    """Job handler (``round`` kind): the four steps as child jobs, with overall progress."""
+    """Job handler (``round`` kind): train, inference, calibration and queue as child jobs.
+
+    On a worker, inference fans out (:func:`_fan_out_inference`): shards of ``infer_shard_size`` cases,
+    each its own job on the ``gpu`` queue, and the round waits; when the last shard ends the round is
+    handed back on the ``cpu`` queue and this handler continues with calibration and the queue
+    (:func:`_after_inference`). Run in process (no sender registered) the steps run one after another.
+    """
+    state = store.fan_out_state(ctx.engine, ctx.job_id)
+    if state is not None:  # the continuation: the shards ended
+        return _after_inference(ctx, state)
     engine, p = ctx.engine, ctx.params
     stale = timedelta(seconds=ctx.settings.heartbeat_stale_s)
     ensure_no_active_round(engine, except_job=ctx.job_id, stale_after=stale)
@@ -87,14 +96,46 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
 
     pair_check = check_unchecked_safely(engine, "round")
     ctx.progress(0.0, pair_check["message"], force=True)
+    state = {"round_id": round_id, "pair_check": pair_check}
     try:
         trained = run_step(ctx, "train", train_params, 0.0, 0.6)
         assert isinstance(trained, TrainResult)
         version = trained.model_version
+        state["model_version"] = version
         _update_round(engine, round_id, model_version_id=version)
         if trained.did_not_learn:
             return _stop_did_not_learn(ctx, round_id, trained)
+        shards = _fan_out_inference(ctx, state)
+        if shards is not None:
+            return RoundResult(round=round_id, model_version=version, queued=0, waiting_for=shards)
         run_step(ctx, "infer", InferParams(model_version=version, mc_samples=p.mc_samples), 0.6, 0.85)
+    except BaseException:
+        _update_round(engine, round_id, status="failed", closed_at=utcnow())
+        raise
+    return _after_inference(ctx, state)
+
+
+def _fan_out_inference(ctx: JobContext[RoundParams], state: dict[str, Any]) -> list[int] | None:
+    """Send the version's inference as shards to every gpu worker; their job ids, or None in process."""
+    from workbench.model.scoring import plan_shards
+
+    version = int(state["model_version"])
+    ranges = plan_shards(
+        ctx.engine, version, InferParams(model_version=version).splits, ctx.settings.infer_shard_size
+    )
+    steps = [
+        ("infer", InferParams(model_version=version, mc_samples=ctx.params.mc_samples, case_range=r))
+        for r in ranges
+    ]
+    return dispatch.fan_out(ctx, steps, span=(0.6, 0.85), then_queue="cpu", state=state)
+
+
+def _after_inference(ctx: JobContext[RoundParams], state: dict[str, Any]) -> RoundResult:
+    """Calibrate and queue once every case is scored (in process, or as the fan-out's continuation)."""
+    engine, p = ctx.engine, ctx.params
+    round_id, version = int(state["round_id"]), int(state["model_version"])
+    try:
+        _check_shards(engine, state.get("children") or [])
         calibrated = run_step(
             ctx,
             "calibrate",
@@ -135,10 +176,24 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
         report={
             "queue": queued.to_json(),
             "selected_calibration": calibrated.selected,
-            "pair_check": pair_check,
+            "pair_check": state.get("pair_check"),
+            "inference_shards": len(state.get("children") or []),
         },
     )
     return RoundResult(round=round_id, model_version=version, queued=queued.queued, threshold=threshold)
+
+
+def _check_shards(engine: Engine, shard_ids: list[int]) -> None:
+    """Every inference shard must have succeeded: a cancelled one cancels the round, a failed one fails it."""
+    for shard_id in shard_ids:
+        shard = store.get_job(engine, shard_id)
+        if shard.status == "cancelled":
+            raise JobCancelled()
+        if shard.status != "succeeded":
+            raise WorkbenchError(
+                f"inference shard (job {shard_id}, cases {shard.params.get('case_range')}) "
+                f"{shard.status}: {shard.error or shard.message}"
+            )
 
 
 def _stop_did_not_learn(ctx: JobContext[RoundParams], round_id: int, trained: TrainResult) -> RoundResult:

@@ -77,6 +77,33 @@ def send_job(job_id: int, kind: str, queue: str) -> str:
     return result.id
 
 
+def send_group(jobs: list[tuple[int, str, str]]) -> list[str]:
+    """The group sender the library's ``dispatch.fan_out`` uses: one Celery ``group`` of job tasks,
+    each on its kind's queue (a round's inference shards spread over every ``gpu`` worker)."""
+    from celery import group
+
+    for _, kind, _ in jobs:
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind}")
+    app = get_app()
+    host = socket.gethostname()
+    signatures = []
+    for job_id, kind, queue in jobs:
+        limits = time_limits(get_settings(), kind)
+        signatures.append(
+            app.signature(TASK_NAME, args=[job_id], immutable=True).set(
+                queue=queue,
+                task_id=f"job-{job_id}-{host}-{_nonce()}",
+                time_limit=limits.hard_s,
+                soft_time_limit=limits.soft_s,
+            )
+        )
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=5)
+        group(signatures).apply_async(connection=conn, retry=False)
+    return [sig.options["task_id"] for sig in signatures]
+
+
 def _nonce() -> str:
     import uuid
 

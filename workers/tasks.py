@@ -22,12 +22,13 @@ from sqlalchemy import Engine
 from workbench.config import get_settings
 from workbench.db.engine import engine_from_settings
 from workbench.faults import crash_once
-from workbench.jobs import runner, store
-from workbench_workers.app import TASK_NAME, get_app, send_job
+from workbench.jobs import dispatch, runner, store
+from workbench_workers.app import TASK_NAME, get_app, send_group, send_job
 
 log = logging.getLogger(__name__)
 app = get_app()
 _identity: dict[str, str] = {}
+dispatch.register_group_sender(send_group)  # a round's inference shards go out as one Celery group
 
 
 @lru_cache(maxsize=1)
@@ -53,6 +54,9 @@ def run_job(self, job_id: int) -> str:  # type: ignore[no-untyped-def]
         worker=worker_identity(self.request.hostname),
         soft_limit_error=SoftTimeLimitExceeded,
     )
+    parent = view.parent_id if view else store.get_job(_engine(), int(job_id)).parent_id
+    if parent is not None:  # a shard ended: the last one hands its waiting round back
+        _resend(store.hand_back(_engine(), [parent]))
     return view.status if view else "skipped"
 
 
@@ -66,14 +70,19 @@ def _resend(job_ids: list[int]) -> None:
 
 
 def sweep_stale_jobs() -> list[int]:
-    """Re-queue and re-send running jobs whose heartbeat is older than WORKBENCH_HEARTBEAT_STALE_S."""
+    """Re-queue and re-send running jobs whose heartbeat is older than WORKBENCH_HEARTBEAT_STALE_S, and
+    hand back waiting jobs whose children all ended."""
     try:
         stale = timedelta(seconds=get_settings().heartbeat_stale_s)
         lost = store.requeue_lost(_engine(), stale_after=stale)
         if lost:
             log.warning("re-sending jobs whose worker stopped reporting for %s: %s", stale, lost)
             _resend(lost)
-        return lost
+        done = store.hand_back(_engine())  # waiting rounds whose last shard's worker died before handing back
+        if done:
+            log.warning("handing back jobs whose shards all ended: %s", done)
+            _resend(done)
+        return lost + done
     except Exception as exc:  # database or broker away: the next sweep tries again
         log.warning("stale-job sweep failed: %s", exc)
         return []

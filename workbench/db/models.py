@@ -40,7 +40,8 @@ NAMING_CONVENTION = {
 LABEL_SOURCES = ("import", "expert", "adjudication", "correction", "simulation")
 # did_not_learn: trained and saved, but the learning check failed (never used downstream)
 MODEL_STATUSES = ("queued", "training", "ready", "failed", "cancelled", "did_not_learn")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+# waiting (0008): a round whose inference shards run as their own jobs on other workers
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "waiting")
 # open: created; running: its steps run; labelling: its batch is queued; failed; did_not_learn (0007)
 ROUND_STATUSES = ("open", "running", "labelling", "failed", "did_not_learn")
 QUEUE_STATUSES = ("queued", "leased", "done", "cancelled")

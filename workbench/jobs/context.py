@@ -37,6 +37,7 @@ class JobContext(Generic[P]):
     min_interval_s: float = 0.5
     span: tuple[float, float] = (0.0, 1.0)  # the share of the job's progress bar this context fills
     parent: JobContext | None = None  # a chained job's step also moves its parent's bar and obeys its cancel
+    fan_in: int | None = None  # a child sent as its own task (a shard): its waiting parent's bar follows
     _last_write: float = field(default=0.0, repr=False)
     _last_check: float = field(default=0.0, repr=False)
     _cancelled: bool = field(default=False, repr=False)
@@ -58,6 +59,8 @@ class JobContext(Generic[P]):
         self._last_write = self._last_check = now
         if self.parent is not None:
             self.parent.progress(fraction, message, force=True)
+        if self.fan_in is not None:
+            store.fan_in_progress(self.engine, self.fan_in)
 
     def should_cancel(self) -> bool:
         """Whether the job was asked to stop (reads the job row at most every ``min_interval_s / 2``)."""
@@ -87,4 +90,5 @@ class JobContext(Generic[P]):
             self.min_interval_s,
             (a + (b - a) * lo, a + (b - a) * hi),
             self.parent,
+            self.fan_in,
         )

@@ -66,6 +66,8 @@ class InferParams(JobParams):
     splits: list[str] = Field(default_factory=lambda: ["pool", "val", "test"])
     mc_samples: int = Field(default=8, ge=0, le=100)
     batch_size: int = Field(default=32, ge=1, le=4096)
+    # One shard of a round's inference: only case ids in [first, last] (inclusive) of ``splits``.
+    case_range: tuple[int, int] | None = None
 
     @field_validator("splits")
     @classmethod
@@ -95,6 +97,9 @@ class QueueParams(JobParams):
     second_reads: int = Field(default=0, ge=0, le=10_000)
     relabel: int = Field(default=0, ge=0, le=10_000)
     seed: int = 0
+    # Two-stage scoring: > 0 runs this many MC-dropout passes over the shortlist only (the pool was
+    # scored by one deterministic pass); 0 uses the uncertainty inference stored, if any.
+    mc_samples: int = Field(default=0, ge=0, le=100)
 
 
 class RoundParams(JobParams):

@@ -56,6 +56,7 @@ class InferResult(JobResult):
     skipped_existing: bool = False
     splits: list[str] | None = None
     feature_cache: bool = False
+    case_range: list[int] | None = None  # the shard of a round's inference it scored
 
 
 class CalibrateResult(JobResult):
@@ -106,6 +107,7 @@ class RoundResult(JobResult):
     message: str | None = None
     reasons: list[Any] | None = None
     advice: list[Any] | None = None
+    waiting_for: list[int] | None = None  # the inference shards it handed to other workers
 
 
 class SleepResult(JobResult):

@@ -115,7 +115,15 @@ def run_job(
     try:
         with Heartbeat(engine, job_id, worker, settings.heartbeat_interval_s):
             kind = get_kind(job.kind)
-            ctx = JobContext(engine, settings, job.id, job.kind, kind.parse(job.params), job.requester)
+            ctx = JobContext(
+                engine,
+                settings,
+                job.id,
+                job.kind,
+                kind.parse(job.params),
+                job.requester,
+                fan_in=job.parent_id,
+            )
             result = kind.load()(ctx)
     except JobCancelled:
         outcome = {"status": "cancelled", "message": "cancelled on request"}
@@ -138,7 +146,14 @@ def run_job(
         store.fail_running_children(engine, job_id, f"ended with its parent job {job_id}: {reason}")
     status = outcome.pop("status")
     if not store.finish_job(engine, job_id, status, worker=worker, **outcome):
-        log.warning("job %s was taken from %s (re-queued as lost); its outcome is dropped", job_id, worker)
+        view = store.get_job(engine, job_id)
+        if view.status == "waiting" and status == "succeeded":
+            log.info("job %s handed its work to other workers; it continues when they are done", job_id)
+        else:
+            log.warning(
+                "job %s was taken from %s (re-queued as lost); its outcome is dropped", job_id, worker
+            )
+        return view
     return store.get_job(engine, job_id)
 
 

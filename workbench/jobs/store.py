@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, func, or_, select, update
 
 from workbench.actors import LOCAL_OPERATOR, Actor
 from workbench.db.engine import session_scope
@@ -18,6 +18,9 @@ from workbench.db.models import JOB_STATUSES, Job, ModelVersion, utcnow
 from workbench.errors import ConflictError, NotFoundError, ValidationError
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+#: Not ended: a ``waiting`` job has handed its work to child jobs on other workers (a round's shards).
+OPEN = ("queued", "running")
+ACTIVE = (*OPEN, "waiting")
 #: How long a running job may go without a heartbeat before it counts as lost, when the caller has no
 #: settings at hand (the WORKBENCH_HEARTBEAT_STALE_S default).
 DEFAULT_STALE = timedelta(seconds=300)
@@ -179,12 +182,14 @@ def request_cancel(engine: Engine, job_id: int, actor: Actor = LOCAL_OPERATOR) -
         job.cancel_requested = True
         if job.status == "queued":
             job.status, job.finished_at, job.message = "cancelled", utcnow(), "cancelled before it started"
-        for child in s.scalars(
-            select(Job).where(Job.parent_id == job_id, Job.status.in_(("queued", "running")))
-        ):
+        running = 0
+        for child in s.scalars(select(Job).where(Job.parent_id == job_id, Job.status.in_(OPEN))):
             child.cancel_requested = True
             if child.status == "queued":
                 child.status, child.finished_at = "cancelled", utcnow()
+            running += child.status == "running"
+        if job.status == "waiting" and not running:  # nothing left to stop: its shards never started
+            _end_waiting(s, job, "cancelled", "cancelled on request")
         s.flush()
         return JobView.of(job)
 
@@ -308,14 +313,18 @@ def requeue_lost(
 
     Never by node name: a job is lost when its heartbeat is older than ``stale_after`` (its worker,
     whoever it was, stopped touching it), or when the worker that owns it (``worker``, the identity
-    recorded at claim, unique per worker start) reports the process running ``job_ids`` dead. Only
-    top-level jobs are re-queued; the steps of a chained job are ended (its next attempt redoes them).
+    recorded at claim, unique per worker start) reports the process running ``job_ids`` dead. Top-level
+    jobs and children sent as their own tasks (inference shards) are re-queued; the in-process steps of
+    a chained job are ended (its next attempt redoes them).
     The caller re-sends them; the attempt cap in :func:`claim_job` fails a job that keeps dying.
     """
     if stale_after is None and not job_ids:
         raise ValueError("give a staleness age or job ids")
     with session_scope(engine) as s:
-        q = select(Job).where(Job.status == "running", Job.parent_id.is_(None))
+        # top-level jobs and children sent as their own tasks (a round's shards), never in-process steps
+        q = select(Job).where(
+            Job.status == "running", or_(Job.parent_id.is_(None), Job.celery_task_id.is_not(None))
+        )
         if worker is not None:
             q = q.where(Job.worker == worker)
         if stale_after is not None:
@@ -335,9 +344,7 @@ def requeue_lost(
 
 def _end_children(s: Any, parent_ids: list[int], reason: str) -> list[int]:
     """Fail the unfinished steps of ``parent_ids`` (and their training versions) in session ``s``."""
-    children = list(
-        s.scalars(select(Job).where(Job.parent_id.in_(parent_ids), Job.status.in_(("queued", "running"))))
-    )
+    children = list(s.scalars(select(Job).where(Job.parent_id.in_(parent_ids), Job.status.in_(OPEN))))
     for child in children:
         child.status, child.error, child.finished_at = "failed", reason, utcnow()
     ids = [c.id for c in children]
@@ -364,16 +371,16 @@ def fail_running_children(engine: Engine, parent_id: int, reason: str) -> list[i
 def active_job_of_kind(
     engine: Engine, kind: str, except_id: int | None = None, *, stale_after: timedelta | None = None
 ) -> int | None:
-    """Id of a queued or running job of ``kind`` (other than ``except_id``), if any.
+    """Id of a queued, running or waiting job of ``kind`` (other than ``except_id``), if any.
 
-    A running job whose heartbeat is older than ``stale_after`` (default
+    A waiting job (its shards are out) is active while it waits. A running job whose heartbeat is older than ``stale_after`` (default
     :data:`DEFAULT_STALE`) does not count: its worker is gone, so it is ended ``failed`` here with
     the reason, and an exclusive kind (a round) is never blocked for ever by a dead job.
     """
     stale_after = DEFAULT_STALE if stale_after is None else stale_after
     cutoff = utcnow() - stale_after
     with session_scope(engine) as s:
-        q = select(Job).where(Job.kind == kind, Job.status.in_(("queued", "running")))
+        q = select(Job).where(Job.kind == kind, Job.status.in_(ACTIVE))
         if except_id is not None:
             q = q.where(Job.id != except_id)
         for job in s.scalars(q.order_by(Job.id).with_for_update()):
@@ -394,3 +401,116 @@ def active_job_of_kind(
 def _aware(moment: datetime) -> datetime:
     """SQLite returns naive datetimes for UTC columns: make them comparable with aware ones."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _end_waiting(s: Any, job: Job, status: str, message: str) -> None:
+    """End a waiting job in session ``s`` (and its round, which would otherwise stay ``running``)."""
+    from workbench.db.models import Round
+
+    job.status, job.finished_at, job.message = status, utcnow(), message
+    s.execute(
+        update(Round)
+        .where(Round.job_id == job.id, Round.status == "running")
+        .values(status="failed", closed_at=utcnow())
+    )
+
+
+def fan_out(
+    engine: Engine,
+    parent_id: int,
+    children: list[tuple[str, dict[str, Any], str]],
+    state: dict[str, Any],
+    *,
+    worker: str | None = None,
+) -> list[int]:
+    """Create ``children`` (kind, params, queue) as queued jobs of running ``parent_id`` and move the
+    parent to ``waiting`` with ``state`` (what its continuation needs) in one transaction.
+
+    The parent's process then lets go of it; :func:`hand_back` queues it again once every child ended.
+    ConflictError when the parent is not running (cancelled or taken meanwhile).
+    """
+    with session_scope(engine) as s:
+        q = select(Job).where(Job.id == parent_id, Job.status == "running")
+        if worker is not None:
+            q = q.where(Job.worker == worker)
+        parent = s.scalar(q.with_for_update())
+        if parent is None:
+            raise ConflictError(f"job {parent_id} is not running any more; its work is not handed out")
+        rows = [
+            Job(kind=kind, params=params, requester=parent.requester, queue=queue, parent_id=parent_id)
+            for kind, params, queue in children
+        ]
+        s.add_all(rows)
+        s.flush()
+        ids = [r.id for r in rows]
+        parent.status = "waiting"
+        parent.result = {"fan_out": {**state, "children": ids}}
+        parent.message = (
+            f"waiting for {len(ids)} {children[0][0] if children else ''} job(s) on other workers"
+        )
+        return ids
+
+
+def fan_out_state(engine: Engine, job_id: int) -> dict[str, Any] | None:
+    """What a job stored when it handed its work out (:func:`fan_out`), or None (it never did)."""
+    with session_scope(engine) as s:
+        result = s.scalar(select(Job.result).where(Job.id == job_id))
+    return (result or {}).get("fan_out") if isinstance(result, dict) else None
+
+
+def unwait(engine: Engine, job_id: int, reason: str) -> None:
+    """Undo a fan-out whose messages could not be sent: its children fail with ``reason``, the parent
+    runs again (its handler then fails with the reason)."""
+    with session_scope(engine) as s:
+        job = s.scalar(select(Job).where(Job.id == job_id, Job.status == "waiting").with_for_update())
+        if job is None:
+            return
+        _end_children(s, [job_id], reason)
+        job.status, job.result = "running", None
+
+
+def hand_back(engine: Engine, job_ids: list[int] | None = None) -> list[int]:
+    """Waiting jobs (all, or ``job_ids``) whose children have all ended go back to ``queued`` on the
+    queue their fan-out named, to be sent again; returns their ids.
+
+    Called by the worker that finished a child and by every worker's sweep (a worker lost between its
+    child's end and the hand-back). One caller wins: the row is locked and must still be waiting. A
+    hand-back is not a new attempt. A cancelled one ends ``cancelled`` here instead.
+    """
+    ids: list[int] = []
+    with session_scope(engine) as s:
+        q = select(Job).where(Job.status == "waiting")
+        if job_ids is not None:
+            q = q.where(Job.id.in_(job_ids))
+        for job in s.scalars(q.order_by(Job.id).with_for_update()).all():
+            open_children = s.scalar(
+                select(func.count()).select_from(Job).where(Job.parent_id == job.id, Job.status.in_(OPEN))
+            )
+            if open_children:
+                continue
+            if job.cancel_requested:
+                _end_waiting(s, job, "cancelled", "cancelled on request")
+                continue
+            state = (job.result or {}).get("fan_out") or {}
+            job.status, job.attempts = "queued", max(0, job.attempts - 1)
+            job.queue = state.get("then_queue") or job.queue
+            job.message = "every shard ended; the next step is queued"
+            ids.append(job.id)
+    return ids
+
+
+def fan_in_progress(engine: Engine, parent_id: int) -> None:
+    """Move a waiting parent's bar over its fan-out span by the mean progress of its children."""
+    with session_scope(engine) as s:
+        parent = s.get(Job, parent_id)
+        if parent is None or parent.status != "waiting":
+            return
+        state = (parent.result or {}).get("fan_out") or {}
+        lo, hi = state.get("span", (0.0, 1.0))
+        rows = s.execute(select(Job.progress, Job.status).where(Job.parent_id == parent_id)).all()
+        if not rows:
+            return
+        mean = sum(1.0 if st in TERMINAL else p for p, st in rows) / len(rows)
+        ended = sum(st in TERMINAL for _, st in rows)
+        parent.progress = min(1.0, lo + (hi - lo) * mean)
+        parent.message = f"{ended}/{len(rows)} shard(s) done on other workers"

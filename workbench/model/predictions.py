@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, insert, select
@@ -52,7 +53,10 @@ def write_predictions(
     probability: np.ndarray,
     uncertainty: np.ndarray | None,
 ) -> int:
-    """Bulk-insert one batch of predictions (one statement per batch); returns rows written."""
+    """Bulk-insert one batch of predictions (one statement per batch); returns the rows given.
+
+    Written once per (version, case): a case already scored (by an earlier attempt of a shard whose
+    worker was lost after the write, or by a duplicate delivery) keeps its first row."""
     if not case_ids:
         return 0
     now = utcnow()
@@ -68,8 +72,24 @@ def write_predictions(
         for i, cid in enumerate(case_ids)
     ]
     with session_scope(engine) as s:
-        s.execute(insert(Prediction), rows)
+        stmt = _insert_once(s.get_bind().dialect.name)
+        s.execute(stmt, rows)
     return len(rows)
+
+
+def _insert_once(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (version, case) DO NOTHING in the database's own dialect."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(Prediction).on_conflict_do_nothing(index_elements=["model_version_id", "case_id"])
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(Prediction).on_conflict_do_nothing(
+            index_elements=["model_version_id", "case_id"]
+        )
+    return insert(Prediction)
 
 
 def scored_case_ids(engine: Engine, version_id: int) -> set[int]:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 from workbench.config import Settings
 from workbench.db.engine import session_scope
 from workbench.db.models import Case
+from workbench.faults import crash_once
 from workbench.files import atomic_replace
 from workbench.jobs.context import JobContext
 from workbench.jobs.params import InferParams
@@ -25,16 +26,24 @@ from workbench.jobs.results import InferResult
 from workbench.model.predictions import scored_case_ids, write_predictions
 from workbench.model.registry import artifact_dir, load_version_model
 
-CHUNK = 256
 
-
-def _pending(engine: Engine, version_id: int, splits: list[str]) -> list[tuple[int, str, str]]:
+def _pending(
+    engine: Engine, version_id: int, splits: list[str], case_range: tuple[int, int] | None = None
+) -> list[tuple[int, str, str]]:
+    """Cases of ``splits`` (ids within ``case_range``, inclusive, when given) the version has not scored."""
     done = scored_case_ids(engine, version_id)
+    q = select(Case.id, Case.pre_path, Case.post_path).where(Case.split.in_(splits))
+    if case_range is not None:
+        q = q.where(Case.id.between(*case_range))
     with session_scope(engine) as s:
-        rows = s.execute(
-            select(Case.id, Case.pre_path, Case.post_path).where(Case.split.in_(splits)).order_by(Case.id)
-        ).all()
+        rows = s.execute(q.order_by(Case.id)).all()
     return [(cid, pre, post) for cid, pre, post in rows if cid not in done]
+
+
+def plan_shards(engine: Engine, version_id: int, splits: list[str], shard_size: int) -> list[tuple[int, int]]:
+    """Split the cases the version still has to score into id ranges of at most ``shard_size`` cases."""
+    ids = [cid for cid, _, _ in _pending(engine, version_id, splits)]
+    return [(ids[i], ids[min(i + shard_size, len(ids)) - 1]) for i in range(0, len(ids), shard_size)]
 
 
 def _save_embeddings(folder: Path, case_ids: list[int], embedding: np.ndarray) -> None:
@@ -65,12 +74,16 @@ def infer_version(
     batch_size: int = 32,
     progress: Callable[[float, str], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    case_range: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Score every not-yet-scored case of ``splits``; returns counts (and ``cancelled`` when stopped)."""
+    """Score every not-yet-scored case of ``splits`` (within ``case_range`` for one shard of a round);
+    returns counts (and ``cancelled`` when stopped). Chunks of ``infer_chunk_size`` cases are written
+    once each (keyed on version and case), so a re-run after a kill resumes after the last chunk."""
     from workbench.model.features import FeatureCacheCancelled
     from workbench.model.inference import PredictionCancelled, predict_cached, predict_pairs
 
-    pending = _pending(engine, version_id, splits)
+    pending = _pending(engine, version_id, splits, case_range)
+    chunk_size = settings.infer_chunk_size
     total = len(pending)
     if total == 0:
         return {"model_version": version_id, "scored": 0, "skipped_existing": True}
@@ -78,8 +91,8 @@ def infer_version(
     cached = _cached_predictor(engine, settings, version_id, should_cancel)
     emb_dir = artifact_dir(settings, version_id) / "embeddings"
     scored = 0
-    for start in range(0, total, CHUNK):
-        chunk = pending[start : start + CHUNK]
+    for start in range(0, total, chunk_size):
+        chunk = pending[start : start + chunk_size]
 
         def on_batch(event: dict[str, Any], base: int = start) -> None:
             if progress is not None:
@@ -115,12 +128,23 @@ def infer_version(
         if out.get("embedding") is not None:
             _save_embeddings(emb_dir, ids, np.asarray(out["embedding"]))
         scored += len(chunk)
+        if case_range is not None:  # test only: the whole worker lost mid-shard, after its first chunk
+            crash_once(settings, "shard-chunk", before=_kill_worker_parent)
     return {
         "model_version": version_id,
         "scored": scored,
         "splits": splits,
         "feature_cache": cached is not None,
+        **({"case_range": list(case_range)} if case_range is not None else {}),
     }
+
+
+def _kill_worker_parent() -> None:
+    """SIGKILL the worker's main process (this task process's parent), so the whole worker is gone."""
+    import os
+    import signal
+
+    os.kill(os.getppid(), signal.SIGKILL)
 
 
 def _cached_predictor(
@@ -154,5 +178,6 @@ def infer_job(ctx: JobContext[InferParams]) -> InferResult:
             batch_size=p.batch_size,
             progress=ctx.progress,
             should_cancel=ctx.should_cancel,
+            case_range=p.case_range,
         )
     )
