@@ -77,12 +77,30 @@ class Distribution:
         """Batch the input pipeline yields: each replica gets ``per_replica_batch`` examples."""
         return per_replica_batch * self.replicas
 
+    def batch_for(self, per_replica_batch: int, n: int) -> int:
+        """Batch for a set of ``n`` examples: the global batch, except for a set smaller than one
+        global batch, which is rounded down to a multiple of the replicas.
+
+        Keras 3 (TensorFlow backend) averages the first batch across replicas before fitting or
+        evaluating; that fails unless the first batch splits evenly (later partial batches are fine).
+        """
+        full = self.global_batch(per_replica_batch)
+        if self.replicas == 1 or n >= full:
+            return full
+        if n < self.replicas:
+            raise ValidationError(
+                f"a set of {n} example(s) cannot be split over {self.replicas} replicas; label more "
+                f"cases or train on fewer devices ({SETTING}=off)"
+            )
+        return n - n % self.replicas
+
     def scaled_lr(self, lr: float) -> float:
         """Learning rate for the global batch: ``lr x sqrt(replicas)`` (see the module docstring)."""
         return lr * math.sqrt(self.replicas)
 
-    def record(self, phases: Mapping[int, tuple[int, float]]) -> dict[str, Any]:
-        """JSON for the training record; ``phases`` maps a phase to its (per-replica batch, base lr)."""
+    def record(self, phases: Mapping[int, tuple[int, float]], n_train: int) -> dict[str, Any]:
+        """JSON for the training record; ``phases`` maps a phase to its (per-replica batch, base lr),
+        ``n_train`` is the training set size (``global_batch`` is the batch actually used)."""
         return {
             "strategy": self.strategy_name,
             "mode": self.mode,
@@ -92,7 +110,7 @@ class Distribution:
             "phases": {
                 str(phase): {
                     "per_replica_batch": batch,
-                    "global_batch": self.global_batch(batch),
+                    "global_batch": self.batch_for(batch, n_train),
                     "lr": lr,
                     "scaled_lr": self.scaled_lr(lr),
                 }

@@ -302,9 +302,10 @@ def train(
             (1, train_cfg.phase1_epochs, train_cfg.phase1_batch, train_cfg.phase1_lr),
             (2, train_cfg.phase2_epochs, train_cfg.phase2_batch, train_cfg.phase2_lr),
         ][: train_cfg.phases]
-        distribution = dist.record({phase: (batch, lr) for phase, _, batch, lr in phases})
+        distribution = dist.record({phase: (batch, lr) for phase, _, batch, lr in phases}, len(train_p))
         for phase, epochs, replica_batch, base_lr in phases:
-            batch, lr = dist.global_batch(replica_batch), dist.scaled_lr(base_lr)
+            batch, lr = dist.batch_for(replica_batch, len(train_p)), dist.scaled_lr(base_lr)
+            val_batch = dist.batch_for(replica_batch, len(val_p))
             if phase == 1:
                 set_backbone_trainable(model, "frozen" if pretrained else "all")
             else:
@@ -344,6 +345,7 @@ def train(
                     y_va,
                     epochs=epochs,
                     batch_size=batch,
+                    val_batch_size=val_batch,
                     lr=lr,
                     loss=loss,
                     class_weight=class_weight,
@@ -371,7 +373,7 @@ def train(
                     y_va,
                     input_size=model_cfg.input_size,
                     backbone=model_cfg.backbone,
-                    batch_size=batch,
+                    batch_size=val_batch,
                 )
                 train_model.compile(
                     optimizer=keras.optimizers.Adam(lr),
