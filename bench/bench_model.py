@@ -78,7 +78,9 @@ def main() -> None:
     )
 
     # --- inference -------------------------------------------------------------------------------
-    version = train_version(engine, settings, TrainParams(preset="cpu", epochs=1))["model_version"]
+    quick = {"train": {"learning_check": "warn", "phase1_batch": 64}}  # weights do not change throughput
+    params = TrainParams(preset="cpu", epochs=1, overrides=quick)
+    version = train_version(engine, settings, params)["model_version"]
     model = load_version_model(engine, version)
     pre, post = load_arrays(pairs, model_cfg.input_size)
     prep = preprocess_fn(model_cfg.backbone)
@@ -172,11 +174,12 @@ def training_figures(args: argparse.Namespace, work: Path, pairs: list, labels: 
     )
 
 
-def timed(run: Callable[[], object]) -> float:
-    """Seconds one call of ``run`` takes."""
-    t = time.perf_counter()
+def timed(run: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds over all threads) one call of ``run`` takes. On a loaded
+    machine the wall time measures the neighbours; the CPU time still measures this work."""
+    wall, cpu = time.perf_counter(), time.process_time()
     run()
-    return time.perf_counter() - t
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def inference_ratios(
@@ -189,24 +192,26 @@ def inference_ratios(
     reset: Callable[[], object] = lambda: None,
 ) -> None:
     """Print the cold first pass, then per repetition the bare rate and each pipeline's rate and
-    ratio to it (bare measured right before, so both see the same machine load). ``reset`` runs,
-    untimed, before each pipeline pass."""
+    ratio to it, by wall time and by process CPU time (bare measured right before, so both see the
+    same machine load). ``reset`` runs, untimed, before each pipeline pass."""
     first = next(iter(pipelines.values()))
     bare()  # warm-up: tracing
     reset()
-    cold = timed(first)  # also traces the pipeline's compiled function
+    cold, _ = timed(first)  # also traces the pipeline's compiled function
     entries = sum(1 for _ in decoded.rglob("*.u8"))
     print(
         f"{title}: cold first pass (decode, resize, store {entries} cache entries) {n / cold:.1f} pairs/s; "
-        f"then warm decoded cache"
+        f"then warm decoded cache; rates in pairs/s of wall time [of process CPU time]"
     )
     for rep in range(1, reps + 1):
-        rate = n / timed(bare)
-        parts = [f"bare model.predict {rate:.1f} pairs/s"]
+        wall, cpu = timed(bare)
+        parts = [f"bare model.predict {n / wall:.1f} [{n / cpu:.1f}]"]
         for name, run in pipelines.items():
             reset()
-            piped = n / timed(run)
-            parts.append(f"{name} {piped:.1f} pairs/s, ratio {piped / rate:.2f}")
+            p_wall, p_cpu = timed(run)
+            parts.append(
+                f"{name} {n / p_wall:.1f} [{n / p_cpu:.1f}], ratio {wall / p_wall:.2f} [{cpu / p_cpu:.2f}]"
+            )
         print(f"  run {rep}: " + "; ".join(parts) + f" (load average {os.getloadavg()[0]:.2f})")
 
 

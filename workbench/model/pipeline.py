@@ -8,7 +8,11 @@ Order of work (training)::
              draw for both images, seed per example) -> preprocess_fn(backbone) -> batch -> prefetch
 
 Elements are ``({"pre": float32 (H, W, 3), "post": ...}, label float32 (1,))``, batched. Evaluation
-and inference skip shuffling and augmentation and keep the input order.
+skips shuffling and augmentation and keeps the input order.
+
+Inference does not go through tf.data: :func:`decoded_batches` yields the uint8 pixels in order,
+decoded by a thread pool a few batches ahead (from a ``DecodedCache`` when given), and the model's
+compiled step casts and preprocesses them exactly as ``make_dataset`` does.
 """
 
 from __future__ import annotations
