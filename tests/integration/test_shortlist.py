@@ -183,10 +183,15 @@ def test_picks_outside_the_shortlist_are_measured_after_the_choice(scored, monke
     monkeypatch.setattr(shortlist, "SHORTLIST_DEPTH", 1)
     with session_scope(engine) as s:
         earlier = set(s.scalars(select(QueueItem.case_id)))
-    result = build_queue(engine, settings, version, 6, mix={"random": 0.5, "likely_positive": 0.5}, seed=3)
+    result = build_queue(
+        engine, settings, version, 6, mix={"random": 0.5, "likely_positive": 0.5}, seed=3, mc_samples=4
+    )
     with session_scope(engine) as s:
         picked = set(s.scalars(select(QueueItem.case_id))) - earlier
     stored = load_predictions(engine, version, "pool")
     unc = dict(zip(stored.case_ids.tolist(), stored.uncertainty.tolist(), strict=True))
-    assert len(picked) == 6 and all(not np.isnan(unc[c]) for c in picked)
+    assert len(picked) == 6 and all(not np.isnan(unc[c]) for c in picked), (
+        result["shortlist"],
+        {c: unc[c] for c in picked},
+    )
     assert result["shortlist"]["measured"] + result["shortlist"]["measured_after_choice"] >= 1
