@@ -82,7 +82,7 @@ def predict_pairs(
     n = len(pairs)
     loader = decoded_cache.load if decoded_cache is not None else None
     batches = decoded_batches(pairs, (w, h), batch_size, loader=loader, workers=workers) if n else []
-    runner = _batch_runner(model, backbone, mc_samples)
+    runner = _batch_runner(model, backbone)
     return _predict_batches(runner, model, batches, n, batch_size, mc_samples, progress, should_cancel, seed)
 
 
@@ -111,7 +111,7 @@ def predict_cached(
     head = build_head_model(cfg, tuple(feats["pre_features"].shape[1:]))
     graft_head(model, head)
     batches = ({k: v[i : i + batch_size] for k, v in feats.items()} for i in range(0, n, batch_size))
-    runner = _batch_runner(head, None, mc_samples)
+    runner = _batch_runner(head, None)
     return _predict_batches(runner, head, batches, n, batch_size, mc_samples, progress, should_cancel, seed)
 
 
@@ -122,46 +122,44 @@ def _check_sizes(batch_size: int, mc_samples: int) -> None:
         )
 
 
-Runner = Callable[[dict[str, Any], Any], tuple[Any, Any, Any]]
-"""(inputs, seed (2,) int32) -> (embedding (B, D), logit (B,), MC spread (B,), zeros without passes)."""
+Runner = Callable[[dict[str, Any], Any, Any], tuple[Any, Any, Any]]
+"""(inputs, seed (2,) int32, passes int32 >= 1) -> (embedding (B, D), logit (B,), MC spread (B,))."""
 
 _RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _batch_runner(model: Any, backbone: str | None, mc_samples: int) -> Runner:
+def _batch_runner(model: Any, backbone: str | None) -> Runner:
     """One compiled function per batch: preprocessing (uint8 inputs, when ``backbone`` is given), the
     network up to "embedding" in inference mode, the logit, and all MC-dropout passes at once.
 
-    Kept per model (weakly) and per (backbone, mc_samples), so it is traced once, not per call.
+    Kept per model (weakly) and per backbone; the number of passes is a tensor argument, so calls
+    with and without MC dropout share one trace (tracing two ResNet50 takes seconds).
     """
     import tensorflow as tf
 
     from workbench.model.builder import preprocess_fn
 
     per_model = _RUNNERS.setdefault(model, {})
-    key = (backbone, mc_samples)
-    if key in per_model:
-        return per_model[key]
+    if backbone in per_model:
+        return per_model[backbone]
     emb_model = embedding_model(model)
     logit_layer = model.get_layer("logit")
     rate = float(model.get_layer("head_dropout").rate)
     prep = preprocess_fn(backbone) if backbone is not None else None
 
     @tf.function(reduce_retracing=True)
-    def run(inputs: dict[str, Any], seed: Any) -> tuple[Any, Any, Any]:
+    def run(inputs: dict[str, Any], seed: Any, passes: Any) -> tuple[Any, Any, Any]:
         if prep is not None:  # exactly make_dataset's _prep: cast the uint8 pixels, then preprocess
             inputs = {k: prep(tf.cast(v, tf.float32)) for k, v in inputs.items()}
         emb = emb_model(inputs, training=False)
         logit = tf.reshape(logit_layer(emb), [-1])
-        if mc_samples == 0:
-            return emb, logit, tf.zeros_like(logit)
-        return emb, logit, mc_spread(emb, logit_layer, rate, mc_samples, seed)
+        return emb, logit, mc_spread(emb, logit_layer, rate, passes, seed)
 
-    per_model[key] = run
+    per_model[backbone] = run
     return run
 
 
-def mc_spread(emb: Any, logit_layer: Any, rate: float, passes: int, seed: Any) -> Any:
+def mc_spread(emb: Any, logit_layer: Any, rate: float, passes: Any, seed: Any) -> Any:
     """Standard deviation over ``passes`` dropout draws of sigmoid(logit_layer(dropout(emb))), (B,).
 
     All passes in one op over a (passes, B, D) tensor: inverted dropout (kept units scaled by
@@ -205,7 +203,7 @@ def _predict_batches(
     for step, batch in enumerate(batches, start=1):
         if should_cancel is not None and should_cancel():
             raise PredictionCancelled(f"inference cancelled after {done} of {n} pairs")
-        emb, logit, spread = runner(batch, np.asarray([seed, step], np.int32))
+        emb, logit, spread = runner(batch, np.asarray([seed, step], np.int32), np.int32(max(mc_samples, 1)))
         logits.append(logit.numpy())
         embeddings.append(emb.numpy())
         spreads.append(spread.numpy())
