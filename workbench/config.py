@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         "kills a worker's task process before it claims its job; `shard-chunk` kills the whole worker "
         "(its main process and the task process) right after an inference shard wrote its first chunk.",
     )
+    distribute: str = Field(
+        default="auto",
+        description="Training devices: 'auto' mirrors over every visible GPU when there are 2 or more "
+        "(tf.distribute.MirroredStrategy; batch per replica, Adam learning rate x sqrt(replicas)); 'off' "
+        "trains on one device; 'cpu:N' (N >= 2) splits the CPU into N logical devices (tests, smoke checks).",
+    )
     infer_shard_size: int = Field(
         default=5000,
         ge=1,
@@ -224,6 +230,11 @@ class Settings(BaseSettings):
         """The database URL in effect."""
         return self.database_url or f"sqlite:///{self.home / 'workbench.db'}"
 
+    @field_validator("distribute")
+    @classmethod
+    def _distribute(cls, value: str) -> str:
+        return parse_distribute_mode(value)
+
     @property
     def heartbeat_stale(self) -> timedelta:
         """How long a running job may stay silent before it counts as lost."""
@@ -321,6 +332,24 @@ def load_settings(**overrides: Any) -> Settings:
         env = f"{ENV_PREFIX}{name.upper()}" if name in Settings.model_fields else name
         msg = err["msg"].removeprefix("Value error, ")
         raise SettingsError(f"{env}: {msg}") from None  # redacted by SettingsError itself
+
+
+_CPU_SPLIT = re.compile(r"cpu:(\d+)")
+
+
+def parse_distribute_mode(value: str) -> str:
+    """A training distribution mode (``auto``, ``off`` or ``cpu:N`` with N >= 2), normalised;
+    ValueError saying what is allowed otherwise."""
+    mode = value.strip().lower()
+    if mode in ("auto", "off"):
+        return mode
+    match = _CPU_SPLIT.fullmatch(mode)
+    if match and int(match.group(1)) >= 2:
+        return f"cpu:{int(match.group(1))}"
+    raise ValueError(
+        f"{value!r} is not a distribution mode; use 'auto' (mirror over 2+ visible GPUs), "
+        "'off' (one device) or 'cpu:N' with N >= 2 (N logical CPU devices, for tests)"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -123,6 +123,18 @@ def test_workers_queues_gpu_reservation_and_migration_order() -> None:
     assert services["migrate"]["command"] == ["workbench", "db", "upgrade"]
 
 
+def test_gpu_workers_scale_with_compose_scale() -> None:
+    """`docker compose up --scale worker-gpu=N`: nothing in the service may be unique to one container
+    (no container name, no published port), and each replica's Celery node name takes the container's
+    host name (``%h``), so N workers are N distinct nodes whose identities the job rows record."""
+    gpu = _compose()["services"]["worker-gpu"]
+    assert "container_name" not in gpu and "ports" not in gpu
+    name = gpu["command"][gpu["command"].index("--name") + 1]
+    assert name.endswith("@%h"), name
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0].get("count") == 1  # each replica reserves one GPU of its own
+
+
 def test_environment_is_valid_settings() -> None:
     env = _compose()["services"]["worker-cpu"]["environment"]
     values = {k.removeprefix("WORKBENCH_").lower(): v for k, v in env.items() if k.startswith("WORKBENCH_")}

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from workbench.config import Settings
+from workbench.config import Settings, load_settings
 from workbench.data.importer import import_source
 from workbench.data.synth import generate_dataset
 from workbench.db.engine import create_db_engine, session_scope
 from workbench.db.models import Case, ModelVersion
 from workbench.db.schema import upgrade
-from workbench.errors import ValidationError
-from workbench.model.distribution import choose_distribution, distribute_setting, parse_mode, split_cpu
+from workbench.errors import SettingsError, ValidationError
+from workbench.model.distribution import choose_distribution, parse_mode, split_cpu
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {
@@ -130,10 +130,12 @@ def test_one_device_strategy_keeps_batch_and_rate_and_bad_modes_are_refused() ->
         "scaled_lr": 1e-3,
     }
     assert parse_mode(" CPU:3 ") == "cpu:3"
-    assert distribute_setting({}) == "auto"
+    assert load_settings().distribute == "auto"
     for bad in ("cpu:1", "gpu", "cpu:x", ""):
+        with pytest.raises(SettingsError, match="WORKBENCH_DISTRIBUTE: .* is not a distribution mode"):
+            load_settings(distribute=bad)
         with pytest.raises(ValidationError, match="WORKBENCH_DISTRIBUTE: .* is not a distribution mode"):
-            distribute_setting({"WORKBENCH_DISTRIBUTE": bad})
+            parse_mode(bad)
     # TensorFlow is initialised by now (choose_distribution listed the devices): too late to split.
     with pytest.raises(ValidationError, match="already initialised its devices"):
         split_cpu(3)

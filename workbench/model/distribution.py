@@ -1,7 +1,6 @@
 """Multi-device training: which ``tf.distribute`` strategy a training run uses, and how it scales.
 
-The choice is the ``WORKBENCH_DISTRIBUTE`` setting (read here by :func:`distribute_setting` until it
-joins ``workbench.config.Settings``):
+The choice is the ``WORKBENCH_DISTRIBUTE`` setting (``Settings.distribute``; the registry passes it):
 
 * ``auto`` (default): ``MirroredStrategy`` over every visible GPU when the process sees two or more;
   one GPU or none gives TensorFlow's default (single-device) strategy. A worker pinned to one GPU
@@ -22,37 +21,23 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from workbench.config import get_settings, parse_distribute_mode
 from workbench.errors import ValidationError
 
 SETTING = "WORKBENCH_DISTRIBUTE"
 LR_SCALING = "sqrt"
-_CPU_MODE = re.compile(r"cpu:(\d+)")
 
 
 def parse_mode(value: str, source: str = SETTING) -> str:
     """Check a distribution mode (``auto``, ``off`` or ``cpu:N`` with N >= 2) and return it normalised."""
-    mode = value.strip().lower()
-    if mode in ("auto", "off"):
-        return mode
-    match = _CPU_MODE.fullmatch(mode)
-    if match and int(match.group(1)) >= 2:
-        return f"cpu:{int(match.group(1))}"
-    raise ValidationError(
-        f"{source}: {value!r} is not a distribution mode; use 'auto' (mirror over 2+ visible GPUs), "
-        "'off' (one device) or 'cpu:N' with N >= 2 (N logical CPU devices, for tests)"
-    )
-
-
-def distribute_setting(env: Mapping[str, str] | None = None) -> str:
-    """The ``WORKBENCH_DISTRIBUTE`` setting from the environment (default ``auto``), validated."""
-    env = os.environ if env is None else env
-    return parse_mode(env.get(SETTING, "auto"))
+    try:
+        return parse_distribute_mode(value)
+    except ValueError as exc:
+        raise ValidationError(f"{source}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -143,7 +128,7 @@ def split_cpu(n: int) -> list[str]:
 
 def choose_distribution(mode: str | None = None) -> Distribution:
     """The strategy for ``mode`` (default: the ``WORKBENCH_DISTRIBUTE`` setting); see the module doc."""
-    return _distribution(distribute_setting() if mode is None else parse_mode(mode, "distribute"))
+    return _distribution(get_settings().distribute if mode is None else parse_mode(mode, "distribute"))
 
 
 @functools.cache

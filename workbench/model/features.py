@@ -176,9 +176,12 @@ def fit_head_on_features(
     callbacks: list[Any],
     state: dict[str, Any],
     seed: int,
+    val_batch_size: int | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model``'s head on cached backbone features and graft it back (used by training.train).
 
+    ``val_batch_size`` (default ``batch_size``) batches the validation features: under a distribution
+    strategy a small set's first batch must split evenly over the replicas.
     ``state`` is training.py's best-weights record: best weights found here are head weights, so
     they are grafted into ``model`` and replaced by the full model's weights before returning.
     """
@@ -217,6 +220,7 @@ def fit_head_on_features(
     hist = head_logit.fit(
         ds,
         validation_data=(x_va, y_va),
+        validation_batch_size=val_batch_size or batch_size,
         epochs=epochs,
         class_weight=class_weight,
         callbacks=callbacks,

@@ -296,6 +296,7 @@ def train_version(
             parent_model_path=parent_path,
             feature_cache=cache,
             imagenet_weights_path=str(settings.imagenet_weights) if settings.imagenet_weights else None,
+            distribute=settings.distribute,
         )
     except FeatureCacheCancelled:  # cancelled while the feature cache was still being built
         result = None

@@ -345,6 +345,7 @@ def train(
                     y_va,
                     epochs=epochs,
                     batch_size=batch,
+                    val_batch_size=val_batch,
                     lr=lr,
                     loss=loss,
                     class_weight=class_weight,
