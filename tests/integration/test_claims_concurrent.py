@@ -6,72 +6,87 @@ item may be leased to two of them, and every item ends with exactly one label, b
 
 from __future__ import annotations
 
-import multiprocessing as mp
-from typing import Any
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
 from factories import insert_cases
-from workbench.active.labelling_queue import claim_next, enqueue, queue_progress, submit_label
+from workbench.active.labelling_queue import enqueue, queue_progress
 from workbench.active.strategies import Selected
-from workbench.db.engine import create_db_engine, session_scope
+from workbench.db.engine import session_scope
 from workbench.db.models import Label, QueueItem
 
 N_LABELLERS = 6
 N_ITEMS = 90
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def labeller(url: str, name: str, start: Any, results: Any) -> None:
-    """One labeller process: claim, reload (must get the same item), submit, until the queue is empty.
-    Puts ``(name, [item ids], None)`` on ``results``, or ``(name, [...], error)`` if anything failed."""
-    claimed: list[int] = []
-    try:
-        engine = create_db_engine(url)
-        start.wait(timeout=120)
-        while (item := claim_next(engine, name)) is not None:
-            claimed.append(item.item_id)
-            again = claim_next(engine, name)
-            if again is None or again.item_id != item.item_id:
-                raise AssertionError(f"reload gave {again} instead of item {item.item_id}")
-            submit_label(engine, item.item_id, name, item.case_id % 2)
-        engine.dispose()
-        results.put((name, claimed, None))
-    except BaseException as exc:  # reported to the test
-        results.put((name, claimed, f"{type(exc).__name__}: {exc}"))
+# One labeller, run as its own Python process (a plain subprocess: multiprocessing's spawn would re-run
+# whatever ``__main__`` an earlier test left behind). It signals ready, waits for "go", then claims,
+# reloads (must get the same item back) and submits until the queue is empty; prints its item ids.
+LABELLER = """
+import json, os, sys, time
+from workbench.active.labelling_queue import claim_next, submit_label
+from workbench.db.engine import create_db_engine
+
+url, name, signals = sys.argv[1:4]
+engine = create_db_engine(url)
+open(os.path.join(signals, "ready-" + name), "w").close()
+while not os.path.exists(os.path.join(signals, "go")):
+    time.sleep(0.01)
+claimed = []
+while (item := claim_next(engine, name)) is not None:
+    claimed.append(item.item_id)
+    again = claim_next(engine, name)
+    if again is None or again.item_id != item.item_id:
+        raise AssertionError(f"reload gave {again} instead of item {item.item_id}")
+    submit_label(engine, item.item_id, name, item.case_id % 2)
+print(json.dumps(claimed))
+"""
 
 
-def run_labellers(url: str, n: int) -> dict[str, list[int]]:
-    """Start ``n`` labeller processes together; the items each one claimed."""
-    ctx = mp.get_context("spawn")
-    start = ctx.Barrier(n)
-    results = ctx.Queue()
+def run_labellers(url: str, n: int, signals: Path) -> dict[str, list[int]]:
+    """Start ``n`` labeller processes, let them go together; the items each one claimed."""
     names = [f"expert{k:02d}" for k in range(n)]
-    procs = [ctx.Process(target=labeller, args=(url, who, start, results)) for who in names]
-    for p in procs:
-        p.start()
-    out: dict[str, list[int]] = {}
-    errors: list[str] = []
+    procs = {
+        who: subprocess.Popen(
+            [sys.executable, "-c", LABELLER, url, who, str(signals)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who in names
+    }
     try:
-        for _ in procs:
-            name, claimed, error = results.get(timeout=300)
-            out[name] = claimed
-            if error:
-                errors.append(f"{name}: {error}")
+        deadline = time.monotonic() + 120
+        while not all((signals / f"ready-{who}").exists() for who in names):
+            assert time.monotonic() < deadline, "labeller processes did not start"
+            assert all(p.poll() is None for p in procs.values()), "a labeller process died at start"
+            time.sleep(0.05)
+        (signals / "go").touch()
+        out: dict[str, list[int]] = {}
+        for who, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=300)
+            assert proc.returncode == 0, f"{who} failed:\n{stderr[-2000:]}"
+            out[who] = json.loads(stdout.strip().splitlines()[-1])
+        return out
     finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
-    assert not errors, errors
-    return out
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
 
 
-def test_labeller_processes_never_share_an_item(engine: Engine, db_url: str) -> None:
+def test_labeller_processes_never_share_an_item(engine: Engine, db_url: str, tmp_path: Path) -> None:
     item_ids = enqueue(
         engine,
         [Selected(cid, "near_threshold", 0.5, "test") for cid in insert_cases(engine, N_ITEMS)],
     )
-    claims = run_labellers(db_url, N_LABELLERS)
+    claims = run_labellers(db_url, N_LABELLERS, tmp_path)
 
     claimed = [i for items in claims.values() for i in items]
     assert sorted(claimed) == sorted(item_ids)  # every item leased once, none to two labellers

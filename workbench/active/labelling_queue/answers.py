@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, exists, select
+from sqlalchemy import Engine, bindparam, exists, select
 from sqlalchemy.orm import aliased
 
 from workbench.active.agreement import sync_adjudication
@@ -28,6 +28,18 @@ from workbench.db.engine import session_scope
 from workbench.db.models import PAIR_CHECK_KIND, Label, QueueItem, utcnow
 from workbench.defaults import DEFAULT_LEASE_SECONDS
 from workbench.errors import ConflictError, NotFoundError, ValidationError
+
+# submit_label's lookups, built once: building a statement per call costs more than running it, and
+# on SQLite that time is spent holding the write lock every other labeller waits for (bench_queue.py).
+_ITEM_ID = bindparam("item_id", type_=QueueItem.id.type)
+_ITEM_CASE = select(QueueItem.case_id).where(QueueItem.id == _ITEM_ID)
+_LOCK_ITEM = (
+    select(QueueItem)
+    .where(QueueItem.id == _ITEM_ID)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_ITEM_LABEL = select(Label).where(Label.queue_item_id == _ITEM_ID)
 
 
 @dataclass(frozen=True)
@@ -84,18 +96,13 @@ def submit_label(
     value = check_value(value)
     now = utcnow()
     with session_scope(engine) as s:
-        case_id = s.scalar(select(QueueItem.case_id).where(QueueItem.id == item_id))
+        case_id = s.scalar(_ITEM_CASE, {"item_id": item_id})
         if case_id is None:
             raise NotFoundError(f"no queue item {item_id}")
         case = lock_case(s, case_id)  # lock order everywhere: case, then item
-        item = s.scalar(
-            select(QueueItem)
-            .where(QueueItem.id == item_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
+        item = s.scalar(_LOCK_ITEM, {"item_id": item_id})
         assert item is not None
-        existing = s.scalar(select(Label).where(Label.queue_item_id == item.id))
+        existing = s.scalar(_ITEM_LABEL, {"item_id": item_id})
         if existing is not None:
             if existing.labeller != labeller:
                 raise ConflictError(f"case {case.external_id} was already labelled by {existing.labeller}")

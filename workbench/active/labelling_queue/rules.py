@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from workbench.db.models import OPEN_QUEUE_STATUSES, PAIR_CHECK_KIND, QUEUE_KINDS, SPLITS, Case, QueueItem
@@ -113,9 +113,12 @@ def refuse_unless_leased(item: QueueItem, labeller: str, external_id: str, now: 
     raise ConflictError(f"the queue item for case {external_id} is already {item.status}")
 
 
+_LOCK_CASE = select(Case).where(Case.id == bindparam("case_id", type_=Case.id.type)).with_for_update()
+
+
 def lock_case(s: Session, case_id: int) -> Case:
     """Lock the case row (PostgreSQL) so label events on one case are serialised."""
-    case = s.scalar(select(Case).where(Case.id == case_id).with_for_update())
+    case = s.scalar(_LOCK_CASE, {"case_id": case_id})
     if case is None:
         raise NotFoundError(f"no case {case_id}")
     return case
