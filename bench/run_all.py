@@ -81,6 +81,13 @@ KNOWN = (
         420,
     ),
     Spec(
+        "queue_concurrent",
+        "bench_queue.py",
+        "Concurrent labellers at 1M queue rows (bench_queue.py --concurrency)",
+        ["--rows", "1000000", "--claims", "300", "--backend", "both", "--concurrency", "20"],
+        1200,
+    ),
+    Spec(
         "predictions",
         "bench_predictions.py",
         "Prediction writes (bench_predictions.py)",

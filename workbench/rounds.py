@@ -76,6 +76,9 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
     each its own job on the ``gpu`` queue, and the round waits; when the last shard ends the round is
     handed back on the ``cpu`` queue and this handler continues with calibration and the queue
     (:func:`_after_inference`). Run in process (no sender registered) the steps run one after another.
+    Scoring is two-stage: inference is one deterministic pass over every case; the MC-dropout passes
+    (``mc_samples``) run in the queue step, for the shortlist the mix can pick from only
+    (``active.shortlist``).
     """
     state = store.fan_out_state(ctx.engine, ctx.job_id)
     if state is not None:  # the continuation: the shards ended
@@ -108,7 +111,7 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
         shards = _fan_out_inference(ctx, state)
         if shards is not None:
             return RoundResult(round=round_id, model_version=version, queued=0, waiting_for=shards)
-        run_step(ctx, "infer", InferParams(model_version=version, mc_samples=p.mc_samples), 0.6, 0.85)
+        run_step(ctx, "infer", InferParams(model_version=version, mc_samples=0), 0.6, 0.85)
     except BaseException:
         _update_round(engine, round_id, status="failed", closed_at=utcnow())
         raise
@@ -123,10 +126,7 @@ def _fan_out_inference(ctx: JobContext[RoundParams], state: dict[str, Any]) -> l
     ranges = plan_shards(
         ctx.engine, version, InferParams(model_version=version).splits, ctx.settings.infer_shard_size
     )
-    steps = [
-        ("infer", InferParams(model_version=version, mc_samples=ctx.params.mc_samples, case_range=r))
-        for r in ranges
-    ]
+    steps = [("infer", InferParams(model_version=version, mc_samples=0, case_range=r)) for r in ranges]
     return dispatch.fan_out(ctx, steps, span=(0.6, 0.85), then_queue="cpu", state=state)
 
 
@@ -155,6 +155,7 @@ def _after_inference(ctx: JobContext[RoundParams], state: dict[str, Any]) -> Rou
                 second_reads=p.second_reads,
                 relabel=p.relabel,
                 seed=p.train.seed,
+                mc_samples=p.mc_samples if p.mc_samples >= 2 else 0,
             ),
             0.93,
             1.0,

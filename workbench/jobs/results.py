@@ -80,6 +80,8 @@ class QueueResult(JobResult):
     pool_candidates: int | None
     pool_mean_probability: float | None
     already_queued: bool = False
+    # Two-stage scoring: shortlist size and MC-measured cases (before / after the choice).
+    shortlist: dict[str, int] | None = None
 
 
 class ExportResult(JobResult):

@@ -23,6 +23,7 @@ from workbench.files import atomic_replace
 from workbench.jobs.context import JobContext
 from workbench.jobs.params import InferParams
 from workbench.jobs.results import InferResult
+from workbench.model.decoded_cache import settings_cache
 from workbench.model.predictions import scored_case_ids, write_predictions
 from workbench.model.registry import artifact_dir, load_version_model
 
@@ -89,6 +90,7 @@ def infer_version(
         return {"model_version": version_id, "scored": 0, "skipped_existing": True}
     model = load_version_model(engine, version_id)
     cached = _cached_predictor(engine, settings, version_id, should_cancel)
+    decoded = None if cached is not None else settings_cache(settings.artifacts)
     emb_dir = artifact_dir(settings, version_id) / "embeddings"
     scored = 0
     for start in range(0, total, chunk_size):
@@ -120,6 +122,7 @@ def infer_version(
                     mc_samples=mc_samples,
                     progress=on_batch,
                     should_cancel=should_cancel,
+                    decoded_cache=decoded,
                 )
         except (PredictionCancelled, FeatureCacheCancelled):
             return {"model_version": version_id, "scored": scored, "cancelled": True}
