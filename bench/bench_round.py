@@ -8,9 +8,10 @@ Usage::
 Data (reused by later runs with the same ``--work``): ``--part`` (10,000) unlabelled pairs and the
 labelled ones are generated once (``DIR/data/synth``); a larger pool adds variant parts, the generated
 unlabelled pairs turned by a dihedral transform and re-encoded (``DIR/data/variant-K``: generating
-pairs runs at ~12-60 pairs/s on two cores). Each pool size N gets its own workbench under
-``DIR/pool-N`` with the labelled cases and the first N unlabelled ones, written directly to the
-database (the importer's per-pair check takes ~0.25 s a pair on two loaded cores: hours at 100k).
+pairs runs at ~12-60 pairs/s on two cores). The largest pool size M gets a workbench under
+``DIR/pool-M`` with the labelled cases and the first M unlabelled ones, written directly to the
+database (the importer's per-pair check takes ~0.25 s a pair on two loaded cores: hours at 100k);
+each size N is measured on a copy of it cut to its first N pool cases (``DIR/pool-M/measure-N``).
 ``--generate-only`` writes the data and stops.
 
 Set-up (not timed as "the round", reused by later runs): round 0 trains the CPU preset end to end on
@@ -213,6 +214,42 @@ def _set_up(engine: Any, settings: Any, folder: Path, epochs: int) -> int:
     return v1
 
 
+def _trimmed_copy(folder: Path, pool: int) -> tuple[Any, Any]:
+    """The set-up workbench copied (database by SQLite's backup API) with its pool cut to the first
+    ``pool`` cases; its artifacts folder links the set-up's feature cache, so the round measured on the
+    copy finds every image's features as the set-up left them, and its own version files stay apart."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    from workbench.config import Settings
+    from workbench.db.engine import create_db_engine, session_scope
+
+    copy = folder / f"measure-{pool}"
+    if copy.exists():
+        import shutil
+
+        shutil.rmtree(copy)
+    (copy / "home" / "artifacts").mkdir(parents=True)
+    (copy / "home" / "artifacts" / "features").symlink_to(folder / "home" / "artifacts" / "features")
+    src, dst = sqlite3.connect(folder / "wb.db"), sqlite3.connect(copy / "wb.db")
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    settings = Settings(home=copy / "home", database_url=f"sqlite:///{copy / 'wb.db'}")
+    engine = create_db_engine(settings.db_url)
+    with session_scope(engine) as s:
+        cut = s.execute(
+            text("SELECT id FROM cases WHERE split = 'pool' ORDER BY id LIMIT 1 OFFSET :n"), {"n": pool}
+        ).scalar()
+        if cut is not None:
+            gone = "SELECT id FROM cases WHERE split = 'pool' AND id >= :cut"
+            s.execute(text(f"DELETE FROM predictions WHERE case_id IN ({gone})"), {"cut": cut})
+            s.execute(text("DELETE FROM cases WHERE split = 'pool' AND id >= :cut"), {"cut": cut})
+    return engine, settings
+
+
 def _measured_round(
     engine: Any, settings: Any, parent: int, batch: int, mc_samples: int, one_stage: bool
 ) -> tuple[dict[str, float], dict[str, Any]]:
@@ -264,10 +301,13 @@ def main() -> None:
         return
     mode = "one-stage (MC in inference)" if args.one_stage else "two-stage (MC on the shortlist)"
     rows = []
-    for pool in pools:
+    # One set-up at the largest pool; each size is measured on a copy cut to its first N pool cases.
+    engine, settings, folder = _workbench(work, args.labelled, max(pools), args.size, args.part)
+    parent = _set_up(engine, settings, folder, args.epochs)
+    engine.dispose()
+    for pool in sorted(pools):
         print(f"pool {pool}:")
-        engine, settings, folder = _workbench(work, args.labelled, pool, args.size, args.part)
-        parent = _set_up(engine, settings, folder, args.epochs)
+        engine, settings = _trimmed_copy(folder, pool)
         times, queued = _measured_round(engine, settings, parent, args.batch, args.mc_samples, args.one_stage)
         total = sum(times.values())
         load = os.getloadavg()

@@ -130,7 +130,7 @@ def mc_uncertainty(
     when the version was trained on it, else on the images."""
     from workbench.model.inference import predict_cached, predict_pairs
     from workbench.model.registry import load_version_model
-    from workbench.model.scoring import _cached_predictor
+    from workbench.model.scoring import cached_predictor
 
     if mc_samples < 2:
         raise ValidationError(f"mc_samples must be at least 2 to measure a spread, got {mc_samples}")
@@ -149,7 +149,7 @@ def mc_uncertainty(
         raise WorkbenchError(f"cases {missing[:5]} of the shortlist no longer exist")
     pairs = [paths[cid] for cid in ids]
     model = load_version_model(engine, version_id)
-    cached = _cached_predictor(engine, settings, version_id, should_cancel)
+    cached = cached_predictor(engine, settings, version_id, should_cancel)
     options: dict[str, Any] = {"mc_samples": mc_samples, "should_cancel": should_cancel, "seed": seed}
     if cached is not None:
         cfg, cache = cached

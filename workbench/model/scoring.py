@@ -89,7 +89,7 @@ def infer_version(
     if total == 0:
         return {"model_version": version_id, "scored": 0, "skipped_existing": True}
     model = load_version_model(engine, version_id)
-    cached = _cached_predictor(engine, settings, version_id, should_cancel)
+    cached = cached_predictor(engine, settings, version_id, should_cancel)
     decoded = None if cached is not None else settings_cache(settings.artifacts)
     emb_dir = artifact_dir(settings, version_id) / "embeddings"
     scored = 0
@@ -150,7 +150,7 @@ def _kill_worker_parent() -> None:
     os.kill(os.getppid(), signal.SIGKILL)
 
 
-def _cached_predictor(
+def cached_predictor(
     engine: Engine, settings: Settings, version_id: int, should_cancel: Callable[[], bool] | None = None
 ) -> tuple[Any, Any] | None:
     """(model config, feature cache) when the version was trained on cached frozen-backbone features;
