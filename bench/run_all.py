@@ -106,7 +106,13 @@ KNOWN = (
     ),
     Spec("model", "bench_model.py", "Model (bench_model.py)", [], 300),
     Spec("runtimes", "bench_runtimes.py", "Prediction runtimes: Keras vs ONNX (bench_runtimes.py)", [], 420),
-    Spec("round", "bench_round.py", "Active-learning round (bench_round.py)", [], 600),
+    Spec(
+        "round",
+        "bench_round.py",
+        "Active-learning round at 1k labelled + 10k / 30k / 100k pool, two-stage scoring (bench_round.py)",
+        ["--pools", "10000,30000,100000"],
+        3600,
+    ),
     Spec("simulate", "bench_simulate.py", "Simulated labelling (bench_simulate.py)", [], 300),
     Spec(
         "pair_check",

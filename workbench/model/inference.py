@@ -101,18 +101,34 @@ def predict_cached(
     """Like :func:`predict_pairs`, but the frozen backbones' feature maps come from the feature cache
     (computed once per image and backbone), so only the fusion head runs: what makes a warm-started
     round's inference over a large pool fast. Same outputs, same MC-dropout tail."""
-    from workbench.model.features import build_head_model, graft_head, pair_features
+    from workbench.model.features import pair_features
 
     _check_sizes(batch_size, mc_samples)
     n = len(pairs)
     if n == 0:
         return _predict_batches(None, model, [], 0, batch_size, mc_samples, progress, should_cancel, seed)
     feats = pair_features(model, cfg, cache, list(pairs))
-    head = build_head_model(cfg, tuple(feats["pre_features"].shape[1:]))
-    graft_head(model, head)
+    head = _head_of(model, cfg, tuple(feats["pre_features"].shape[1:]))
     batches = ({k: v[i : i + batch_size] for k, v in feats.items()} for i in range(0, n, batch_size))
     runner = _batch_runner(head, None)
     return _predict_batches(runner, head, batches, n, batch_size, mc_samples, progress, should_cancel, seed)
+
+
+_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _head_of(model: Any, cfg: Any, feature_shape: tuple[int, ...]) -> Any:
+    """``model``'s fusion head as a model of its own, built once per model and feature shape (so its
+    compiled step is traced once, not once per inference chunk); the weights are copied from ``model``
+    at every call (cheap), so a model trained in between is predicted with its current weights."""
+    from workbench.model.features import build_head_model, graft_head
+
+    held = _HEADS.get(model)
+    if held is None or held[0] != feature_shape:
+        held = (feature_shape, build_head_model(cfg, feature_shape))
+        _HEADS[model] = held
+    graft_head(model, held[1])
+    return held[1]
 
 
 def _check_sizes(batch_size: int, mc_samples: int) -> None:
