@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         "job on the gpu queue, so every gpu worker takes some; a worker lost mid-shard costs that shard.",
     )
     infer_chunk_size: int = Field(
-        default=256,
+        default=1024,
         ge=1,
         le=100_000,
         description="Cases inference scores and writes per statement; a killed run resumes after the last "
