@@ -4,7 +4,7 @@ Usage::
 
     python bench/bench_queue.py [--rows 1000000] [--claims 500] [--backend sqlite|postgresql|both]
         [--done-fraction 0.1] [--batch 1000] [--budget-s 600] [--no-before]
-    python bench/bench_queue.py --concurrency 20 [--think-ms 300,1000] [--duration-s 60] [--stress-s 15]
+    python bench/bench_queue.py --concurrency 20 [--think-ms "1000,4000;300,1000"] [--duration-s 60] [--stress-s 15]
 
 For each backend it builds a fresh database with the real schema (``create_db_engine`` +
 ``workbench.db.schema.upgrade``; SQLite is a WAL file in a temp folder, PostgreSQL a throw-away
@@ -477,7 +477,10 @@ def run_concurrent(engine: Engine, url: str, args: argparse.Namespace) -> None:
     single = Phase("single", args.phase_cap_s, (0.0, 0.0), max_claims=args.claims)
     claims = run_labellers(url, 1, [single], "single")
     print(phase_line(single, 1, claims, SINGLE_TARGET_P95_S), flush=True)
-    phases = [Phase("people", args.duration_s, args.think_ms)]
+    phases = [
+        Phase("people" if i == 0 else f"people{i + 1}", args.duration_s, think)
+        for i, think in enumerate(args.think_ms)
+    ]
     if args.stress_s > 0:
         phases.append(Phase("stress", args.stress_s, (0.0, 0.0)))
     many = run_labellers(url, n, phases, "labeller")
@@ -539,13 +542,16 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=int, default=0, help="labeller processes working at once (0: [A]/[B] instead)"
     )
     parser.add_argument(
-        "--think-ms", default="300,1000", help="LO,HI: each labeller looks at a case uniform(LO, HI) ms"
+        "--think-ms",
+        default="1000,4000;300,1000",
+        help="LO,HI: each labeller looks at a case uniform(LO, HI) ms; several ranges separated by ';' are "
+        "run one after another (default: a reader deciding in 1-4 s, then a brisk 0.3-1 s)",
     )
     parser.add_argument("--duration-s", type=float, default=60.0, help="seconds the labellers work")
     parser.add_argument("--stress-s", type=float, default=15.0, help="seconds with no think time (0: skip)")
     args = parser.parse_args(argv)
     try:
-        args.think_ms = parse_think_ms(args.think_ms)
+        args.think_ms = [parse_think_ms(part) for part in args.think_ms.split(";") if part.strip()]
     except ValueError as exc:
         parser.error(str(exc))
     if args.concurrency < 0 or args.duration_s <= 0 or args.stress_s < 0:
