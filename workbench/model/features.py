@@ -74,15 +74,21 @@ class FeatureCache:
         input_size: tuple[int, int],
         batch_size: int = 32,
         backbone_id: str | None = None,
+        digests: Sequence[str] | None = None,
     ) -> np.ndarray:
-        """Feature maps (N, h, w, C) float32 for the images at ``paths``; computes and stores misses."""
+        """Feature maps (N, h, w, C) float32 for the images at ``paths``; computes and stores misses.
+
+        ``digests``: the images' sha256 when the caller has them (the ``cases`` rows record them at
+        import), so a pass over a 100k pool does not read every file again just to hash it."""
         from workbench.data.images import load_rgb, sha256_file
         from workbench.model.builder import preprocess_fn
 
         backbone_id = backbone_id or backbone_identity(backbone)
         folder = self.folder(backbone_id, input_size)
         folder.mkdir(parents=True, exist_ok=True)
-        digests = [sha256_file(Path(p)) for p in paths]
+        if digests is not None and len(digests) != len(paths):
+            raise ValidationError(f"features: {len(digests)} digests for {len(paths)} images")
+        digests = list(digests) if digests is not None else [sha256_file(Path(p)) for p in paths]
         missing = sorted(
             {
                 d: str(p) for d, p in zip(digests, paths, strict=True) if not (folder / f"{d}.npy").is_file()
@@ -141,9 +147,14 @@ def graft_head(source: Any, target: Any) -> int:
 
 
 def pair_features(
-    model: Any, cfg: ModelConfig, cache: FeatureCache | str | os.PathLike, pairs: Sequence[tuple[str, str]]
+    model: Any,
+    cfg: ModelConfig,
+    cache: FeatureCache | str | os.PathLike,
+    pairs: Sequence[tuple[str, str]],
+    digests: Sequence[tuple[str, str]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """{"pre_features", "post_features"} for ``pairs`` from ``model``'s (frozen) backbones, via the cache."""
+    """{"pre_features", "post_features"} for ``pairs`` from ``model``'s (frozen) backbones, via the cache
+    (``digests``: the pairs' (pre, post) sha256 when known)."""
     from workbench.model.builder import backbones
 
     cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
@@ -153,7 +164,12 @@ def pair_features(
     for i, side in enumerate(("pre", "post")):
         paths = [p[i] for p in pairs]
         out[f"{side}_features"] = cache.features(
-            bbs[side], cfg.backbone, paths, cfg.input_size, backbone_id=ids[side]
+            bbs[side],
+            cfg.backbone,
+            paths,
+            cfg.input_size,
+            backbone_id=ids[side],
+            digests=None if digests is None else [d[i] for d in digests],
         )
     return out
 

@@ -97,6 +97,7 @@ def predict_cached(
     should_cancel: Callable[[], bool] | None = None,
     *,
     seed: int = 0,
+    digests: Sequence[tuple[str, str]] | None = None,
 ) -> dict[str, np.ndarray | None]:
     """Like :func:`predict_pairs`, but the frozen backbones' feature maps come from the feature cache
     (computed once per image and backbone), so only the fusion head runs: what makes a warm-started
@@ -107,7 +108,7 @@ def predict_cached(
     n = len(pairs)
     if n == 0:
         return _predict_batches(None, model, [], 0, batch_size, mc_samples, progress, should_cancel, seed)
-    feats = pair_features(model, cfg, cache, list(pairs))
+    feats = pair_features(model, cfg, cache, list(pairs), digests)
     head = _head_of(model, cfg, tuple(feats["pre_features"].shape[1:]))
     batches = ({k: v[i : i + batch_size] for k, v in feats.items()} for i in range(0, n, batch_size))
     runner = _batch_runner(head, None)

@@ -30,20 +30,22 @@ from workbench.model.registry import artifact_dir, load_version_model
 
 def _pending(
     engine: Engine, version_id: int, splits: list[str], case_range: tuple[int, int] | None = None
-) -> list[tuple[int, str, str]]:
-    """Cases of ``splits`` (ids within ``case_range``, inclusive, when given) the version has not scored."""
+) -> list[tuple[int, str, str, str, str]]:
+    """Cases of ``splits`` (ids within ``case_range``, inclusive, when given) the version has not scored:
+    (id, pre path, post path, pre sha256, post sha256)."""
     done = scored_case_ids(engine, version_id)
-    q = select(Case.id, Case.pre_path, Case.post_path).where(Case.split.in_(splits))
+    q = select(Case.id, Case.pre_path, Case.post_path, Case.pre_sha256, Case.post_sha256)
+    q = q.where(Case.split.in_(splits))
     if case_range is not None:
         q = q.where(Case.id.between(*case_range))
     with session_scope(engine) as s:
         rows = s.execute(q.order_by(Case.id)).all()
-    return [(cid, pre, post) for cid, pre, post in rows if cid not in done]
+    return [tuple(row) for row in rows if row[0] not in done]  # type: ignore[misc]
 
 
 def plan_shards(engine: Engine, version_id: int, splits: list[str], shard_size: int) -> list[tuple[int, int]]:
     """Split the cases the version still has to score into id ranges of at most ``shard_size`` cases."""
-    ids = [cid for cid, _, _ in _pending(engine, version_id, splits)]
+    ids = [row[0] for row in _pending(engine, version_id, splits)]
     return [(ids[i], ids[min(i + shard_size, len(ids)) - 1]) for i in range(0, len(ids), shard_size)]
 
 
@@ -101,7 +103,7 @@ def infer_version(
                 done = base + int(event.get("done", 0))
                 progress(done / total, f"scored {done}/{total} pairs")
 
-        pairs = [(pre, post) for _, pre, post in chunk]
+        pairs = [(row[1], row[2]) for row in chunk]
         try:
             if cached is not None:
                 cfg, cache = cached
@@ -113,6 +115,7 @@ def infer_version(
                     mc_samples=mc_samples,
                     progress=on_batch,
                     should_cancel=should_cancel,
+                    digests=[(row[3], row[4]) for row in chunk],
                 )
             else:
                 out = predict_pairs(
@@ -126,7 +129,7 @@ def infer_version(
                 )
         except (PredictionCancelled, FeatureCacheCancelled):
             return {"model_version": version_id, "scored": scored, "cancelled": True}
-        ids = [cid for cid, _, _ in chunk]
+        ids = [row[0] for row in chunk]
         write_predictions(engine, version_id, ids, out["logit"], out["probability"], out["uncertainty"])
         if out.get("embedding") is not None:
             _save_embeddings(emb_dir, ids, np.asarray(out["embedding"]))
