@@ -179,6 +179,7 @@ def test_cancel_reaches_every_shard_of_a_waiting_round(
     engine.dispose()
 
 
+@pytest.mark.timeout(1800)  # four processes start TensorFlow one after another on two cores
 def test_round_over_two_gpu_workers_one_killed_mid_shard(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_url: str
 ) -> None:
