@@ -54,7 +54,7 @@ def run_job(self, job_id: int) -> str:  # type: ignore[no-untyped-def]
         worker=worker_identity(self.request.hostname),
         soft_limit_error=SoftTimeLimitExceeded,
     )
-    parent = view.parent_id if view else store.get_job(_engine(), int(job_id)).parent_id
+    parent = view.parent_id if view else store.parent_of(_engine(), int(job_id))
     if parent is not None:  # a shard ended: the last one hands its waiting round back
         _resend(store.hand_back(_engine(), [parent]))
     return view.status if view else "skipped"

@@ -112,6 +112,12 @@ def list_jobs(engine: Engine, *, status: str | None = None, limit: int = 50) -> 
         return [JobView.of(j) for j in s.scalars(q)]
 
 
+def parent_of(engine: Engine, job_id: int) -> int | None:
+    """The job's parent id; None for a top-level job or one that does not exist (a stale message)."""
+    with session_scope(engine) as s:
+        return s.scalar(select(Job.parent_id).where(Job.id == job_id))
+
+
 def set_task_id(engine: Engine, job_id: int, task_id: str) -> None:
     """Record the broker's task id of the message that carries the job."""
     with session_scope(engine) as s:
