@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 import zipfile
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +255,7 @@ def train_version(
         leftover.unlink(missing_ok=True)
     parent_path = None
     if params.parent_version is not None:
-        parent_path = _ready_artifact(engine, params.parent_version)
+        parent_path, _ = _ready_artifact(engine, params.parent_version)
     total_epochs = train_cfg.phase1_epochs + (train_cfg.phase2_epochs if train_cfg.phases == 2 else 0)
     done = {"epochs": 0}
 
@@ -361,8 +361,8 @@ def _finished_result(engine: Engine, version_id: int) -> dict[str, Any]:
     return out
 
 
-def _ready_artifact(engine: Engine, version_id: int) -> Path:
-    """Path of a ready version's verified artifact."""
+def _ready_artifact(engine: Engine, version_id: int) -> tuple[Path, str | None]:
+    """Path and sha256 of a ready version's verified artifact."""
     with session_scope(engine) as s:
         version = get_version(s, version_id)
         if version.status != "ready":
@@ -371,14 +371,33 @@ def _ready_artifact(engine: Engine, version_id: int) -> Path:
             raise WorkbenchError(f"model version {version_id} has no artifact")
         path, digest = Path(version.artifact_uri), version.artifact_sha256
     verify_artifact(path, digest)
-    return path
+    return path, digest
+
+
+# Models loaded for prediction in this process, newest last: (artifact path, sha256) -> model. A round
+# run in one process loads its version for inference and again for the queue's shortlist; each load
+# also costs a fresh trace of the compiled prediction step (inference._batch_runner is kept per model).
+_LOADED: OrderedDict[tuple[str, str | None], Any] = OrderedDict()
+_LOADED_MAX = 2
 
 
 def load_version_model(engine: Engine, version_id: int) -> Any:
-    """The Keras model of a ready version (artifact verified against its sha256 first)."""
+    """The Keras model of a ready version, for prediction only (callers never train or change it).
+
+    The artifact is verified against its sha256 at every call; the loaded model is kept per process
+    for the last two artifacts, so the same version predicted again reuses it and its compiled step."""
     import keras
 
-    return keras.models.load_model(_ready_artifact(engine, version_id), compile=False)
+    path, digest = _ready_artifact(engine, version_id)
+    key = (str(path.resolve()), digest)
+    model = _LOADED.get(key)
+    if model is None:
+        model = keras.models.load_model(path, compile=False)
+        _LOADED[key] = model
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
+    return model
 
 
 def train_job(ctx: JobContext[TrainParams]) -> TrainResult:
