@@ -58,28 +58,13 @@ def get_app() -> Celery:
 
 def send_job(job_id: int, kind: str, queue: str) -> str:
     """The sender the library's ``submit_job`` uses: publish one message, fail fast if the broker is down."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind}")
-    app = get_app()
-    limits = time_limits(get_settings(), kind)  # per message: the diagnostic kind may have its own
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=5)
-        result = app.send_task(
-            TASK_NAME,
-            args=[job_id],
-            queue=queue,
-            task_id=f"job-{job_id}-{socket.gethostname()}-{_nonce()}",
-            connection=conn,
-            retry=False,
-            time_limit=limits.hard_s,
-            soft_time_limit=limits.soft_s,
-        )
-    return result.id
+    return send_group([(job_id, kind, queue)])[0]
 
 
 def send_group(jobs: list[tuple[int, str, str]]) -> list[str]:
-    """The group sender the library's ``dispatch.fan_out`` uses: one Celery ``group`` of job tasks,
-    each on its kind's queue (a round's inference shards spread over every ``gpu`` worker)."""
+    """The group sender the library's ``dispatch.fan_out`` uses (and ``send_job``, as a group of one):
+    one Celery ``group`` of job tasks, each on its kind's queue with its kind's time limits (a round's
+    inference shards spread over every ``gpu`` worker); fails fast if the broker is down."""
     from celery import group
 
     for _, kind, _ in jobs:
@@ -89,7 +74,7 @@ def send_group(jobs: list[tuple[int, str, str]]) -> list[str]:
     host = socket.gethostname()
     signatures = []
     for job_id, kind, queue in jobs:
-        limits = time_limits(get_settings(), kind)
+        limits = time_limits(get_settings(), kind)  # per message: the diagnostic kind may have its own
         signatures.append(
             app.signature(TASK_NAME, args=[job_id], immutable=True).set(
                 queue=queue,
@@ -100,7 +85,10 @@ def send_group(jobs: list[tuple[int, str, str]]) -> list[str]:
         )
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=5)
-        group(signatures).apply_async(connection=conn, retry=False)
+        if len(signatures) == 1:  # a plain message: no group id in its headers
+            signatures[0].apply_async(connection=conn, retry=False)
+        else:
+            group(signatures).apply_async(connection=conn, retry=False)
     return [sig.options["task_id"] for sig in signatures]
 
 
