@@ -19,14 +19,16 @@ from typing import TypeAlias
 from workbench.errors import ValidationError
 
 RECORD_PREFIX = "operator:"
-ORIGINS = ("cli", "demo", "local")
+# auto: the automatic retraining trigger (``rounds.trigger_round_if_due``), recorded as ``operator:auto``
+ORIGINS = ("cli", "demo", "local", "auto")
 # Names that meant the operator before it was a type, and the word of its record: no user may take
 # them, so old records and logs ("by cli") never name a real user. Compared case-insensitively.
 RESERVED_NAMES = frozenset({"cli", "demo", "system", "operator", "local"})
 
 
 class LocalOperator(str):
-    """The local operator, from ``origin`` (``cli``, ``demo`` or ``local``: an in-process caller).
+    """The local operator, from ``origin`` (``cli``, ``demo``, ``local``: an in-process caller, or
+    ``auto``: the automatic retraining trigger, acting on the operator's setting).
 
     Its string value is its record, e.g. ``operator:cli``.
     """

@@ -12,20 +12,23 @@ second one is refused while one is queued or running. Before training, the pair 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
+from workbench.actors import LocalOperator
+from workbench.config import Settings
 from workbench.db.engine import session_scope
-from workbench.db.models import Evaluation, Label, ModelVersion, QueueItem, Round, utcnow
+from workbench.db.models import Evaluation, Job, Label, ModelVersion, QueueItem, Round, utcnow
 from workbench.errors import ConflictError, NotFoundError, WorkbenchError
-from workbench.evaluation.bootstrap import wilson_interval
 from workbench.jobs import dispatch, store
 from workbench.jobs.context import JobCancelled, JobContext
 from workbench.jobs.params import CalibrateParams, InferParams, QueueParams, RoundParams
 from workbench.jobs.results import CalibrateResult, QueueResult, RoundResult, TrainResult
 from workbench.jobs.runner import run_step
+from workbench.jobs.submit import Sender, submit_job
 from workbench.model.learning_check import DID_NOT_LEARN
 
 
@@ -230,6 +233,8 @@ def _update_round(engine: Engine, round_id: int, **values: Any) -> None:
 
 def round_summary(engine: Engine, round_id: int | None = None) -> dict[str, Any]:
     """What a round bought so far (latest round by default); every rate with its n and a Wilson interval."""
+    from workbench.evaluation.bootstrap import wilson_interval  # scipy: not for the labelling path
+
     with session_scope(engine) as s:
         rnd = (
             s.get(Round, round_id)
@@ -308,18 +313,107 @@ def round_summary(engine: Engine, round_id: int | None = None) -> dict[str, Any]
     }
 
 
+#: Who submits an automatic round: the operator (the setting is theirs), recorded as ``operator:auto``
+#: so the Jobs page tells it from a round someone submitted.
+AUTO_REQUESTER = LocalOperator("auto")
+
+
+@dataclass(frozen=True)
+class RetrainStatus:
+    """Where the automatic retraining trigger stands (``WORKBENCH_RETRAIN_AFTER_LABELS``)."""
+
+    every: int  # new expert labels that start a round; 0: the trigger is off
+    new_labels: int  # expert labels since the last round (or round job) started
+    active_job: int | None  # a round job queued, running or waiting: the trigger waits for it
+    active_automatic: bool  # that job was started by the trigger
+
+    @property
+    def remaining(self) -> int | None:
+        """Labels still needed before the next automatic round (None: the trigger is off)."""
+        return max(0, self.every - self.new_labels) if self.every > 0 else None
+
+
+def _last_round_start(s: Any) -> datetime | None:
+    """When the latest round, or round job, was created: labels before it were in that round's reach.
+
+    The job counts too, so a round job that ended before making its round row (broker down, cancelled
+    while queued) does not make every later label submit another round."""
+    starts = [
+        s.scalar(select(func.max(Round.created_at))),
+        s.scalar(select(func.max(Job.created_at)).where(Job.kind == "round", Job.parent_id.is_(None))),
+    ]
+    known = [_utc(t) for t in starts if t is not None]
+    return max(known) if known else None
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives naive UTC datetimes back: make them comparable with aware ones."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _count_new_labels(s: Any) -> int:
+    q = select(func.count()).select_from(Label).where(Label.source == "expert", Label.value.is_not(None))
+    last = _last_round_start(s)
+    if last is not None:
+        q = q.where(Label.created_at >= last)
+    return int(s.scalar(q) or 0)
+
+
 def new_expert_labels_since_last_round(engine: Engine) -> int:
-    """Expert labels recorded since the latest round started (drives the automatic retraining trigger)."""
+    """Expert labels (not unsure) recorded since the latest round, or round job, was created: what
+    drives the automatic retraining trigger."""
     with session_scope(engine) as s:
-        last = s.scalar(select(Round.created_at).order_by(Round.number.desc()).limit(1))
-        q = select(func.count()).select_from(Label).where(Label.source == "expert", Label.value.is_not(None))
-        if last is not None:
-            q = q.where(Label.created_at >= last)
-        return int(s.scalar(q) or 0)
+        return _count_new_labels(s)
+
+
+def retrain_status(engine: Engine, every_n_labels: int) -> RetrainStatus:
+    """The trigger's state in one read: labels since the last round and the active round job, if any."""
+    with session_scope(engine) as s:
+        active = s.execute(
+            select(Job.id, Job.requester)
+            .where(Job.kind == "round", Job.status.in_(store.ACTIVE))
+            .order_by(Job.id)
+            .limit(1)
+        ).first()
+        new = _count_new_labels(s) if every_n_labels > 0 else 0
+    return RetrainStatus(
+        every=max(0, every_n_labels),
+        new_labels=new,
+        active_job=active.id if active else None,
+        active_automatic=bool(active and active.requester == str(AUTO_REQUESTER)),
+    )
 
 
 def should_start_round(engine: Engine, every_n_labels: int) -> bool:
-    """Whether the automatic trigger fires: N new labels since the last round and no round active."""
-    if every_n_labels <= 0 or new_expert_labels_since_last_round(engine) < every_n_labels:
-        return False
-    return store.active_job_of_kind(engine, "round") is None
+    """Whether the automatic trigger is due: N new labels since the last round and no round active."""
+    status = retrain_status(engine, every_n_labels)
+    return status.remaining == 0 and status.active_job is None
+
+
+def trigger_round_if_due(
+    engine: Engine, settings: Settings, send: Sender, params: RoundParams | None = None
+) -> int | None:
+    """Submit a round when ``settings.retrain_after_labels`` (N > 0) new expert labels have come in
+    since the last round and no round is queued, running or waiting; the new job's id, else None.
+
+    Called after every expert label (the Label page, ``workbench label``). Many labellers may cross
+    the threshold at once: each one that sees it due submits, the unique index over active round jobs
+    lets one insert, and the others' ConflictError means "already started" and is swallowed here, so
+    exactly one round job is created. A round whose heartbeat went stale does not block
+    (``submit_job`` ends it). :class:`~workbench.jobs.submit.BrokerUnavailable` propagates: the job row
+    is marked failed and the next N labels try again. ``params``: the round's (default: RoundParams()).
+    """
+    every = settings.retrain_after_labels
+    if every <= 0 or not should_start_round(engine, every):
+        return None
+    try:
+        return submit_job(
+            engine,
+            "round",
+            params if params is not None else RoundParams(),
+            requester=AUTO_REQUESTER,
+            send=send,
+            stale_after=settings.heartbeat_stale,
+        )
+    except ConflictError:
+        return None  # another labeller's trigger (or an admin) started the round first

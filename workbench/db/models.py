@@ -42,6 +42,9 @@ LABEL_SOURCES = ("import", "expert", "adjudication", "correction", "simulation")
 MODEL_STATUSES = ("queued", "training", "ready", "failed", "cancelled", "did_not_learn")
 # waiting (0008): a round whose inference shards run as their own jobs on other workers
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "waiting")
+# The rows uq_jobs_one_active_round covers: an active (queued, running, waiting) job of an exclusive
+# kind (``jobs.kinds``: round). A new exclusive kind needs a migration that widens it.
+ACTIVE_EXCLUSIVE_JOBS = "kind = 'round' AND status IN ('queued', 'running', 'waiting')"
 # open: created; running: its steps run; labelling: its batch is queued; failed; did_not_learn (0007)
 ROUND_STATUSES = ("open", "running", "labelling", "failed", "did_not_learn")
 QUEUE_STATUSES = ("queued", "leased", "done", "cancelled")
@@ -175,6 +178,15 @@ class Job(Base):
         CheckConstraint(_in("status", JOB_STATUSES), name="status"),
         CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
         Index("ix_jobs_status_id", "status", "id"),
+        # At most one active job of an exclusive kind (0009): a second concurrent submit fails to insert
+        # instead of passing the check-then-insert in ``submit_job`` together with the first.
+        Index(
+            "uq_jobs_one_active_round",
+            "kind",
+            unique=True,
+            sqlite_where=text(ACTIVE_EXCLUSIVE_JOBS),
+            postgresql_where=text(ACTIVE_EXCLUSIVE_JOBS),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
