@@ -6,13 +6,15 @@ import json
 import sys
 
 import typer
+from sqlalchemy import Engine
 
 from workbench.active.building import build_queue
 from workbench.active.labelling_queue import claim_next, queue_progress, skip, submit_label, undo_last
 from workbench.actors import CLI_OPERATOR
 from workbench.calibration.thresholds import VALID_FORMS
+from workbench.errors import WorkbenchError
 from workbench.jobs.params import QueueParams, RoundParams, TrainParams
-from workbench.rounds import ensure_no_active_round, round_summary
+from workbench.rounds import ensure_no_active_round, round_summary, trigger_round_if_due
 from workbench.users import add_user, approve_user, authorize, list_users, set_active
 from workbench_cli.common import AS_HELP, acting, engine, fail, handle_errors, parse_json_option, settings
 from workbench_cli.jobs import _submit
@@ -102,6 +104,8 @@ def label(
                 typer.echo(
                     f"recorded {['negative', 'positive'][result.value] if result.value is not None else 'unsure'}"
                 )
+                if result.value is not None and not result.duplicate:
+                    _trigger_round(eng)
                 break
             if key == "s":
                 skip(eng, item.item_id, labeller)
@@ -115,6 +119,25 @@ def label(
                 typer.echo(f"bye; your lease on {item.external_id} lapses in {lease} s unless you come back")
                 return
             typer.echo("keys: n p u s z q")
+
+
+def _trigger_round(eng: Engine) -> None:
+    """After an expert label: start the automatic round when it is due (WORKBENCH_RETRAIN_AFTER_LABELS);
+    a broker that cannot take it is reported, the label stays saved."""
+    cfg = settings()
+    if cfg.retrain_after_labels <= 0:
+        return
+    from workbench_workers.app import send_job
+
+    try:
+        job_id = trigger_round_if_due(eng, cfg, send_job)
+    except WorkbenchError as exc:
+        typer.echo(f"warning: the label is saved, but the automatic round could not start: {exc}", err=True)
+        return
+    if job_id is not None:
+        typer.echo(
+            f"round job {job_id} started automatically after {cfg.retrain_after_labels} new expert labels"
+        )
 
 
 @round_app.command("start")

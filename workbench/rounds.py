@@ -325,6 +325,7 @@ class RetrainStatus:
     every: int  # new expert labels that start a round; 0: the trigger is off
     new_labels: int  # expert labels since the last round (or round job) started
     active_job: int | None  # a round job queued, running or waiting: the trigger waits for it
+    active_status: str | None  # that job's status
     active_automatic: bool  # that job was started by the trigger
 
     @property
@@ -370,7 +371,7 @@ def retrain_status(engine: Engine, every_n_labels: int) -> RetrainStatus:
     """The trigger's state in one read: labels since the last round and the active round job, if any."""
     with session_scope(engine) as s:
         active = s.execute(
-            select(Job.id, Job.requester)
+            select(Job.id, Job.status, Job.requester)
             .where(Job.kind == "round", Job.status.in_(store.ACTIVE))
             .order_by(Job.id)
             .limit(1)
@@ -380,6 +381,7 @@ def retrain_status(engine: Engine, every_n_labels: int) -> RetrainStatus:
         every=max(0, every_n_labels),
         new_labels=new,
         active_job=active.id if active else None,
+        active_status=active.status if active else None,
         active_automatic=bool(active and active.requester == str(AUTO_REQUESTER)),
     )
 

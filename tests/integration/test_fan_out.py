@@ -21,8 +21,8 @@ from workbench.model.predictions import write_predictions
 from workbench.model.scoring import plan_shards
 
 
-def _running_round(engine: Engine) -> int:
-    job_id = store.create_job(engine, "round", {}, requester="operator:test", queue="gpu")
+def _running_round(engine: Engine, kind: str = "round") -> int:
+    job_id = store.create_job(engine, kind, {}, requester="operator:test", queue="gpu")
     assert store.claim_job(engine, job_id, "w1", 3) is not None
     return job_id
 
@@ -57,7 +57,8 @@ def test_the_round_is_handed_back_once_every_shard_ended(engine: Engine) -> None
 
 def test_concurrent_hand_backs_have_one_winner(engine: Engine) -> None:
     """Ten workers ending the last shard at once (and sweeps): the round is sent on exactly once."""
-    parents = [_running_round(engine) for _ in range(5)]
+    # five waiting parents: one round (rounds never overlap, migration 0009), four of another kind
+    parents = [_running_round(engine, "round" if i == 0 else "sleep") for i in range(5)]
     for parent in parents:
         for shard in _shards(engine, parent, 2):
             _finish(engine, shard)

@@ -18,6 +18,7 @@ from workbench.jobs.params import CalibrateParams, InferParams, JobParams, Round
 from workbench.jobs.submit import submit_job
 from workbench.model.config import IMBALANCE_MODES, PRESETS
 from workbench.read import versions
+from workbench.rounds import AUTO_REQUESTER
 from workbench_ui import state
 
 IMBALANCE = list(IMBALANCE_MODES)
@@ -158,6 +159,14 @@ def _round_tab() -> None:
         "Train (warm-started from the last round's model) → infer → calibrate → queue a labelling batch. "
         "A version that did not learn stops the round after training (nothing is calibrated or queued)."
     )
+    every = state.settings().retrain_after_labels
+    st.caption(
+        f"Automatic retraining: a round with the default settings starts after {every} new expert labels "
+        "(WORKBENCH_RETRAIN_AFTER_LABELS)."
+        if every > 0
+        else "Automatic retraining is off (WORKBENCH_RETRAIN_AFTER_LABELS=0): rounds start only from here "
+        "or `workbench round start`."
+    )
     with st.form("form_round"):
         preset = st.selectbox("Preset", list(PRESETS), key="round_preset")
         epochs = _epochs("Phase-1 epochs", "round_epochs")
@@ -186,6 +195,13 @@ def _round_tab() -> None:
                 policy=policy,
             ),
         )
+
+
+def _requester(job: store.JobView) -> str:
+    """Who asked for the job; a round the retraining trigger started says so."""
+    if job.requester == str(AUTO_REQUESTER):
+        return "automatic (after new labels)"
+    return job.requester
 
 
 def _cancel(job_id: int) -> None:
@@ -221,7 +237,7 @@ def job_list() -> None:
         for job in [j for j in jobs if not j.done]:
             with st.container(border=True):
                 head, btn = st.columns([5, 1])
-                head.markdown(f"**#{job.id} {job.kind}** · {job.status} · by {job.requester}")
+                head.markdown(f"**#{job.id} {job.kind}** · {job.status} · by {_requester(job)}")
                 head.progress(job.progress, text=f"{job.progress:.0%} {job.message or ''}".strip())
                 if job.cancel_requested:
                     btn.caption("cancel requested")
@@ -245,7 +261,7 @@ def job_list() -> None:
                     "kind": j.kind,
                     "status": j.status + (" (did not learn)" if _did_not_learn(j) else ""),
                     "progress": j.progress,
-                    "requester": j.requester,
+                    "requester": _requester(j),
                     "created": j.created_at,
                     "finished": j.finished_at,
                     "message": (j.error or j.message or "").splitlines()[0] if (j.error or j.message) else "",

@@ -23,6 +23,7 @@ from workbench.active.labelling_queue import (
 )
 from workbench.db.models import PAIR_CHECK_KIND
 from workbench.read import case_context, rounds
+from workbench.rounds import retrain_status, trigger_round_if_due
 from workbench.users import authorize
 from workbench_ui import state
 from workbench_ui.views import ZOOMS, load_image
@@ -51,6 +52,51 @@ def _answer(item_id: int, external_id: str, value: int | None) -> None:
     else:
         extra = " It goes back to the queue for another expert." if value is None else ""
         state.flash("success", f"Saved: case {external_id} = {VALUE_NAMES[value]}.{extra}")
+        if value is not None:
+            _trigger_round()
+
+
+def _trigger_round() -> None:
+    """After an expert label: start the automatic round when it is due (WORKBENCH_RETRAIN_AFTER_LABELS).
+
+    The label is saved whatever happens here; a broker that cannot take the round is a warning."""
+    cfg = state.settings()
+    if cfg.retrain_after_labels <= 0:
+        return
+    job_id, err = state.run_action(lambda: trigger_round_if_due(state.engine(), cfg, state.sender()))
+    if err:
+        state.flash("warning", f"Your label is saved, but the automatic round could not start: {err}")
+    elif job_id is not None:
+        state.flash(
+            "success",
+            f"Round job #{job_id} started automatically after {cfg.retrain_after_labels} new expert "
+            "labels: a worker retrains the model and queues the next batch.",
+        )
+
+
+def _retrain_caption(is_admin: bool) -> None:
+    """How far the automatic retraining trigger is: labels to go, or the round it waits for."""
+    every = state.settings().retrain_after_labels
+    if every <= 0:
+        if is_admin:
+            st.caption("Automatic retraining is off (WORKBENCH_RETRAIN_AFTER_LABELS=0).")
+        return
+    status = retrain_status(state.engine(), every)
+    if status.active_job is not None:
+        how = "started automatically" if status.active_automatic else "submitted by hand"
+        st.caption(
+            f"Automatic retraining: round job #{status.active_job} ({how}) is {status.active_status}; "
+            "labels given after it has started count towards the next automatic round."
+        )
+    elif status.remaining:
+        st.caption(
+            f"Automatic retraining: {status.new_labels} of {every} new expert labels since the last "
+            f"round; the next round starts after {status.remaining} more new expert label(s)."
+        )
+    else:
+        st.caption(
+            f"Automatic retraining: {status.new_labels} new expert labels; a round starts with the next one."
+        )
 
 
 def _skip(item_id: int, external_id: str) -> None:
@@ -240,6 +286,7 @@ def _label_queue(user: state.CurrentUser) -> None:
     """The labelling queue: claim the next case and ask for Negative / Positive / Unsure."""
     item = claim_next(state.engine(), user.username, lease_seconds=state.settings().lease_seconds)
     _progress(rounds.current_round(state.engine()))
+    _retrain_caption(user.is_admin)
     if item is None:
         st.info(
             "No case is waiting for you: the queue is empty, or every remaining case is leased to "
