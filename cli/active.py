@@ -167,9 +167,22 @@ def round_start(
 
 @round_app.command("status")
 @handle_errors
-def round_status(round_id: int | None = typer.Argument(None, help="Round id (default: the latest).")) -> None:
-    """What a round bought: labels, positive yield vs the pool's base rate and the random audit slice."""
-    typer.echo(json.dumps(round_summary(engine(), round_id), indent=1, default=str))
+def round_status(
+    round_id: int | None = typer.Argument(None, help="Round id (default: the latest)."),
+    stopping: bool = typer.Option(
+        True, "--stopping/--no-stopping", help="Include the stopping signal (reads predictions, bootstraps)."
+    ),
+) -> None:
+    """What a round bought: labels, positive yield vs the pool's base rate and the random audit slice,
+    and whether labels are still paying (JSON on stdout; the stopping verdict and its reasons also on
+    stderr, for reading)."""
+    summary = round_summary(engine(), round_id, stopping=stopping)
+    typer.echo(json.dumps(summary, indent=1, default=str))
+    block = summary.get("stopping")
+    if block:
+        lines = [f"when to stop labelling (round {summary['round']}): {block['verdict']}"]
+        lines += [f"  - {reason}" for reason in block["reasons"]]
+        typer.echo("\n".join(lines), err=True)
 
 
 PASSWORD_IN_ARGV = (

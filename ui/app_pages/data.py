@@ -67,8 +67,9 @@ def _rounds() -> None:
     st.dataframe(history, hide_index=True, width="stretch")
 
     rows = []
-    for rnd in rounds.list_rounds(state.engine()):
-        summary = round_summary(state.engine(), rnd.id)
+    listed = rounds.list_rounds(state.engine())
+    for rnd in listed:
+        summary = round_summary(state.engine(), rnd.id, stopping=False)
         y, audit = summary["yield"], summary["yield_random_audit"]
         base = summary.get("pool_estimated_base_rate")
 
@@ -97,6 +98,58 @@ def _rounds() -> None:
             "Positive yield of each batch vs the random audit slice and the pool's estimated base rate"
         )
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if listed:
+        _stopping(listed[-1].id)
+
+
+STOPPING_BOX = {"labels still paying": st.info, "consider stopping": st.success}
+
+
+def _stopping(round_id: int) -> None:
+    """The latest round's stopping signal: the verdict, its reasons and the numbers behind them."""
+    st.subheader("When to stop labelling")
+    block = round_summary(state.engine(), round_id)["stopping"]
+    box = STOPPING_BOX.get(block["verdict"], st.warning)
+    box(f"**{block['verdict'].capitalize()}**\n\n" + "\n".join(f"- {r}" for r in block["reasons"]))
+    if block.get("available"):
+        change, left = block["auprc_change"], block.get("positives_left") or {}
+        stab = block.get("stability") or {}
+        rows = [
+            {
+                "measure": f"validation AUPRC change, v{change['versions'][1]} -> v{change['versions'][0]}",
+                "where": f"{change['split']} (n={change['n']}, {change['positives']} positive)",
+                "value": "n/a" if change["delta"] is None else f"{change['delta']:+.3f}",
+                "95% interval": "n/a"
+                if change["low"] is None
+                else f"[{change['low']:+.3f}, {change['high']:+.3f}] (paired bootstrap)",
+            },
+            {
+                "measure": "decisions flipped at the threshold",
+                "where": f"{stab.get('split', 'pool (unlabelled)')} (n={stab.get('n', 0)})",
+                "value": f"{stab['flipped']} ({stab['flip_rate']:.1%})" if stab.get("n") else "n/a",
+                "95% interval": "[{:.1%}, {:.1%}] (Wilson)".format(*stab["flip_wilson"])
+                if stab.get("flip_wilson")
+                else "n/a",
+            },
+            {
+                "measure": f"rank agreement (Spearman; top-{stab.get('top_k', 0)} overlap)",
+                "where": f"{stab.get('split', 'pool (unlabelled)')} (n={stab.get('n', 0)})",
+                "value": "n/a"
+                if stab.get("spearman") is None
+                else f"{stab['spearman']:.3f}; {stab.get('top_k_overlap') or 0:.0%}",
+                "95% interval": "",
+            },
+            {
+                "measure": f"positives left (expected; {left.get('found', 0)} found so far)",
+                "where": f"{left.get('split', 'pool (unlabelled)')} (n={left.get('n', 0)})",
+                "value": f"{left['expected']:.1f}" if left else "n/a",
+                "95% interval": f"[{left['low']:.1f}, {left['high']:.1f}] (normal approx.)"
+                if left
+                else "n/a",
+            },
+        ]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption(block["rule"] + " `workbench round status` prints the same.")
 
 
 def _agreement() -> None:
