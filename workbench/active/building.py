@@ -4,7 +4,7 @@ Candidates are pool cases with no current label and no open labelling item, scor
 model version (its operating threshold, MC-dropout uncertainty and pooled embeddings). With
 ``mc_samples > 0`` the queue step runs the second stage of two-stage scoring (``active.shortlist``):
 MC-dropout passes over a shortlist of the pool only, before the choice. Optional extras: second reads of expert-labelled cases near the threshold, and relabel candidates, labelled
-training cases the model strongly contradicts (possible label errors).
+train/pool cases whose label out-of-fold scores contradict (possible label errors, ``active.relabel``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from workbench.active.labelling_queue import OPEN_STATUSES, enqueue_in
+from workbench.active.relabel import relabel_suspects
 from workbench.active.shortlist import (
     UNMEASURED,
     check_measured,
@@ -38,8 +39,6 @@ from workbench.jobs.params import QueueParams
 from workbench.jobs.results import QueueResult
 from workbench.model.predictions import load_predictions
 from workbench.model.scoring import load_embeddings
-
-RELABEL_MIN_DISAGREEMENT = 0.8
 
 
 def _operating_threshold(engine: Engine, version_id: int) -> float:
@@ -126,25 +125,12 @@ def _expert_labelled(
     return out
 
 
-def _relabel_candidates(engine: Engine, version_id: int, limit: int) -> list[Selected]:
-    """Labelled training cases whose label the calibrated model strongly contradicts (in-sample scores)."""
-    if limit <= 0:
-        return []
-    out: list[tuple[float, Selected]] = []
-    for split in ("train", "pool"):
-        preds = load_predictions(engine, version_id, split).labelled()
-        if preds.n == 0:
-            continue
-        prob = calibrated_probabilities(engine, version_id, preds.logit)
-        doubt = np.where(preds.y == 1, 1 - prob, prob)  # 1 - self-confidence in the given label
-        for i in np.flatnonzero(doubt >= RELABEL_MIN_DISAGREEMENT):
-            name = "positive" if preds.y[i] == 1 else "negative"
-            reason = f"possible label error: labelled {name}, model p={prob[i]:.2f} (in-sample score)"
-            out.append(
-                (float(doubt[i]), Selected(int(preds.case_ids[i]), "relabel", float(doubt[i]), reason))
-            )
-    out.sort(key=lambda t: -t[0])
-    return [sel for _, sel in out[:limit]]
+def _relabel_candidates(engine: Engine, settings: Settings, version_id: int, limit: int) -> list[Selected]:
+    """Labelled train/pool cases whose given label looks wrong, ranked out of fold (``active.relabel``)."""
+    return [
+        Selected(sus.case_id, "relabel", 1.0 - sus.quality, sus.reason)
+        for sus in relabel_suspects(engine, settings, version_id, limit)
+    ]
 
 
 def build_queue(
@@ -204,7 +190,7 @@ def build_queue(
         candidates, after = _measure(engine, settings, version_id, candidates, picked, mc_samples, seed)
         shortlist["measured_after_choice"] = after["measured"]
     extra_second = _expert_labelled(engine, version_id, candidates.threshold, second_read_band, second_reads)
-    relabels = _relabel_candidates(engine, version_id, relabel)
+    relabels = _relabel_candidates(engine, settings, version_id, relabel)
     with session_scope(engine) as s:
         if round_id is not None:
             s.execute(select(Round.id).where(Round.id == round_id).with_for_update())
