@@ -237,7 +237,7 @@ def round_summary(engine: Engine, round_id: int | None = None, *, stopping: bool
     With ``stopping`` the summary holds the stopping signal (``active.stopping.stopping_report``: is
     labelling still paying, against the previous round's version, or why that cannot be said); pages
     that list every round pass False and ask for it on the round they show (it reads predictions and
-    bootstraps: about 0.4 s on a small pool, seconds on 100,000 cases).
+    bootstraps: 0.1 s on 2,000 pool cases, about 1 s on 100,000, measured on SQLite).
     """
     from workbench.active.stopping import stopping_report  # scipy: not for the labelling path
     from workbench.evaluation.bootstrap import wilson_interval
