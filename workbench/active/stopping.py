@@ -402,7 +402,7 @@ def stopping_report(
     unl_new = np.isnan(pool_new.label)
     stability = _pool_stability(engine, (new, t_new), old, pool_new, unl_new, rnd.batch_size or DEFAULT_TOP_K)
     left = None
-    if unl_new.any():
+    if pool_new.n:  # an exhausted pool (every case labelled) leaves 0 expected
         left = positives_left(
             calibrated_probabilities(engine, new, pool_new.logit[unl_new]), _found_positives(engine)
         )
