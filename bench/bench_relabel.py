@@ -13,7 +13,8 @@ recorded, not enforced), then warm-start a second version from it on cached froz
 and calibrated. Then the top ``--top`` relabel candidates among the labelled train/pool cases are
 compared with the flipped labels, for each ranking on the same version:
 
-- out of fold on pooled backbone features (the library's default), and on the stored embeddings;
+- out of fold on each feature source of ``active.relabel`` (``SOURCES``: pooled backbone features, the
+  stored embeddings, the non-learned baseline's hand-written pair features, and pairs of them);
 - the old in-sample ranking (the version's calibrated scores of cases it was trained on).
 
 Printed per ranking: how many it flags, precision among the top (flipped / shown) with a Clopper-Pearson
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import noise_note, print_machine  # noqa: E402
 
 TARGET_RATIO, TARGET_PRECISION = 5.0, 0.15
+SOURCES = ("backbone", "embedding", "baseline", "backbone+baseline", "embedding+baseline")
 
 
 def workbench(env: dict[str, str], *args: str) -> str:
@@ -130,7 +132,12 @@ def main() -> int:
     os.environ["WORKBENCH_HOME"] = str(home)
     from sqlalchemy import select
 
-    from workbench.active.relabel import in_sample_suspects, labelled_cases, out_of_fold_suspects
+    from workbench.active.relabel import (
+        in_sample_suspects,
+        labelled_cases,
+        out_of_fold_suspects,
+        source_name,
+    )
     from workbench.calibration.service import calibrate_version
     from workbench.config import load_settings
     from workbench.db.engine import engine_from_settings, session_scope
@@ -161,15 +168,14 @@ def main() -> int:
           f"{k} (noise rate {noise:.3f})", flush=True)  # fmt: skip
 
     rows = []
-    rankings = {
-        "out-of-fold, backbone features (default)": lambda: out_of_fold_suspects(
-            engine, settings, version, 10**6, sources=("backbone",), seed=args.seed
-        ),
-        "out-of-fold, stored embeddings": lambda: out_of_fold_suspects(
-            engine, settings, version, 10**6, sources=("embedding",), seed=args.seed
-        ),
-        "in-sample (old)": lambda: in_sample_suspects(engine, version, 10**6),
-    }
+
+    def oof(source: str) -> object:
+        return lambda: out_of_fold_suspects(
+            engine, settings, version, 10**6, sources=(source,), seed=args.seed
+        )
+
+    rankings = {f"out-of-fold, {source_name(src)}": oof(src) for src in SOURCES}
+    rankings["in-sample (old)"] = lambda: in_sample_suspects(engine, version, 10**6)
     for label, rank in rankings.items():
         tr = time.monotonic()
         found = rank()

@@ -129,6 +129,13 @@ KNOWN = (
         ["--difficulty", "hard", "--seeds", "0,1,2"],
         4800,
     ),
+    Spec(
+        "relabel",
+        "bench_relabel.py",
+        "Relabelling that finds label errors: out-of-fold confident learning vs in-sample (bench_relabel.py)",
+        ["--n", "1000", "--size", "128x128", "--label-noise", "0.03"],
+        1200,
+    ),
     Spec("gpu_check", "gpu_check.py", "GPU throughput (gpu_check.py)", [], 600, needs_gpu=True),
 )
 

@@ -53,6 +53,8 @@ class LabelledCases:
     patients: np.ndarray
     pairs: list[tuple[str, str]]
     digests: list[tuple[str, str]]
+    external_ids: list[str]
+    pair_digests: list[str]
 
     @property
     def n(self) -> int:
@@ -91,7 +93,9 @@ def labelled_cases(engine: Engine, splits: Sequence[str] = LABELLABLE_SPLITS) ->
                 Case.post_path,
                 Case.pre_sha256,
                 Case.post_sha256,
-            )  # fmt: skip
+                Case.external_id,
+                Case.pair_sha256,
+            )
             .join(cur, cur.c.case_id == Case.id)
             .where(Case.split.in_(list(splits)), cur.c.value.is_not(None))
             .order_by(Case.id)
@@ -102,6 +106,8 @@ def labelled_cases(engine: Engine, splits: Sequence[str] = LABELLABLE_SPLITS) ->
         patients=np.asarray([str(r[2]) for r in rows], dtype=object),
         pairs=[(r[3], r[4]) for r in rows],
         digests=[(r[5], r[6]) for r in rows],
+        external_ids=[r[7] for r in rows],
+        pair_digests=[r[8] for r in rows],
     )
 
 
@@ -208,6 +214,20 @@ def stored_embeddings(settings: Settings, version_id: int, cases: LabelledCases)
     return np.stack([by_case[int(c)] for c in cases.case_ids]).astype(np.float64)
 
 
+def hand_written_features(settings: Settings, cases: LabelledCases) -> np.ndarray:
+    """The non-learned baseline's pair features (``evaluation.baseline``): nothing in them was fitted to
+    any label, so a fold's logistic regression is the only thing that saw labels (cached per pair)."""
+    from workbench.evaluation.baseline import PairRef, features_for
+
+    refs = [
+        PairRef(int(cid), ext, pre, post, pair)
+        for cid, ext, (pre, post), pair in zip(
+            cases.case_ids, cases.external_ids, cases.pairs, cases.pair_digests, strict=True
+        )
+    ]
+    return features_for(refs, settings)
+
+
 def case_features(
     engine: Engine,
     settings: Settings,
@@ -215,22 +235,36 @@ def case_features(
     cases: LabelledCases,
     sources: Sequence[str] = FEATURE_SOURCES,
 ) -> tuple[np.ndarray, str] | tuple[None, str]:
-    """(features, source) from the first of ``sources`` available; (None, why none was) otherwise."""
-    unknown = [source for source in sources if source not in FEATURE_SOURCES]
+    """(features, source) from the first of ``sources`` available (a source joins components with "+",
+    their features side by side); (None, why none was) otherwise."""
+    makers = {
+        "backbone": lambda: pooled_backbone_features(engine, settings, version_id, cases),
+        "embedding": lambda: stored_embeddings(settings, version_id, cases),
+        "baseline": lambda: hand_written_features(settings, cases),
+    }
+    unknown = [part for source in sources for part in source.split("+") if part not in makers]
     if unknown:
-        raise ValidationError(f"unknown feature source(s) {unknown} (one of {', '.join(FEATURE_SOURCES)})")
+        raise ValidationError(
+            f"unknown feature source(s) {unknown} (parts of {', '.join(makers)}, joined by +)"
+        )
     why = []
     for source in sources:
         try:
-            if source == "backbone":
-                return pooled_backbone_features(engine, settings, version_id, cases), source
-            return stored_embeddings(settings, version_id, cases), source
-        except (LookupError, OSError, WorkbenchError) as exc:  # no config, artifact or stored embeddings
+            return np.concatenate([makers[part]() for part in source.split("+")], axis=1), source
+        except (LookupError, OSError, WorkbenchError) as exc:  # no config, artifact, embeddings or images
             why.append(f"{source}: {exc}")
     return None, "; ".join(why)
 
 
-SOURCE_NAMES = {"backbone": "pooled backbone features", "embedding": "stored embeddings"}
+SOURCE_NAMES = {
+    "backbone": "pooled backbone features",
+    "embedding": "stored embeddings",
+    "baseline": "hand-written pair features",
+}
+
+
+def source_name(source: str) -> str:
+    return " + ".join(SOURCE_NAMES[part] for part in source.split("+"))
 
 
 def out_of_fold_suspects(
@@ -255,7 +289,7 @@ def out_of_fold_suspects(
     if x is None:
         return f"no features for out-of-fold scoring ({source})"
     issues, p_pos = rank_out_of_fold(x, cases.y, cases.patients, folds=folds, seed=seed)
-    method = f"{folds}-fold logistic regression on {SOURCE_NAMES[source]}, cleanlab self-confidence"
+    method = f"{folds}-fold logistic regression on {source_name(source)}, cleanlab self-confidence"
     out = []
     for i in issues[:limit]:
         given = int(cases.y[i])
