@@ -36,6 +36,7 @@ from workbench.model.predictions import load_predictions
 from workbench.model.scoring import load_embeddings
 
 FOLDS = 5
+FEATURE_CHUNK = 512  # pairs whose feature maps are held at once
 FEATURE_SOURCES = ("backbone", "embedding")
 # Logistic regression strength on standardised features: strong enough that a fold's model cannot
 # memorise its few positives (hundreds of feature dimensions, tens of positives).
@@ -193,14 +194,27 @@ def pooled_backbone_features(
     if not model_cfg:
         raise LookupError(f"model version {version_id} has no stored model config")
     model = load_version_model(engine, version_id)
+    cfg = ModelConfig.from_dict(model_cfg)
     cache = FeatureCache(Path(settings.artifacts) / "features")
-    maps = pair_features(model, ModelConfig.from_dict(model_cfg), cache, cases.pairs, cases.digests)
-    pre, post = maps["pre_features"], maps["post_features"]
-    change = post - pre  # a lesion is local: its strongest change survives max pooling, not the mean
-    return np.concatenate(
-        [pre.mean(axis=(1, 2)), post.mean(axis=(1, 2)), change.mean(axis=(1, 2)), change.max(axis=(1, 2))],
-        axis=1,
-    )
+    parts = []
+    for lo in range(0, cases.n, FEATURE_CHUNK):  # chunks: a large backbone's maps of 10k pairs fill memory
+        maps = pair_features(
+            model, cfg, cache, cases.pairs[lo : lo + FEATURE_CHUNK], cases.digests[lo : lo + FEATURE_CHUNK]
+        )
+        pre, post = maps["pre_features"], maps["post_features"]
+        change = post - pre  # a lesion is local: its strongest change survives max pooling, not the mean
+        parts.append(
+            np.concatenate(
+                [
+                    pre.mean(axis=(1, 2)),
+                    post.mean(axis=(1, 2)),
+                    change.mean(axis=(1, 2)),
+                    change.max(axis=(1, 2)),
+                ],
+                axis=1,
+            )
+        )
+    return np.concatenate(parts).astype(np.float64)
 
 
 def stored_embeddings(settings: Settings, version_id: int, cases: LabelledCases) -> np.ndarray:
