@@ -89,14 +89,19 @@ def test_store_uncertainty_writes_only_the_given_cases(engine: Engine) -> None:
     write_predictions(engine, version, pool, z, 1 / (1 + np.exp(-z)), None)
     other = make_version(engine)
     write_predictions(engine, other, pool, z, 1 / (1 + np.exp(-z)), None)
-    assert store_uncertainty(engine, version, np.array(pool[1:3]), np.array([0.25, 0.5])) == 2
+    assert (
+        store_uncertainty(engine, version, np.array(pool[1:3]), np.array([0.25, 0.5]), np.array([0.1, 0.2]))
+        == 2
+    )
     stored = load_predictions(engine, version, "pool")
     np.testing.assert_array_equal(stored.uncertainty, [np.nan, 0.25, 0.5, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(stored.mutual_information, [np.nan, 0.1, 0.2, np.nan, np.nan, np.nan])
     assert np.isnan(load_predictions(engine, other, "pool").uncertainty).all()  # keyed by version and case
 
 
 def test_bald_chooses_only_among_measured_cases(engine: Engine) -> None:
-    """Stored uncertainty for some pool cases only: bald picks among them, and too few is a clear error."""
+    """Stored MC results for some pool cases only: bald picks among them by the stored mutual
+    information (not the std, which ranks them the other way) and says so; too few is a clear error."""
     cases = make_cases(engine, {"val": 120, "test": 40})
     version = make_version(engine)
     predict_with_temperature(engine, version, cases["val"] + cases["test"], 1.0, seed=3)
@@ -104,14 +109,17 @@ def test_bald_chooses_only_among_measured_cases(engine: Engine) -> None:
     z = np.linspace(-3, 3, 40)
     write_predictions(engine, version, pool, z, 1 / (1 + np.exp(-z)), None)
     calibrate_version(engine, version, ["temperature"], "max_f1", n_boot=20)
-    store_uncertainty(engine, version, np.array(pool[:3]), np.array([0.01, 0.02, 0.03]))
+    store_uncertainty(
+        engine, version, np.array(pool[:3]), np.array([0.01, 0.02, 0.03]), np.array([0.30, 0.05, 0.20])
+    )
     assert pool_candidates(engine, get_settings(), version).uncertainty is not None
     with pytest.raises(WorkbenchError, match="only 3 of 40 pool cases have an MC-dropout uncertainty"):
         build_queue(engine, get_settings(), version, 5, mix={"bald": 1.0})
     result = build_queue(engine, get_settings(), version, 2, mix={"bald": 1.0})
     with session_scope(engine) as s:
-        picked = set(s.scalars(select(QueueItem.case_id).where(QueueItem.kind == "label")))
-    assert result["queued"] == 2 and picked == {pool[2], pool[1]}  # the two largest measured spreads
+        items = s.execute(select(QueueItem.case_id, QueueItem.reason).where(QueueItem.kind == "label")).all()
+    assert result["queued"] == 2 and {c for c, _ in items} == {pool[0], pool[2]}  # largest information
+    assert all("BALD mutual information" in r and "stored MC-dropout passes" in r for _, r in items), items
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from workbench.errors import ValidationError
 from workbench.model.builder import build_model
 from workbench.model.config import ModelConfig
 from workbench.model.decoded_cache import DecodedCache, encode_entry, file_digest, settings_cache
-from workbench.model.inference import mc_spread, predict_pairs
+from workbench.model.inference import mc_spread, mc_statistics, predict_pairs
 from workbench.model.pipeline import decoded_batches, make_dataset
 
 SIZE = (32, 24)  # (width, height): not square, so a swapped axis would show
@@ -177,3 +177,15 @@ def test_mc_uncertainty_is_deterministic_for_a_seed_and_leaves_the_logits(pairs)
     assert not np.array_equal(first["uncertainty"], other["uncertainty"])
     np.testing.assert_array_equal(first["logit"], plain["logit"])
     assert first["uncertainty"].shape == (len(pairs),) and (first["uncertainty"] > 0).all()
+
+
+def test_mc_statistics_on_hand_computed_samples():
+    """Two MC samples 0.2 and 0.8: std 0.3, BALD information 1 - H(0.2) = 0.27807 bits; samples that
+    agree at 0.5 are as unsure as can be (entropy 1 bit) but carry no information; near-certain
+    samples stay finite."""
+    probs = tf.constant([[0.2, 0.5, 1.0], [0.8, 0.5, 1.0]], tf.float32)
+    std, info = (v.numpy() for v in mc_statistics(probs))
+    h02 = -(0.2 * np.log2(0.2) + 0.8 * np.log2(0.8))
+    np.testing.assert_allclose(std, [0.3, 0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(info, [1.0 - h02, 0.0, 0.0], atol=1e-9)
+    assert abs(info[0] - 0.27807) < 1e-5

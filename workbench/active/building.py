@@ -76,6 +76,7 @@ def pool_candidates(engine: Engine, settings: Settings, version_id: int) -> Cand
     ids = preds.case_ids[keep]
     prob = calibrated_probabilities(engine, version_id, preds.logit[keep])
     unc = preds.uncertainty[keep]
+    info = None if preds.mutual_information is None else preds.mutual_information[keep]
     emb_by_case = load_embeddings(settings, version_id)
     embeddings = None
     if emb_by_case and all(int(c) in emb_by_case for c in ids):
@@ -85,6 +86,7 @@ def pool_candidates(engine: Engine, settings: Settings, version_id: int) -> Cand
         prob=prob,
         threshold=threshold,
         uncertainty=selection_uncertainty(unc),
+        mutual_information=None if info is None else selection_uncertainty(info),
         embeddings=embeddings,
     )
 
@@ -232,15 +234,18 @@ def _measure(
     unc = candidates.uncertainty
     if unc is None:
         unc = np.full(len(candidates), UNMEASURED)
+    info = candidates.mutual_information
+    if info is None:
+        info = np.full(len(candidates), UNMEASURED)
     todo = indices[unc[indices] == UNMEASURED]
     if todo.size:
         ids = candidates.case_ids[todo]
-        values = mc_uncertainty(engine, settings, version_id, ids, mc_samples, seed=seed)
-        store_uncertainty(engine, version_id, ids, values)
-        unc = unc.copy()
-        unc[todo] = values
+        spread, information = mc_uncertainty(engine, settings, version_id, ids, mc_samples, seed=seed)
+        store_uncertainty(engine, version_id, ids, spread, information)
+        unc, info = unc.copy(), info.copy()
+        unc[todo], info[todo] = spread, information
     counts = {"size": int(indices.size), "measured": int(todo.size)}
-    return dataclasses.replace(candidates, uncertainty=unc), counts
+    return dataclasses.replace(candidates, uncertainty=unc, mutual_information=info), counts
 
 
 def _round_batch(s: Session, version_id: int, round_id: int) -> dict[str, Any] | None:

@@ -125,9 +125,10 @@ def mc_uncertainty(
     *,
     seed: int = 0,
     should_cancel: Callable[[], bool] | None = None,
-) -> np.ndarray:
-    """MC-dropout std of the probability of ``case_ids`` (in that order), through the feature cache
-    when the version was trained on it, else on the images."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """MC-dropout std of the probability and BALD mutual information (bits) of ``case_ids`` (in that
+    order), from the same passes, through the feature cache when the version was trained on it, else
+    on the images."""
     from workbench.model.inference import predict_cached, predict_pairs
     from workbench.model.registry import load_version_model
     from workbench.model.scoring import cached_predictor
@@ -136,7 +137,7 @@ def mc_uncertainty(
         raise ValidationError(f"mc_samples must be at least 2 to measure a spread, got {mc_samples}")
     ids = [int(c) for c in case_ids]
     if not ids:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     with session_scope(engine) as s:
         paths = {
             cid: (pre, post)
@@ -156,24 +157,37 @@ def mc_uncertainty(
         out = predict_cached(model, cfg, cache, pairs, **options)
     else:
         out = predict_pairs(model, pairs, **options)
-    return np.asarray(out["uncertainty"], dtype=np.float64)
+    return (
+        np.asarray(out["uncertainty"], dtype=np.float64),
+        np.asarray(out["mutual_information"], dtype=np.float64),
+    )
 
 
-def store_uncertainty(engine: Engine, version_id: int, case_ids: np.ndarray, uncertainty: np.ndarray) -> int:
-    """Write the uncertainty of the version's stored predictions of ``case_ids`` (one bulk UPDATE)."""
-    if len(case_ids) != len(uncertainty):
-        raise ValidationError(f"{len(case_ids)} case ids but {len(uncertainty)} uncertainties")
+def store_uncertainty(
+    engine: Engine,
+    version_id: int,
+    case_ids: np.ndarray,
+    uncertainty: np.ndarray,
+    mutual_information: np.ndarray,
+) -> int:
+    """Write the MC std and BALD mutual information of the version's stored predictions of
+    ``case_ids`` (one bulk UPDATE)."""
+    if not len(case_ids) == len(uncertainty) == len(mutual_information):
+        raise ValidationError(
+            f"{len(case_ids)} case ids but {len(uncertainty)} uncertainties and "
+            f"{len(mutual_information)} mutual informations"
+        )
     if len(case_ids) == 0:
         return 0
     table = Prediction.__table__
     stmt = (
         update(table)
         .where(table.c.model_version_id == bindparam("b_version"), table.c.case_id == bindparam("b_case"))
-        .values(uncertainty=bindparam("b_unc"))
+        .values(uncertainty=bindparam("b_unc"), mutual_information=bindparam("b_mi"))
     )
     rows = [
-        {"b_version": version_id, "b_case": int(c), "b_unc": float(u)}
-        for c, u in zip(case_ids, uncertainty, strict=True)
+        {"b_version": version_id, "b_case": int(c), "b_unc": float(u), "b_mi": float(m)}
+        for c, u, m in zip(case_ids, uncertainty, mutual_information, strict=True)
     ]
     with session_scope(engine) as s:
         s.execute(stmt, rows)

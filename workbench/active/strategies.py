@@ -34,14 +34,17 @@ class Candidates:
     """The pool to choose from, aligned arrays of length N (validated on construction).
 
     ``prob`` are calibrated probabilities; ``threshold`` is the operating threshold chosen by policy
-    (not 0.5); ``uncertainty`` an MC-dropout standard deviation; ``mc_probs`` K x N MC-dropout samples
-    (for BALD); ``tta_spread`` the spread over test-time augmentations; ``embeddings`` N x D features.
+    (not 0.5); ``uncertainty`` an MC-dropout standard deviation; ``mutual_information`` the BALD
+    mutual information (bits) of the same stored MC passes; ``mc_probs`` K x N MC-dropout samples (for
+    BALD in experiments that keep them); ``tta_spread`` the spread over test-time augmentations;
+    ``embeddings`` N x D features. A case without MC passes carries a negative value (ranked last).
     """
 
     case_ids: np.ndarray
     prob: np.ndarray
     threshold: float
     uncertainty: np.ndarray | None = None
+    mutual_information: np.ndarray | None = None
     mc_probs: np.ndarray | None = None
     tta_spread: np.ndarray | None = None
     embeddings: np.ndarray | None = None
@@ -65,7 +68,7 @@ class Candidates:
         object.__setattr__(self, "case_ids", ids)
         object.__setattr__(self, "prob", prob)
         object.__setattr__(self, "threshold", thr)
-        for name in ("uncertainty", "tta_spread"):
+        for name in ("uncertainty", "mutual_information", "tta_spread"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, _vector(name, value, n))
@@ -147,11 +150,24 @@ def bald_scores(mc_probs: np.ndarray) -> np.ndarray:
 
 
 def bald(c: Candidates, rng: np.random.Generator) -> Scored:
-    """Most disagreement between MC-dropout samples first; falls back to the MC std when no samples."""
+    """Most disagreement between MC-dropout samples first: from the samples when given, else the
+    mutual information stored with the predictions, else (older predictions) the MC std; the reason
+    says which estimate ranked the case."""
     if c.mc_probs is not None:
         mi = bald_scores(c.mc_probs)
         k = c.mc_probs.shape[0]
         return Scored(mi, [f"BALD mutual information {v:.3f} bits over {k} MC samples" for v in mi])
+    if c.mutual_information is not None and (c.mutual_information >= 0).any():
+        mi = c.mutual_information
+        return Scored(
+            mi.copy(),
+            [
+                f"BALD mutual information {v:.3f} bits (stored MC-dropout passes)"
+                if v >= 0
+                else "BALD: no MC-dropout passes on this case"
+                for v in mi
+            ],
+        )
     if c.uncertainty is not None:
         u = c.uncertainty
         return Scored(u.copy(), [f"BALD fallback: MC-dropout std {v:.3f} (no MC samples stored)" for v in u])

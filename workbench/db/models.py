@@ -295,7 +295,8 @@ class Evaluation(Base):
 
 
 class Prediction(Base):
-    """Output of one model version on one case: logit, probability and an uncertainty estimate."""
+    """Output of one model version on one case: logit, probability and, once MC-dropout passes ran on
+    it, their standard deviation (``uncertainty``) and BALD mutual information in bits."""
 
     __tablename__ = "predictions"
     __table_args__ = (UniqueConstraint("model_version_id", "case_id", name="uq_predictions_key"),)
@@ -306,6 +307,7 @@ class Prediction(Base):
     logit: Mapped[float] = mapped_column(Float)
     probability: Mapped[float] = mapped_column(Float)
     uncertainty: Mapped[float | None] = mapped_column(Float)
+    mutual_information: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

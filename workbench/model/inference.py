@@ -4,8 +4,9 @@ MC dropout without touching batch normalisation: the builder puts the model's on
 ("head_dropout") between the "embedding" layer and the "logit" layer. So the network up to
 "embedding" runs once in inference mode, and only the tail (dropout, logit, sigmoid) is drawn
 ``mc_samples`` times, all at once over a (K, B, D) tensor inside the same compiled function as the
-network (:func:`mc_spread`). Batch norm statistics are never used in training mode, and the K
-samples cost almost nothing.
+network (:func:`mc_probabilities`). Batch norm statistics are never used in training mode, and the K
+samples cost almost nothing. The samples are summarised per case by their standard deviation and
+their BALD mutual information (:func:`mc_statistics`), both stored with the prediction.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def predict_pairs(
     """Predict every pair, in order.
 
     Returns {"logit": (N,), "probability": (N,), "uncertainty": (N,) MC-dropout standard deviation
-    of the probability over ``mc_samples`` passes, or None when mc_samples == 0, "embedding": (N, D)}.
+    of the probability over ``mc_samples`` passes, "mutual_information": (N,) the same passes' BALD
+    mutual information in bits (both None when mc_samples == 0), "embedding": (N, D)}.
     ``backbone`` (picks the preprocessing) defaults to the one encoded in the model's name.
     ``progress`` gets {"step", "steps", "done", "total"} after each batch; ``should_cancel`` is
     polled between batches and raises PredictionCancelled. Images are decoded by ``workers``
@@ -139,8 +141,9 @@ def _check_sizes(batch_size: int, mc_samples: int) -> None:
         )
 
 
-Runner = Callable[[dict[str, Any], Any, Any], tuple[Any, Any, Any]]
-"""(inputs, seed (2,) int32, passes int32 >= 1) -> (embedding (B, D), logit (B,), MC spread (B,))."""
+Runner = Callable[[dict[str, Any], Any, Any], tuple[Any, Any, Any, Any]]
+"""(inputs, seed (2,) int32, passes int32 >= 1) -> (embedding (B, D), logit (B,), MC std (B,),
+BALD mutual information in bits (B,))."""
 
 _RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -165,22 +168,23 @@ def _batch_runner(model: Any, backbone: str | None) -> Runner:
     prep = preprocess_fn(backbone) if backbone is not None else None
 
     @tf.function(reduce_retracing=True)
-    def run(inputs: dict[str, Any], seed: Any, passes: Any) -> tuple[Any, Any, Any]:
+    def run(inputs: dict[str, Any], seed: Any, passes: Any) -> tuple[Any, Any, Any, Any]:
         if prep is not None:  # exactly make_dataset's _prep: cast the uint8 pixels, then preprocess
             inputs = {k: prep(tf.cast(v, tf.float32)) for k, v in inputs.items()}
         emb = emb_model(inputs, training=False)
         logit = tf.reshape(logit_layer(emb), [-1])
-        return emb, logit, mc_spread(emb, logit_layer, rate, passes, seed)
+        spread, information = mc_statistics(mc_probabilities(emb, logit_layer, rate, passes, seed))
+        return emb, logit, spread, information
 
     per_model[backbone] = run
     return run
 
 
-def mc_spread(emb: Any, logit_layer: Any, rate: float, passes: Any, seed: Any) -> Any:
-    """Standard deviation over ``passes`` dropout draws of sigmoid(logit_layer(dropout(emb))), (B,).
+def mc_probabilities(emb: Any, logit_layer: Any, rate: float, passes: Any, seed: Any) -> Any:
+    """``passes`` dropout draws of sigmoid(logit_layer(dropout(emb))), (passes, B).
 
     All passes in one op over a (passes, B, D) tensor: inverted dropout (kept units scaled by
-    1 / (1 - rate), like Keras' Dropout) with a stateless draw, so a seed gives the same spread.
+    1 / (1 - rate), like Keras' Dropout) with a stateless draw, so a seed gives the same samples.
     """
     import tensorflow as tf
 
@@ -188,8 +192,33 @@ def mc_spread(emb: Any, logit_layer: Any, rate: float, passes: Any, seed: Any) -
     if rate > 0:
         keep = tf.random.stateless_uniform(tf.shape(tiled), seed=seed) >= rate
         tiled = tf.where(keep, tiled / (1.0 - rate), tf.zeros_like(tiled))
-    probs = tf.sigmoid(tf.squeeze(logit_layer(tiled), axis=-1))  # (passes, B)
-    return tf.math.reduce_std(probs, axis=0)
+    return tf.sigmoid(tf.squeeze(logit_layer(tiled), axis=-1))
+
+
+def mc_statistics(probs: Any) -> tuple[Any, Any]:
+    """(standard deviation, BALD mutual information in bits) over the K samples of (K, B) probabilities.
+
+    Mutual information H(mean_k p_k) - mean_k H(p_k): how much the samples disagree, not how unsure
+    they are together (a case every sample puts at 0.5 has entropy 1 bit and information 0). Computed
+    in float64 so probabilities near 0 or 1 do not turn the entropies into NaN.
+    """
+    import tensorflow as tf
+
+    p = tf.clip_by_value(tf.cast(probs, tf.float64), 1e-12, 1.0 - 1e-12)
+
+    def entropy(q: Any) -> Any:
+        return -(q * tf.math.log(q) + (1.0 - q) * tf.math.log(1.0 - q)) / tf.math.log(
+            tf.constant(2.0, tf.float64)
+        )
+
+    information = entropy(tf.reduce_mean(p, axis=0)) - tf.reduce_mean(entropy(p), axis=0)
+    return tf.math.reduce_std(tf.cast(probs, tf.float32), axis=0), tf.maximum(information, 0.0)
+
+
+def mc_spread(emb: Any, logit_layer: Any, rate: float, passes: Any, seed: Any) -> Any:
+    """Standard deviation over ``passes`` dropout draws of the probability, (B,) (see
+    :func:`mc_probabilities`)."""
+    return mc_statistics(mc_probabilities(emb, logit_layer, rate, passes, seed))[0]
 
 
 def _predict_batches(
@@ -212,18 +241,22 @@ def _predict_batches(
             "logit": empty,
             "probability": empty,
             "uncertainty": None if mc_samples == 0 else empty,
+            "mutual_information": None if mc_samples == 0 else empty,
             "embedding": np.zeros((0, dim), np.float32),
         }
     steps = -(-n // batch_size)
-    logits, embeddings, spreads = [], [], []
+    logits, embeddings, spreads, informations = [], [], [], []
     done = 0
     for step, batch in enumerate(batches, start=1):
         if should_cancel is not None and should_cancel():
             raise PredictionCancelled(f"inference cancelled after {done} of {n} pairs")
-        emb, logit, spread = runner(batch, np.asarray([seed, step], np.int32), np.int32(max(mc_samples, 1)))
+        emb, logit, spread, information = runner(
+            batch, np.asarray([seed, step], np.int32), np.int32(max(mc_samples, 1))
+        )
         logits.append(logit.numpy())
         embeddings.append(emb.numpy())
         spreads.append(spread.numpy())
+        informations.append(information.numpy())
         done += len(logits[-1])
         if progress is not None:
             progress({"step": step, "steps": steps, "done": done, "total": n})
@@ -232,5 +265,6 @@ def _predict_batches(
         "logit": logit,
         "probability": expit(logit),
         "uncertainty": np.concatenate(spreads).astype(np.float32) if mc_samples else None,
+        "mutual_information": np.concatenate(informations).astype(np.float64) if mc_samples else None,
         "embedding": np.concatenate(embeddings).astype(np.float32),
     }

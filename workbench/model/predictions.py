@@ -23,6 +23,7 @@ class PredictionSet:
     probability: np.ndarray
     uncertainty: np.ndarray
     label: np.ndarray  # float: 0, 1, or NaN when unlabelled / unsure
+    mutual_information: np.ndarray | None = None  # BALD, bits; NaN where no MC passes ran
 
     @property
     def n(self) -> int:
@@ -38,6 +39,7 @@ class PredictionSet:
             self.probability[keep],
             self.uncertainty[keep],
             self.label[keep],
+            None if self.mutual_information is None else self.mutual_information[keep],
         )
 
     @property
@@ -52,6 +54,7 @@ def write_predictions(
     logit: np.ndarray,
     probability: np.ndarray,
     uncertainty: np.ndarray | None,
+    mutual_information: np.ndarray | None = None,
 ) -> int:
     """Bulk-insert one batch of predictions (one statement per batch); returns the rows given.
 
@@ -67,6 +70,7 @@ def write_predictions(
             "logit": float(logit[i]),
             "probability": float(probability[i]),
             "uncertainty": None if uncertainty is None else float(uncertainty[i]),
+            "mutual_information": None if mutual_information is None else float(mutual_information[i]),
             "created_at": now,
         }
         for i, cid in enumerate(case_ids)
@@ -109,6 +113,7 @@ def load_predictions(engine: Engine, version_id: int, split: str) -> PredictionS
                 Prediction.probability,
                 Prediction.uncertainty,
                 cur.c.value,
+                Prediction.mutual_information,
             )
             .join(Case, Case.id == Prediction.case_id)
             .outerjoin(cur, cur.c.case_id == Case.id)
@@ -117,7 +122,7 @@ def load_predictions(engine: Engine, version_id: int, split: str) -> PredictionS
         ).all()
     if not rows:
         empty = np.zeros(0)
-        return PredictionSet(split, np.zeros(0, dtype=np.int64), empty, empty, empty, empty)
+        return PredictionSet(split, np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty)
     arr = list(zip(*rows, strict=True))
     return PredictionSet(
         split=split,
@@ -126,4 +131,5 @@ def load_predictions(engine: Engine, version_id: int, split: str) -> PredictionS
         probability=np.asarray(arr[2], dtype=np.float64),
         uncertainty=np.asarray([np.nan if u is None else u for u in arr[3]], dtype=np.float64),
         label=np.asarray([np.nan if v is None else v for v in arr[4]], dtype=np.float64),
+        mutual_information=np.asarray([np.nan if m is None else m for m in arr[5]], dtype=np.float64),
     )

@@ -130,7 +130,15 @@ def infer_version(
         except (PredictionCancelled, FeatureCacheCancelled):
             return {"model_version": version_id, "scored": scored, "cancelled": True}
         ids = [row[0] for row in chunk]
-        write_predictions(engine, version_id, ids, out["logit"], out["probability"], out["uncertainty"])
+        write_predictions(
+            engine,
+            version_id,
+            ids,
+            out["logit"],
+            out["probability"],
+            out["uncertainty"],
+            out.get("mutual_information"),
+        )
         if out.get("embedding") is not None:
             _save_embeddings(emb_dir, ids, np.asarray(out["embedding"]))
         scored += len(chunk)
