@@ -120,6 +120,20 @@ class Settings(BaseSettings):
         le=86_400,
         description="How long a labeller holds a claimed queue item.",
     )
+    backbone_refresh_rounds: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="A warm-started round fine-tunes the backbone (and its cached features are rebuilt) "
+        "when this many rounds in a row would have kept it frozen (0: never by count).",
+    )
+    backbone_refresh_growth: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=100.0,
+        description="... or when the labelled training set has grown by this fraction since the backbone "
+        "was last trained (0: never by growth).",
+    )
     retrain_after_labels: int = Field(
         default=0, ge=0, description="Start a round automatically after this many new labels (0: never)."
     )

@@ -25,7 +25,7 @@ from workbench.db.models import Evaluation, Job, Label, ModelVersion, QueueItem,
 from workbench.errors import ConflictError, NotFoundError, WorkbenchError
 from workbench.jobs import dispatch, store
 from workbench.jobs.context import JobCancelled, JobContext
-from workbench.jobs.params import CalibrateParams, InferParams, QueueParams, RoundParams
+from workbench.jobs.params import CalibrateParams, InferParams, QueueParams, RoundParams, TrainParams
 from workbench.jobs.results import CalibrateResult, QueueResult, RoundResult, TrainResult
 from workbench.jobs.runner import run_step
 from workbench.jobs.submit import Sender, submit_job
@@ -93,16 +93,19 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
     store.fail_running_children(engine, ctx.job_id, "lost with an earlier attempt of the round")
     round_id, previous = _round_for_job(engine, ctx.job_id, p)
     train_params = p.train.derive(round_id=round_id)
+    backbone = None
     if p.warm_start and previous is not None and train_params.parent_version is None:
         train_params = train_params.derive(
             parent_version=previous, use_feature_cache=train_params.use_feature_cache or p.feature_cache
         )
+        if train_params.use_feature_cache and train_params.phases == 1:
+            train_params, backbone = _backbone_schedule(ctx, train_params, previous)
     # Pairs imported since the last check are checked before training, so a flagged pair never trains.
     from workbench.data.pair_check import check_unchecked_safely
 
     pair_check = check_unchecked_safely(engine, "round")
     ctx.progress(0.0, pair_check["message"], force=True)
-    state = {"round_id": round_id, "pair_check": pair_check}
+    state = {"round_id": round_id, "pair_check": pair_check, "backbone": backbone}
     try:
         trained = run_step(ctx, "train", train_params, 0.0, 0.6)
         assert isinstance(trained, TrainResult)
@@ -119,6 +122,28 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
         _update_round(engine, round_id, status="failed", closed_at=utcnow())
         raise
     return _after_inference(ctx, state)
+
+
+def _backbone_schedule(
+    ctx: JobContext[RoundParams], train_params: TrainParams, previous: int
+) -> tuple[TrainParams, dict[str, Any]]:
+    """A warm-started round on cached features: add the backbone's fine-tuning phase when the refresh
+    schedule says so (``model.backbone_refresh``); returns the train parameters and the decision."""
+    from workbench.model.backbone_refresh import refresh_decision
+    from workbench.model.registry import training_data
+
+    labels_now = training_data(ctx.engine)[0].counts()["n"]
+    decision = refresh_decision(
+        ctx.engine,
+        previous,
+        labels_now,
+        ctx.settings.backbone_refresh_rounds,
+        ctx.settings.backbone_refresh_growth,
+    )
+    ctx.progress(0.0, decision.reason, force=True)
+    if decision.refresh:
+        train_params = train_params.derive(phases=2)
+    return train_params, decision.to_dict()
 
 
 def _fan_out_inference(ctx: JobContext[RoundParams], state: dict[str, Any]) -> list[int] | None:
@@ -182,9 +207,16 @@ def _after_inference(ctx: JobContext[RoundParams], state: dict[str, Any]) -> Rou
             "selected_calibration": calibrated.selected,
             "pair_check": state.get("pair_check"),
             "inference_shards": len(state.get("children") or []),
+            "backbone": state.get("backbone"),
         },
     )
-    return RoundResult(round=round_id, model_version=version, queued=queued.queued, threshold=threshold)
+    return RoundResult(
+        round=round_id,
+        model_version=version,
+        queued=queued.queued,
+        threshold=threshold,
+        backbone=state.get("backbone"),
+    )
 
 
 def _check_shards(engine: Engine, shard_ids: list[int]) -> None:

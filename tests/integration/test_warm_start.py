@@ -72,3 +72,95 @@ def test_warm_start_uses_feature_cache_and_cached_inference_matches_full_model(w
     full = predict_pairs(load_version_model(engine, child), [(c.pre_path, c.post_path) for c in pool])
     np.testing.assert_allclose(stored.logit, full["logit"], atol=1e-4)
     assert np.all(stored.uncertainty >= 0)
+
+
+def test_backbone_refresh_schedule_and_fresh_features(wb) -> None:  # type: ignore[no-untyped-def]
+    """A frozen-backbone chain triggers the refresh by rounds and by label growth; the refreshed child's
+    backbone has new weights, so its features are computed anew under its own cache folder and cached
+    inference still equals the full model on the images (stale features of the parent would not)."""
+    from workbench.model.backbone_refresh import refresh_decision
+    from workbench.model.builder import backbones
+    from workbench.model.features import FeatureCache, backbone_identity
+    from workbench.model.inference import predict_pairs
+
+    engine, settings = wb
+    scratch = train_version(engine, settings, TrainParams(preset="cpu", epochs=1, overrides=TINY))[
+        "model_version"
+    ]
+    frozen = train_version(
+        engine,
+        settings,
+        TrainParams(preset="cpu", epochs=1, overrides=TINY, parent_version=scratch, use_feature_cache=True),
+    )["model_version"]
+    with session_scope(engine) as s:
+        counts = s.get(ModelVersion, scratch).data_counts
+    labelled = counts["train"]["n"] + counts.get("tune", {}).get("n", 0)
+    assert not refresh_decision(engine, scratch, labelled, 3, 0.5).refresh  # nothing frozen yet
+    kept = refresh_decision(engine, frozen, labelled, 3, 0.5)
+    assert not kept.refresh and kept.frozen_rounds == 1 and kept.trained_in == scratch
+    assert refresh_decision(engine, frozen, labelled, 2, 0.0).refresh  # the 2nd frozen round in a row
+    grown = refresh_decision(engine, frozen, int(labelled * 1.5), 0, 0.5)
+    assert grown.refresh and f"grew from {labelled} to {int(labelled * 1.5)}" in grown.reason
+
+    refreshed = train_version(
+        engine,
+        settings,
+        TrainParams(
+            preset="cpu",
+            epochs=1,
+            fine_tune_epochs=1,
+            phases=2,
+            overrides=TINY,
+            parent_version=frozen,
+            use_feature_cache=True,
+        ),
+    )["model_version"]
+    old_model, new_model = load_version_model(engine, frozen), load_version_model(engine, refreshed)
+    old_id = backbone_identity(backbones(old_model)["pre"])
+    new_id = backbone_identity(backbones(new_model)["pre"])
+    assert old_id != new_id  # fine-tuned: another key, so no stale features are read
+    assert not refresh_decision(engine, refreshed, labelled, 2, 0.0).refresh  # the refresh reset the count
+    infer_version(engine, settings, refreshed, ["pool"], mc_samples=0)
+    cache = FeatureCache(Path(settings.artifacts) / "features")
+    assert any(cache.folder(new_id, (32, 32)).glob("*.npy"))
+    with session_scope(engine) as s:
+        pool = s.scalars(select(Case).where(Case.split == "pool").order_by(Case.id)).all()
+    stored = load_predictions(engine, refreshed, "pool")
+    full = predict_pairs(new_model, [(c.pre_path, c.post_path) for c in pool])
+    np.testing.assert_allclose(stored.logit, full["logit"], atol=1e-4)
+
+
+def test_a_round_on_schedule_refreshes_the_backbone(wb) -> None:  # type: ignore[no-untyped-def]
+    """Through the round job (in process): with WORKBENCH_BACKBONE_REFRESH_ROUNDS=1 the warm-started
+    round adds the fine-tuning phase and reports why; with the schedule off it keeps the backbone frozen."""
+    from workbench.actors import LOCAL_OPERATOR
+    from workbench.jobs.runner import run_job
+    from workbench.jobs.submit import submit_job
+
+    engine, settings = wb
+    params = {
+        "train": {"preset": "cpu", "epochs": 1, "fine_tune_epochs": 1, "overrides": TINY},
+        "batch_size": 3,
+        "methods": ["temperature"],
+        "policy": "max_f1",
+        "mc_samples": 0,
+    }
+
+    def round_result(**schedule: float) -> dict:
+        job = submit_job(engine, "round", params, requester=LOCAL_OPERATOR, send=lambda *_: "in-process")
+        view = run_job(engine, settings.model_copy(update=schedule), job, "test-worker")
+        assert view is not None and view.status == "succeeded", view.error if view else None
+        return view.result or {}
+
+    first = round_result()
+    assert first["backbone"] is None  # nothing to warm-start from: trained end to end
+    kept = round_result(backbone_refresh_rounds=0, backbone_refresh_growth=0.0)
+    assert kept["backbone"]["refresh"] is False
+    refreshed = round_result(backbone_refresh_rounds=1)
+    assert refreshed["backbone"]["refresh"] is True and "every 1 rounds" in refreshed["backbone"]["reason"]
+    with session_scope(engine) as s:
+        phases = {
+            v: s.get(ModelVersion, v).config["train"]["phases"]
+            for v in (kept["model_version"], refreshed["model_version"])
+        }
+    assert phases == {kept["model_version"]: 1, refreshed["model_version"]: 2}

@@ -110,6 +110,7 @@ class RoundResult(JobResult):
     reasons: list[Any] | None = None
     advice: list[Any] | None = None
     waiting_for: list[int] | None = None  # the inference shards it handed to other workers
+    backbone: dict[str, Any] | None = None  # model.backbone_refresh decision (warm-started rounds)
 
 
 class SleepResult(JobResult):

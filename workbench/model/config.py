@@ -241,6 +241,12 @@ def _presets() -> dict[str, Preset]:
                 monitor="val_auc_pr",
                 augment=True,
                 deterministic=True,
+                # used when a round refreshes the backbone (model.backbone_refresh): the whole small
+                # CNN fine-tuned end to end on the images, batch norm frozen
+                phase2_epochs=10,
+                phase2_batch=16,
+                phase2_lr=1e-4,
+                fine_tune_from_block="block1_",
             ),
         ),
         "card": Preset(
