@@ -9,6 +9,7 @@ import typer
 from sqlalchemy import Engine
 
 from workbench.active.building import build_queue
+from workbench.active.cold_start import queue_cold_start
 from workbench.active.labelling_queue import claim_next, queue_progress, skip, submit_label, undo_last
 from workbench.actors import CLI_OPERATOR
 from workbench.calibration.thresholds import VALID_FORMS
@@ -67,6 +68,17 @@ def queue_build(
         seed=p.seed,
     )
     typer.echo(json.dumps(result, indent=1))
+
+
+@queue_app.command("cold-start")
+@handle_errors
+def queue_cold_start_command(
+    n: int = typer.Option(..., "--n", help="Cases to queue (one per k-means cluster of the pool)."),
+    seed: int = typer.Option(0, help="Seed of the k-means clustering."),
+) -> None:
+    """Round 0, no model yet: queue N typical and diverse unlabelled pool cases (TypiClust on label-free
+    pair features)."""
+    typer.echo(json.dumps(queue_cold_start(engine(), settings(), n, seed), indent=1))
 
 
 @queue_app.command("status")

@@ -7,6 +7,13 @@ human-readable reason, so that each queued item can say why it was chosen.
 
 :func:`select_batch` composes them into a mixed batch: quotas by stated proportions, filled strategy
 by strategy, never the same case twice, near-duplicates thinned by k-center greedy on embeddings.
+
+Batch-aware variants: a score-based strategy can be *sampled* instead of taken top-k
+(``power:bald``, ``softmax@20:near_threshold``; :func:`sampled`), after Kirsch et al. 2022,
+"Stochastic Batch Acquisition: A Simple Baseline for Deep Active Learning": a top-k of one round's
+scores piles up redundant cases that a draw proportional to the scores spreads out. And
+``class_balanced`` splits its share between likely positives and hidden ones among the predicted
+negatives, so rare positives are looked for on both sides of the threshold.
 """
 
 from __future__ import annotations
@@ -93,10 +100,20 @@ class Candidates:
 
 @dataclass(frozen=True)
 class Scored:
-    """One score per candidate (higher = more informative) and one reason string per candidate."""
+    """One score per candidate (higher = more informative) and one reason string per candidate.
+
+    ``order``, when given, are the keys a batch ranks by instead of the scores (a stochastic draw,
+    an interleaving of two rankings); the scores are still what each pick reports.
+    """
 
     scores: np.ndarray
     reason: list[str]
+    order: np.ndarray | None = None
+
+    @property
+    def rank_keys(self) -> np.ndarray:
+        """What the batch ranks by: ``order`` when given, else the scores."""
+        return self.scores if self.order is None else self.order
 
 
 @dataclass(frozen=True)
@@ -285,6 +302,55 @@ def diversity(c: Candidates, rng: np.random.Generator) -> Scored:
     return Scored(scores, reasons)
 
 
+def class_balanced(c: Candidates, rng: np.random.Generator) -> Scored:
+    """Rare positives from both sides of the threshold: two rankings, interleaved.
+
+    Half "likely positive": P(positive)-weighted uncertainty, p x H(p) (uncertain cases that lean
+    positive). Half "hidden positive": the most uncertain (H(p)) of the cases predicted negative
+    (p < threshold), where a model short of positives hides the ones it misses. The batch ranks by
+    the alternation A1, B1, A2, B2, ... (a case already placed is skipped; when the predicted
+    negatives run out, A continues), so a quota of q holds ceil(q/2) of A and floor(q/2) of B
+    whenever the pool has them. H is the predictive entropy of the calibrated probability: it
+    exists for every case without MC passes. The reason names the half.
+    """
+    n = len(c)
+    h = binary_entropy(c.prob)
+    weighted = c.prob * h
+    order_a = np.argsort(-weighted, kind="stable")
+    negatives = np.flatnonzero(c.prob < c.threshold)
+    order_b = negatives[np.argsort(-h[negatives], kind="stable")]
+    position = np.full(n, -1, dtype=np.int64)
+    scores = np.zeros(n)
+    reasons = [""] * n
+    a = b = placed = 0
+    turn_a = True
+    while placed < n:
+        if turn_a or b >= order_b.size:
+            while position[order_a[a]] >= 0:
+                a += 1
+            i = int(order_a[a])
+            scores[i] = weighted[i]
+            reasons[i] = (
+                f"class-balanced, likely-positive half: p x H(p) = {weighted[i]:.3f} at p={c.prob[i]:.2f}"
+            )
+        else:
+            while b < order_b.size and position[order_b[b]] >= 0:
+                b += 1
+            if b >= order_b.size:
+                turn_a = True
+                continue
+            i = int(order_b[b])
+            scores[i] = h[i]
+            reasons[i] = (
+                f"class-balanced, hidden-positive half: entropy {h[i]:.3f} bits among predicted "
+                f"negatives (p={c.prob[i]:.2f} < threshold {c.threshold:.2f})"
+            )
+        position[i] = placed
+        placed += 1
+        turn_a = not turn_a
+    return Scored(scores, reasons, order=-position.astype(np.float64))
+
+
 STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
     {
         "near_threshold": near_threshold,
@@ -294,8 +360,117 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
         "likely_positive": likely_positive,
         "random": random,
         "diversity": diversity,
+        "class_balanced": class_balanced,
     }
 )
+
+#: Stochastic batch acquisition (Kirsch et al. 2022), written ``MODE[@BETA]:STRATEGY`` in a mix:
+#: ``power`` draws case i with probability proportional to score_i ** beta, ``softmax`` to
+#: exp(beta x score_i), ``softrank`` to rank_i ** -beta (rank 1 = best score; scale-free). A batch
+#: of q is drawn without replacement by the Gumbel-top-k trick: the q largest keys
+#: ``log-weight_i + Gumbel noise``. beta defaults to 1 (the paper's default); beta -> infinity is
+#: the deterministic top-k, beta = 0 uniform sampling. Softmax depends on the scores' scale: on
+#: scores in [0, 1] (probabilities, entropies) beta = 1 is close to uniform, so give it a larger beta.
+SAMPLING_MODES = ("power", "softmax", "softrank")
+DEFAULT_BETA = 1.0
+#: The strategies that rank by a score and may be sampled (random, diversity and class_balanced
+#: choose by construction, not by a score).
+SAMPLEABLE = ("near_threshold", "entropy", "bald", "tta_spread", "likely_positive")
+#: Strategies whose score is a negated distance (<= 0): power sampling weights them by
+#: distance ** -beta (closer is likelier), as score ** beta needs scores >= 0.
+NEGATED_DISTANCE = frozenset({"near_threshold"})
+_TINY = 1e-300  # the weight of a zero (or unmeasured, negative) score under power sampling
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """A parsed ``MODE[@BETA]:STRATEGY`` name."""
+
+    mode: str
+    beta: float
+    base: str
+
+
+def parse_sampling(name: str) -> Sampling | None:
+    """The sampling a strategy name asks for; None for a plain name. Raises ValidationError for a
+    malformed one (unknown mode or strategy, a strategy that cannot be sampled, a bad beta)."""
+    if ":" not in name:
+        return None
+    head, _, base = name.partition(":")
+    mode, at, beta_text = head.partition("@")
+    form = f"write MODE[@BETA]:STRATEGY with MODE one of {', '.join(SAMPLING_MODES)}"
+    if mode not in SAMPLING_MODES:
+        raise ValidationError(f"strategy {name!r}: unknown sampling mode {mode!r} ({form})")
+    if base not in SAMPLEABLE:
+        raise ValidationError(
+            f"strategy {name!r}: {base!r} cannot be sampled (one of {', '.join(SAMPLEABLE)}; {form})"
+        )
+    beta = DEFAULT_BETA
+    if at:
+        try:
+            beta = float(beta_text)
+        except ValueError:
+            raise ValidationError(f"strategy {name!r}: beta {beta_text!r} is not a number ({form})") from None
+        if not math.isfinite(beta) or beta < 0:
+            raise ValidationError(f"strategy {name!r}: beta must be a finite number >= 0, got {beta_text!r}")
+    return Sampling(mode, beta, base)
+
+
+def base_strategy(name: str) -> str:
+    """The strategy a (possibly sampled) name ranks by: ``power:bald`` -> ``bald``."""
+    sampling = parse_sampling(name)
+    return name if sampling is None else sampling.base
+
+
+def sampling_keys(
+    scores: np.ndarray, mode: str, beta: float, rng: np.random.Generator, negated_distance: bool = False
+) -> np.ndarray:
+    """Gumbel-top-k keys: the top q of them are a draw of q cases without replacement with
+    probability proportional to the mode's weight (see :data:`SAMPLING_MODES`)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if mode == "power" and negated_distance:
+        log_weight = -np.log(np.maximum(-s, 0.0) + _EPS)
+    elif mode == "power":
+        log_weight = np.log(np.maximum(s, _TINY))
+    elif mode == "softmax":
+        log_weight = s
+    elif mode == "softrank":
+        rank = np.empty(s.size)
+        rank[np.argsort(-s, kind="stable")] = np.arange(1, s.size + 1)
+        log_weight = -np.log(rank)
+    else:
+        raise ValidationError(f"unknown sampling mode {mode!r} (one of {', '.join(SAMPLING_MODES)})")
+    return beta * log_weight + rng.gumbel(size=s.size)
+
+
+def sampled(sampling: Sampling) -> Strategy:
+    """The base strategy's scores, drawn instead of taken top-k (reproducible from the batch's
+    generator); each reason says it was sampled, how, and with what beta."""
+    base = STRATEGIES[sampling.base]
+
+    def strategy(c: Candidates, rng: np.random.Generator) -> Scored:
+        scored = base(c, rng)
+        keys = sampling_keys(
+            scored.scores, sampling.mode, sampling.beta, rng, sampling.base in NEGATED_DISTANCE
+        )
+        note = f"sampled by {sampling.mode} (beta={sampling.beta:g}) from: "
+        return Scored(scored.scores, [note + why for why in scored.reason], order=keys)
+
+    return strategy
+
+
+def strategy_for(name: str) -> Strategy:
+    """The strategy a mix name stands for: one of :data:`STRATEGIES` or a sampled ``MODE[@BETA]:NAME``."""
+    sampling = parse_sampling(name)
+    if sampling is not None:
+        return sampled(sampling)
+    if name not in STRATEGIES:
+        raise ValidationError(
+            f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)}, or sampled as "
+            f"MODE[@BETA]:NAME with MODE one of {', '.join(SAMPLING_MODES)}, e.g. power:near_threshold)"
+        )
+    return STRATEGIES[name]
+
 
 DEFAULT_MIX: Mapping[str, float] = MappingProxyType(
     {"near_threshold": 0.5, "likely_positive": 0.35, "random": 0.15}
@@ -303,13 +478,12 @@ DEFAULT_MIX: Mapping[str, float] = MappingProxyType(
 
 
 def validate_mix(mix: Mapping[str, float]) -> dict[str, float]:
-    """Check a strategy mix: known names, finite non-negative proportions that sum to 1."""
+    """Check a strategy mix: known (or sampled) names, finite non-negative proportions that sum to 1."""
     if not mix:
         raise ValidationError("the strategy mix is empty: give at least one strategy and its proportion")
     out: dict[str, float] = {}
     for name, share in mix.items():
-        if name not in STRATEGIES:
-            raise ValidationError(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
+        strategy_for(name)  # raises for an unknown or malformed name
         try:
             value = float(share)
         except (TypeError, ValueError):
@@ -354,9 +528,10 @@ def select_batch(
     what the other strategies left); the others follow in mix order. With embeddings, each strategy
     shortlists its top ``SHORTLIST_FACTOR`` x quota cases and k-center greedy keeps the quota that is
     farthest from each other and from the cases already in the batch (near-duplicates removed);
-    ``diversity`` itself runs k-center over all remaining cases. A batch at least as large as the
-    pool returns the whole pool. Raises ValidationError for a bad mix, batch size, or a strategy
-    whose inputs (MC samples, TTA spreads, embeddings) are missing.
+    ``diversity`` itself runs k-center over all remaining cases. A sampled name (``power:bald``)
+    ranks by its Gumbel keys, drawn from ``rng``, so the same seed gives the same batch. A batch at
+    least as large as the pool returns the whole pool. Raises ValidationError for a bad mix, batch
+    size, or a strategy whose inputs (MC samples, TTA spreads, embeddings) are missing.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -382,8 +557,8 @@ def select_batch(
             assert emb is not None
             chosen, scores, notes = _diverse_picks(emb, available, picked, q, rng)
         else:
-            scored = STRATEGIES[name](candidates, rng)
-            ranked = _ranked(scored.scores, available)
+            scored = strategy_for(name)(candidates, rng)
+            ranked = _ranked(scored.rank_keys, available)
             if emb is not None and name != "random":
                 shortlist = ranked[: SHORTLIST_FACTOR * q]
                 if picked:

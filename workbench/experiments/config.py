@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.active.strategies import DEFAULT_MIX, STRATEGIES, validate_mix
+from workbench.active.strategies import DEFAULT_MIX, STRATEGIES, base_strategy, strategy_for, validate_mix
 from workbench.errors import ValidationError
 
 DEFAULT_STRATEGIES: tuple[str, ...] = ("mixed", "near_threshold", "likely_positive", "random")
@@ -32,7 +32,8 @@ DEFAULT_HEAD_BATCH = 32
 
 def parse_strategy(spec: str) -> dict[str, float]:
     """The mix a strategy name stands for: ``mixed`` -> DEFAULT_MIX, ``name`` -> {name: 1.0}, or a custom
-    mix ``"near_threshold=0.6+likely_positive=0.4"`` (shares summing to 1)."""
+    mix ``"near_threshold=0.6+likely_positive=0.4"`` (shares summing to 1). A name may be sampled
+    (``power:near_threshold``, ``softmax@20:entropy``; see ``strategies.SAMPLING_MODES``)."""
     text = (spec or "").strip()
     if not text:
         raise ValidationError("strategy name is empty")
@@ -49,14 +50,19 @@ def parse_strategy(spec: str) -> dict[str, float]:
             except ValueError:
                 raise ValidationError(f"strategy mix {text!r}: share {share!r} is not a number") from None
     else:
-        if text not in STRATEGIES:
+        if ":" not in text and text not in STRATEGIES:
             known = ", ".join(["mixed", *(s for s in STRATEGIES if s not in UNSUPPORTED)])
-            raise ValidationError(f"unknown strategy {text!r} (one of {known}, or a mix like a=0.5+b=0.5)")
+            raise ValidationError(
+                f"unknown strategy {text!r} (one of {known}, sampled like power:near_threshold, or a mix like a=0.5+b=0.5)"
+            )
+        strategy_for(text)  # a malformed sampled name says why
         mix = {text: 1.0}
     mix = validate_mix(mix)
     for name, share in mix.items():
-        if share > 0 and name in UNSUPPORTED:
-            raise ValidationError(f"strategy {name!r} cannot be simulated: it {UNSUPPORTED[name]}")
+        if share > 0 and base_strategy(name) in UNSUPPORTED:
+            raise ValidationError(
+                f"strategy {name!r} cannot be simulated: it {UNSUPPORTED[base_strategy(name)]}"
+            )
     return mix
 
 
@@ -146,7 +152,7 @@ def check_config(
         raise ValidationError(f"test_fraction must be between 0.05 and 0.5, got {test_fraction!r}")
     seed_list = _seed_list(seeds)
     names, mixes = _strategy_list(strategies)
-    uses = {n for mix in mixes.values() for n, share in mix.items() if share > 0}
+    uses = {base_strategy(n) for mix in mixes.values() for n, share in mix.items() if share > 0}
     if "diversity" in uses and not use_embeddings:
         raise ValidationError("strategy 'diversity' needs embeddings; do not turn embeddings off")
     if "bald" in uses and mc_samples < 2:
