@@ -76,8 +76,10 @@ def queue_cold_start_command(
     n: int = typer.Option(..., "--n", help="Cases to queue (one per k-means cluster of the pool)."),
     seed: int = typer.Option(0, help="Seed of the k-means clustering."),
 ) -> None:
-    """Round 0, no model yet: queue N typical and diverse unlabelled pool cases (TypiClust on label-free
-    pair features)."""
+    """Round 0, no model yet: queue N typical, diverse pool cases (TypiClust).
+
+    k-means of the unlabelled pool's label-free pair features into N clusters; the most typical case
+    of each is queued for labelling, with a reason naming its cluster and typicality."""
     typer.echo(json.dumps(queue_cold_start(engine(), settings(), n, seed), indent=1))
 
 
