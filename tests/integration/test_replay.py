@@ -1,0 +1,126 @@
+"""The simulator replays the production round: real workbenches, the round job, the labelling queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from workbench.data.synth import generate_dataset
+from workbench.db.engine import session_scope
+from workbench.db.models import Job, Label, QueueItem
+from workbench.errors import ValidationError
+from workbench.experiments.replay import (
+    ReplayConfig,
+    check_replay,
+    copy_workbench,
+    read_cases,
+    replay,
+    requeue,
+    strategy_mix,
+)
+
+TINY = {
+    "model": {"input_size": [32, 32], "token_dim": 16, "heads": 2, "key_dim": 8, "cnn_width": 8},
+    "train": {"phase1_batch": 8, "patience": 100, "learning_check": "warn"},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("replay-data")
+    summary = generate_dataset(
+        root, n=160, positive_rate=0.25, seed=5, size=(40, 40), difficulty="easy", label_noise=0.05
+    )
+    return Path(summary.manifest)
+
+
+@pytest.fixture(scope="module")
+def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ReplayConfig, dict]:
+    cfg = ReplayConfig(
+        dataset=data,
+        out=tmp_path_factory.mktemp("replay-out"),
+        seeds=[3],
+        strategies=["default", "random"],
+        initial=20,
+        rounds=2,
+        batch=6,
+        epochs=2,
+        overrides=TINY,
+        mc_samples=4,
+    )
+    return cfg, replay(cfg)
+
+
+def test_replay_runs_the_production_round_and_the_queue(run) -> None:  # type: ignore[no-untyped-def]
+    cfg, out = run
+    curves = out["curves"]
+    assert out["scored_against"] == "truth"  # ground_truth.csv next to the manifest
+    for name in cfg.strategies:
+        mine = [r for r in curves if r["strategy"] == name]
+        assert [r["round"] for r in mine] == [0, 1, 2]
+        assert mine[-1]["queried"] == cfg.rounds * cfg.batch and mine[-1]["labels"] == cfg.initial + 12
+        assert all(r.get("test_auprc") is not None for r in mine[1:])
+    folder = cfg.out / "seed-3" / "default"
+    from workbench.experiments.replay import _open
+
+    wb = _open(folder)
+    with session_scope(wb.engine) as s:
+        rounds = s.scalars(select(Job).where(Job.kind == "round", Job.parent_id.is_(None))).all()
+        labels = s.scalars(select(Label).where(Label.labeller == "oracle")).all()
+        items = s.scalars(select(QueueItem).where(QueueItem.kind == "label")).all()
+    wb.engine.dispose()
+    assert len(rounds) == 2 and all(j.status == "succeeded" for j in rounds)  # the production job, twice
+    assert len(labels) == 12 and all(i.status == "done" for i in items)  # answered through the queue
+    text = (cfg.out / "summary.md").read_text()
+    assert "95% t-interval over seeds" in text and "| default |" in text and "| random |" in text
+
+
+def test_a_copied_round_requeued_with_the_same_mix_is_the_production_batch(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The replay's shortcut for round 1 of later strategies (copy, then rebuild the queue with the queue
+    step's function) selects exactly the batch the production round queued, for the same mix and seed."""
+    from workbench.experiments.replay import _open
+
+    cfg, _ = run
+    first = _open(cfg.out / "seed-3" / "_round1")
+    with session_scope(first.engine) as s:
+        job = s.scalars(select(Job).where(Job.kind == "round", Job.parent_id.is_(None))).one()
+        produced = [
+            (q.case_id, q.strategy)
+            for q in s.scalars(
+                select(QueueItem).where(QueueItem.kind == "label").order_by(QueueItem.priority.desc())
+            )
+        ]
+        result = dict(job.result)
+    copy = copy_workbench(first, tmp_path / "copy")
+    assert requeue(copy, result, strategy_mix("default"), cfg, seed=3) == len(produced)
+    with session_scope(copy.engine) as s:
+        rebuilt = [
+            (q.case_id, q.strategy)
+            for q in s.scalars(
+                select(QueueItem).where(QueueItem.kind == "label").order_by(QueueItem.priority.desc())
+            )
+        ]
+    first.engine.dispose()
+    copy.engine.dispose()
+    assert rebuilt == produced and len(produced) == cfg.batch
+
+
+def test_bad_replays_are_refused(data: Path, tmp_path: Path) -> None:
+    base = {"dataset": data, "out": tmp_path, "seeds": [0]}
+    for bad, match in (
+        ({"seeds": []}, "at least one seed"),
+        ({"strategies": ["default", "default"]}, "distinct"),
+        ({"strategies": ["nonsense"]}, "unknown strategy"),
+        ({"batch": 0}, "batch must be >= 1"),
+        ({"reader_noise": 0.7}, "reader_noise"),
+    ):
+        with pytest.raises(ValidationError, match=match):
+            check_replay(ReplayConfig(**{**base, **bad}))
+    cases, against = read_cases(data)
+    assert against == "truth" and len(cases) == 160
+    recorded = np.array([c.recorded for c in cases])
+    truth = np.array([c.truth for c in cases])
+    assert (recorded != truth).sum() == round(0.05 * 160)  # the oracle answers with what the reader said
