@@ -108,6 +108,7 @@ def test_sampled_picks_report_the_base_score_and_say_how_they_were_drawn() -> No
         ("power:nope", "'nope' cannot be sampled"),
         ("power@x:bald", "beta 'x' is not a number"),
         ("softmax@-1:bald", "beta must be a finite number >= 0"),
+        ("softmax@0.0000001:likely_positive", "longer than 32 characters"),
         ("nope", "unknown strategy 'nope'.*power:near_threshold"),
     ],
 )

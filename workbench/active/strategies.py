@@ -379,6 +379,7 @@ SAMPLEABLE = ("near_threshold", "entropy", "bald", "tta_spread", "likely_positiv
 #: Strategies whose score is a negated distance (<= 0): power sampling weights them by
 #: distance ** -beta (closer is likelier), as score ** beta needs scores >= 0.
 NEGATED_DISTANCE = frozenset({"near_threshold"})
+MAX_NAME = 32  # queue_items.strategy holds this many characters
 _TINY = 1e-300  # the weight of a zero (or unmeasured, negative) score under power sampling
 
 
@@ -396,6 +397,10 @@ def parse_sampling(name: str) -> Sampling | None:
     malformed one (unknown mode or strategy, a strategy that cannot be sampled, a bad beta)."""
     if ":" not in name:
         return None
+    if len(name) > MAX_NAME:
+        raise ValidationError(
+            f"strategy {name!r} is longer than {MAX_NAME} characters (what a queue item stores)"
+        )
     head, _, base = name.partition(":")
     mode, at, beta_text = head.partition("@")
     form = f"write MODE[@BETA]:STRATEGY with MODE one of {', '.join(SAMPLING_MODES)}"
