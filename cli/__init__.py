@@ -10,6 +10,7 @@ from workbench import __version__
 from workbench_cli import active, calibration, data, db, export, jobs, models
 from workbench_cli.common import handle_errors, settings
 from workbench_cli.demo import demo
+from workbench_cli.replay import replay_cmd
 from workbench_cli.simulate import simulate
 from workbench_cli.ui import ui
 
@@ -37,6 +38,7 @@ app.command("export")(export.export)
 app.command("predict")(export.predict)
 app.command("ui")(ui)
 app.command("simulate")(simulate)
+app.command("replay")(replay_cmd)
 app.add_typer(active.queue_app, name="queue")
 app.add_typer(active.round_app, name="round")
 app.add_typer(active.users_app, name="users")

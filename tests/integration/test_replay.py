@@ -124,3 +124,18 @@ def test_bad_replays_are_refused(data: Path, tmp_path: Path) -> None:
     recorded = np.array([c.recorded for c in cases])
     truth = np.array([c.truth for c in cases])
     assert (recorded != truth).sum() == round(0.05 * 160)  # the oracle answers with what the reader said
+
+
+def test_cli_replay_bad_input_is_one_line(data: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from workbench_cli import app
+
+    for args, said in (
+        (["-s", "magic"], "error: unknown strategy 'magic'"),
+        (["--overrides", "{nope"], "error: --overrides is not JSON"),
+        (["--reader-noise", "0.9"], "error: reader_noise must be in [0, 0.5)"),
+    ):
+        res = CliRunner().invoke(app, ["replay", str(data), "--out", str(tmp_path / "o"), *args])
+        assert res.exit_code == 1, res.output
+        assert res.stderr.strip().startswith(said) and len(res.stderr.strip().splitlines()) == 1, res.stderr
