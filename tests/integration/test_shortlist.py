@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from workbench.active.shortlist import (
     shortlist_depths,
     store_uncertainty,
 )
-from workbench.active.strategies import Candidates, select_batch
+from workbench.active.strategies import Candidates, Selected, select_batch
 from workbench.calibration.service import calibrate_version
 from workbench.config import Settings, get_settings
 from workbench.db.engine import session_scope
@@ -203,3 +204,19 @@ def test_picks_outside_the_shortlist_are_measured_after_the_choice(scored, monke
         {c: unc[c] for c in picked},
     )
     assert result["shortlist"]["measured"] + result["shortlist"]["measured_after_choice"] >= 1
+
+
+def test_sampled_strategies_in_the_shortlist() -> None:
+    """power:bald is shortlisted like bald (by its proxies) and refused on unmeasured picks; a sampled
+    score strategy adds no cases (it can draw any case: measured after the choice, like random)."""
+    from workbench.active.shortlist import check_measured
+
+    depths = shortlist_depths({"power:bald": 0.5, "power:near_threshold": 0.5}, 20)
+    assert set(depths) == {"power:bald"}
+    pool = _pool(400, seed=2, embeddings=False)
+    assert len(choose_shortlist(pool, 20, {"power:bald": 1.0})) >= depths["power:bald"]
+    unmeasured = dataclasses.replace(pool, uncertainty=np.full(len(pool), UNMEASURED))
+    picked = [Selected(int(pool.case_ids[0]), "power:bald", 0.0, "test")]
+    with pytest.raises(WorkbenchError, match="MC-dropout uncertainty"):
+        check_measured(picked, unmeasured)
+    check_measured([Selected(int(pool.case_ids[0]), "power:near_threshold", 0.0, "test")], unmeasured)

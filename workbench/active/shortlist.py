@@ -34,7 +34,14 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, bindparam, select, update
 
-from workbench.active.strategies import SHORTLIST_FACTOR, STRATEGIES, Candidates, Selected, quotas
+from workbench.active.strategies import (
+    SHORTLIST_FACTOR,
+    STRATEGIES,
+    Candidates,
+    Selected,
+    base_strategy,
+    quotas,
+)
 from workbench.config import Settings
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, Prediction
@@ -56,8 +63,15 @@ def shortlist_depths(mix: Mapping[str, float], batch_size: int) -> dict[str, int
     return {
         name: max(SHORTLIST_DEPTH * q, batch_size + (SHORTLIST_FACTOR - 1) * q, SHORTLIST_FLOOR)
         for name, q in quotas(mix, batch_size).items()
-        if q > 0 and (name in _RANKED_BY_SCORE or name in NEEDS_UNCERTAINTY)
+        if q > 0 and (name in _RANKED_BY_SCORE or needs_uncertainty(name))
     }
+
+
+def needs_uncertainty(name: str) -> bool:
+    """Whether strategy ``name`` (sampled ones by their base, ``power:bald`` -> ``bald``) ranks by the
+    MC uncertainty. A sampled score strategy (``power:near_threshold``) can draw any case, so it adds
+    none to the shortlist: like random, its picks are measured right after the choice."""
+    return base_strategy(name) in NEEDS_UNCERTAINTY
 
 
 def choose_shortlist(
@@ -81,7 +95,7 @@ def choose_shortlist(
     for name, m in shortlist_depths(mix, batch_size).items():
         if name in _RANKED_BY_SCORE:
             chosen.append(top(name, m))
-        elif name == "bald":
+        elif needs_uncertainty(name):  # bald, or bald sampled: by its proxies
             chosen.extend(top(proxy, m) for proxy in _BALD_PROXIES)
             chosen.append(rng.choice(n, size=min(m, n), replace=False))
     if not chosen:
@@ -105,7 +119,7 @@ def check_measured(batch: list[Selected], candidates: Candidates) -> None:
     unmeasured = [
         sel.case_id
         for sel in batch
-        if sel.strategy in NEEDS_UNCERTAINTY and candidates.uncertainty[position[sel.case_id]] == UNMEASURED
+        if needs_uncertainty(sel.strategy) and candidates.uncertainty[position[sel.case_id]] == UNMEASURED
     ]
     if unmeasured:
         measured = int((candidates.uncertainty != UNMEASURED).sum())
