@@ -38,9 +38,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import noise_note, print_machine  # noqa: E402
+from workbench.active.relabel import FEATURE_SOURCES  # noqa: E402
 
 TARGET_RATIO, TARGET_PRECISION = 5.0, 0.15
-SOURCES = ("backbone", "embedding", "baseline", "backbone+baseline", "embedding+baseline")
+SOURCES = (*FEATURE_SOURCES, "embedding+baseline")  # the library's default first
 
 
 def workbench(env: dict[str, str], *args: str) -> str:

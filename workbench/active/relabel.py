@@ -6,14 +6,14 @@ probability from a model that did not see its label: k-fold (stratified by label
 so no patient sits on both sides of a fold) logistic regression on features that exist without
 retraining the network, and ``cleanlab``'s confident learning picks and ranks the suspected errors.
 
-Features (``FEATURE_SOURCES``, first available wins): the version's frozen-backbone feature maps
-(through the feature cache, so cached cases cost a file read), average-pooled per image as
-means of pre, post and their change, and the change's maximum; else the pooled fused embeddings its inference stored. Both come from a
-network trained on these labels, so they are not fully out of sample: a flipped label the network
-memorised can pull its own features towards the wrong class. The backbone's pooled maps are further
-from the labels than the head's embedding (measured in ``bench/bench_relabel.py``). With too few
-labelled cases, positives or features for k folds, the version's in-sample scores are used and each
-reason says so.
+Features (``FEATURE_SOURCES``, the first available wins): the version's frozen-backbone feature maps
+pooled per pair (means of pre, post and their change, and the change's maximum; through the feature
+cache, so a cached image costs a file read) beside the non-learned baseline's hand-written pair
+features; then either alone; then the fused embeddings its inference stored. The backbone was trained
+on these labels, so its features are not fully out of sample: a flipped label the network memorised
+pulls its case's features towards the wrong class. The head's embedding suffers most (measured in
+``bench/bench_relabel.py``), the hand-written features not at all. With too few labelled patients of
+a class for k folds, or no features, the version's in-sample scores are used and each reason says so.
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ from workbench.model.scoring import load_embeddings
 
 FOLDS = 5
 FEATURE_CHUNK = 512  # pairs whose feature maps are held at once
-FEATURE_SOURCES = ("backbone", "embedding")
+# Tried in order, the first available wins; measured in bench/bench_relabel.py (docs/benchmarks.md,
+# "relabel"): the head's embedding has memorised the given labels (its out-of-fold AUROC against the
+# truth is the highest, yet it finds the fewest flips), the backbone's pooled maps less so, and the
+# hand-written pair features not at all; backbone + hand-written found the most flips.
+FEATURE_SOURCES = ("backbone+baseline", "backbone", "baseline", "embedding")
 # Logistic regression strength on standardised features: strong enough that a fold's model cannot
 # memorise its few positives (hundreds of feature dimensions, tens of positives).
 LOGREG_C = 0.1
@@ -266,7 +270,7 @@ def case_features(
         try:
             return np.concatenate([makers[part]() for part in source.split("+")], axis=1), source
         except (LookupError, OSError, WorkbenchError) as exc:  # no config, artifact, embeddings or images
-            why.append(f"{source}: {exc}")
+            why.append(f"{source}: {str(exc).splitlines()[0][:160]}")
     return None, "; ".join(why)
 
 
