@@ -9,13 +9,14 @@ From a clean workbench home, through the ``workbench`` command: synthesise ``--n
 positive, ``--label-noise`` of the recorded labels flipped; ``ground_truth.csv`` holds recorded and true
 labels), import them (70:20:10 patient splits), train the CPU preset (``--epochs``, the learning check
 recorded, not enforced), then warm-start a second version from it on cached frozen-backbone features
-(what a round does). That version is scored in process on every split (stored embeddings included)
+(what a round does). Both versions are scored in process on every split (stored embeddings included)
 and calibrated. Then the top ``--top`` relabel candidates among the labelled train/pool cases are
 compared with the flipped labels, for each ranking on the same version:
 
 - out of fold on each feature source of ``active.relabel`` (``SOURCES``: pooled backbone features, the
   stored embeddings, the non-learned baseline's hand-written pair features, and pairs of them);
-- the old in-sample ranking (the version's calibrated scores of cases it was trained on).
+- the old in-sample ranking (the version's calibrated scores of cases it was trained on), on that
+  version and on the first one (trained end to end, so the most likely to have memorised its labels).
 
 Printed per ranking: how many it flags, precision among the top (flipped / shown) with a Clopper-Pearson
 95 % interval, the noise rate, precision / noise rate (target >= 5x and precision >= 0.15, issue 14
@@ -149,8 +150,9 @@ def main() -> int:
     settings = load_settings()
     engine = engine_from_settings(settings)
     ts = time.monotonic()
-    infer_version(engine, settings, version, ["train", "pool", "val", "test"], mc_samples=0)
-    calibrate_version(engine, version)
+    for v in (first, version):  # the first (trained end to end) too: its in-sample ranking is shown
+        infer_version(engine, settings, v, ["train", "pool", "val", "test"], mc_samples=0)
+        calibrate_version(engine, v)
     print(f"inference on every split + calibration: {time.monotonic() - ts:.0f} s", flush=True)
 
     with (data / "ground_truth.csv").open(newline="") as fh:
@@ -177,6 +179,9 @@ def main() -> int:
 
     rankings = {f"out-of-fold, {source_name(src)}": oof(src) for src in SOURCES}
     rankings["in-sample (old)"] = lambda: in_sample_suspects(engine, version, 10**6)
+    rankings[f"in-sample (old) on version {first}, trained end to end"] = lambda: in_sample_suspects(
+        engine, first, 10**6
+    )
     for label, rank in rankings.items():
         tr = time.monotonic()
         found = rank()
