@@ -220,3 +220,21 @@ def test_sampled_strategies_in_the_shortlist() -> None:
     with pytest.raises(WorkbenchError, match="MC-dropout uncertainty"):
         check_measured(picked, unmeasured)
     check_measured([Selected(int(pool.case_ids[0]), "power:near_threshold", 0.0, "test")], unmeasured)
+
+
+def test_tta_spread_is_measured_for_the_shortlist_and_ranks_the_batch(scored, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A mix with tta_spread: the queue step measures the TTA spread of its shortlist (full model, four
+    pair-consistent views), picks among those cases, and says so in the reason."""
+    engine, settings, version = scored
+    monkeypatch.setattr(shortlist, "SHORTLIST_FLOOR", 6)
+    monkeypatch.setattr(shortlist, "SHORTLIST_DEPTH", 2)
+    before = pool_candidates(engine, settings, version)
+    chosen = set(before.case_ids[choose_shortlist(before, 3, {"tta_spread": 1.0}, seed=1)].tolist())
+    result = build_queue(engine, settings, version, 3, mix={"tta_spread": 1.0}, seed=1)
+    assert result["queued"] == 3 and result["shortlist"]["tta_measured"] == len(chosen) < len(before)
+    with session_scope(engine) as s:
+        items = s.execute(
+            select(QueueItem.case_id, QueueItem.reason).where(QueueItem.strategy == "tta_spread")
+        ).all()
+    assert len(items) == 3 and {c for c, _ in items} <= chosen
+    assert all("over 4 pair-consistent views" in r for _, r in items), items

@@ -189,3 +189,31 @@ def test_mc_statistics_on_hand_computed_samples():
     np.testing.assert_allclose(std, [0.3, 0.0, 0.0], atol=1e-7)
     np.testing.assert_allclose(info, [1.0 - h02, 0.0, 0.0], atol=1e-9)
     assert abs(info[0] - 0.27807) < 1e-5
+
+
+def test_tta_spread_is_zero_for_flip_symmetric_pairs_and_the_view_std_otherwise(pairs, tmp_path):
+    """A pair of uniform images looks the same under every flip: spread 0. Random images: the spread is
+    the std over the four views' probabilities, computed here by hand through the plain model call."""
+    from workbench.model.inference import TTA_VIEWS, _view, predict_tta
+
+    model = build_model(MODEL)
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(flat)
+    assert predict_tta(model, [(str(flat), str(flat))])[0] == pytest.approx(0.0, abs=1e-7)
+    spread = predict_tta(model, pairs[:3], batch_size=2)
+    batch = next(decoded_batches(pairs[:3], (32, 32), 3))
+    probs = []
+    for name in TTA_VIEWS:
+        view = {k: np.ascontiguousarray(_view(v, name)) for k, v in batch.items()}
+        probs.append(expit(predict_pairs_logits(model, view)))
+    np.testing.assert_allclose(spread, np.std(probs, axis=0), atol=1e-6)
+    assert (spread > 0).all()
+
+
+def predict_pairs_logits(model, batch):  # type: ignore[no-untyped-def]
+    """The logit of uint8 batches through the training preprocessing and a plain model call."""
+    from workbench.model.builder import preprocess_fn
+
+    prep = preprocess_fn("small_cnn")
+    x = {k: prep(v.astype(np.float32)) for k, v in batch.items()}
+    return np.asarray(model(x, training=False)["logit"]).reshape(-1).astype(np.float64)

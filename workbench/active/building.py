@@ -24,8 +24,10 @@ from workbench.active.shortlist import (
     check_measured,
     choose_shortlist,
     mc_uncertainty,
+    needs_tta,
     selection_uncertainty,
     store_uncertainty,
+    tta_spreads,
 )
 from workbench.active.strategies import DEFAULT_MIX, Candidates, Selected, select_batch
 from workbench.calibration.service import calibrated_probabilities
@@ -174,16 +176,15 @@ def build_queue(
     mix = mix or DEFAULT_MIX
     size = min(batch_size, len(candidates))
     shortlist: dict[str, Any] = {}
+    tta = any(needs_tta(name) for name in mix)
+    chosen = choose_shortlist(candidates, size, mix, seed) if mc_samples or tta else None
     if mc_samples:
-        candidates, shortlist = _measure(
-            engine,
-            settings,
-            version_id,
-            candidates,
-            choose_shortlist(candidates, size, mix, seed),
-            mc_samples,
-            seed,
-        )
+        candidates, shortlist = _measure(engine, settings, version_id, candidates, chosen, mc_samples, seed)
+    if tta:  # the TTA spread of the shortlist: the full model under each pair-consistent view
+        spread = np.full(len(candidates), UNMEASURED)
+        spread[chosen] = tta_spreads(engine, settings, version_id, candidates.case_ids[chosen])
+        candidates = dataclasses.replace(candidates, tta_spread=spread)
+        shortlist["tta_measured"] = int(len(chosen))
     rng = np.random.default_rng(seed)
     batch = select_batch(candidates, size, mix, rng)
     check_measured(batch, candidates)

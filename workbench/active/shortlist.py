@@ -19,7 +19,8 @@ Shortlist rule, per strategy ``s`` of the mix with quota ``q_s`` (its share of t
   logit spread elsewhere can still surface).
 - ``random`` and ``diversity`` choose from the whole pool without the uncertainty, so they add no
   cases: the queue step measures whatever they pick after the choice (at most ``B`` cases).
-- ``tta_spread`` needs test-time augmentation spreads, which the pool scores do not hold.
+- ``tta_spread`` ranks by the spread over pair-consistent test-time views (flips), measured in the
+  queue step for the shortlist only (same proxies as bald; :func:`tta_spreads`).
 
 Strategies that need the uncertainty (:data:`NEEDS_UNCERTAINTY`) choose only among measured cases:
 unmeasured ones carry :data:`UNMEASURED` (below every standard deviation, so ranked last), and
@@ -63,8 +64,14 @@ def shortlist_depths(mix: Mapping[str, float], batch_size: int) -> dict[str, int
     return {
         name: max(SHORTLIST_DEPTH * q, batch_size + (SHORTLIST_FACTOR - 1) * q, SHORTLIST_FLOOR)
         for name, q in quotas(mix, batch_size).items()
-        if q > 0 and (name in _RANKED_BY_SCORE or needs_uncertainty(name))
+        if q > 0 and (name in _RANKED_BY_SCORE or needs_uncertainty(name) or needs_tta(name))
     }
+
+
+def needs_tta(name: str) -> bool:
+    """Whether strategy ``name`` (or its sampled form) ranks by the TTA spread, which is measured for the
+    shortlist only (by the same proxies as bald: a prediction that moves with the view sits near 0.5)."""
+    return base_strategy(name) == "tta_spread"
 
 
 def needs_uncertainty(name: str) -> bool:
@@ -95,7 +102,7 @@ def choose_shortlist(
     for name, m in shortlist_depths(mix, batch_size).items():
         if name in _RANKED_BY_SCORE:
             chosen.append(top(name, m))
-        elif needs_uncertainty(name):  # bald, or bald sampled: by its proxies
+        elif needs_uncertainty(name) or needs_tta(name):  # bald / tta_spread (or sampled): by proxies
             chosen.extend(top(proxy, m) for proxy in _BALD_PROXIES)
             chosen.append(rng.choice(n, size=min(m, n), replace=False))
     if not chosen:
@@ -112,15 +119,24 @@ def selection_uncertainty(stored: np.ndarray) -> np.ndarray | None:
 
 
 def check_measured(batch: list[Selected], candidates: Candidates) -> None:
-    """Refuse a batch where a strategy that needs the uncertainty picked a case without MC passes."""
-    if candidates.uncertainty is None:
-        return
+    """Refuse a batch where a strategy that needs the uncertainty (or the TTA spread) picked a case
+    without it."""
     position = {int(c): i for i, c in enumerate(candidates.case_ids)}
     unmeasured = [
         sel.case_id
         for sel in batch
-        if needs_uncertainty(sel.strategy) and candidates.uncertainty[position[sel.case_id]] == UNMEASURED
+        if candidates.uncertainty is not None
+        and needs_uncertainty(sel.strategy)
+        and candidates.uncertainty[position[sel.case_id]] == UNMEASURED
     ]
+    if candidates.tta_spread is not None:
+        no_tta = [
+            sel.case_id
+            for sel in batch
+            if needs_tta(sel.strategy) and candidates.tta_spread[position[sel.case_id]] == UNMEASURED
+        ]
+        if no_tta:
+            raise WorkbenchError(f"tta_spread picked cases {no_tta[:5]} whose TTA spread was not measured")
     if unmeasured:
         measured = int((candidates.uncertainty != UNMEASURED).sum())
         raise WorkbenchError(
@@ -174,6 +190,41 @@ def mc_uncertainty(
     return (
         np.asarray(out["uncertainty"], dtype=np.float64),
         np.asarray(out["mutual_information"], dtype=np.float64),
+    )
+
+
+def tta_spreads(
+    engine: Engine,
+    settings: Settings,
+    version_id: int,
+    case_ids: np.ndarray,
+    should_cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """TTA spread of ``case_ids`` (in that order): the full model on the images under each view of
+    ``inference.TTA_VIEWS`` (not stored: measured when a mix asks for it)."""
+    from workbench.model.decoded_cache import settings_cache
+    from workbench.model.inference import predict_tta
+    from workbench.model.registry import load_version_model
+
+    ids = [int(c) for c in case_ids]
+    if not ids:
+        return np.zeros(0)
+    with session_scope(engine) as s:
+        paths = {
+            cid: (pre, post)
+            for cid, pre, post in s.execute(
+                select(Case.id, Case.pre_path, Case.post_path).where(Case.id.in_(ids))
+            )
+        }
+    missing = [cid for cid in ids if cid not in paths]
+    if missing:
+        raise WorkbenchError(f"cases {missing[:5]} of the shortlist no longer exist")
+    model = load_version_model(engine, version_id)
+    return predict_tta(
+        model,
+        [paths[cid] for cid in ids],
+        decoded_cache=settings_cache(settings.artifacts),
+        should_cancel=should_cancel,
     )
 
 

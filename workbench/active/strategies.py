@@ -198,7 +198,15 @@ def tta_spread(c: Candidates, rng: np.random.Generator) -> Scored:
             "strategy 'tta_spread' needs TTA spreads (run inference with test-time augmentation)"
         )
     s = c.tta_spread
-    return Scored(s.copy(), [f"TTA spread {v:.3f} at p={p:.2f}" for v, p in zip(s, c.prob, strict=True)])
+    return Scored(
+        s.copy(),
+        [
+            f"TTA spread {v:.3f} over 4 pair-consistent views (flips) at p={p:.2f}"
+            if v >= 0
+            else "TTA spread not measured (outside the shortlist)"
+            for v, p in zip(s, c.prob, strict=True)
+        ],
+    )
 
 
 def likely_positive(c: Candidates, rng: np.random.Generator) -> Scored:

@@ -88,6 +88,58 @@ def predict_pairs(
     return _predict_batches(runner, model, batches, n, batch_size, mc_samples, progress, should_cancel, seed)
 
 
+TTA_VIEWS = ("identity", "flip_left_right", "flip_up_down", "rotate_180")
+"""Test-time views, each applied to both shots of a pair alike (a flip of one shot only would read as
+change): the colposcope's orientation carries no label information."""
+
+
+def _view(x: np.ndarray, name: str) -> np.ndarray:
+    """One TTA view of a (B, H, W, 3) batch."""
+    if name == "flip_left_right":
+        return x[:, :, ::-1]
+    if name == "flip_up_down":
+        return x[:, ::-1]
+    if name == "rotate_180":
+        return x[:, ::-1, ::-1]
+    return x
+
+
+def predict_tta(
+    model: Any,
+    pairs: Sequence[Pair],
+    batch_size: int = 32,
+    *,
+    decoded_cache: DecodedCache | None = None,
+    workers: int = 4,
+    should_cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Standard deviation of the probability over the :data:`TTA_VIEWS` of each pair, (N,): how much
+    the prediction depends on how the pair was photographed. The full model runs on the images (the
+    feature cache holds unaugmented features only), one compiled step per view and batch."""
+    from workbench.model.builder import backbone_from_model
+    from workbench.model.pipeline import decoded_batches
+
+    _check_sizes(batch_size, 0)
+    if not pairs:
+        return np.zeros(0, np.float64)
+    h, w = (int(v) for v in model.input["pre"].shape[1:3])
+    loader = decoded_cache.load if decoded_cache is not None else None
+    runner = _batch_runner(model, backbone_from_model(model))
+    seed, one = np.zeros(2, np.int32), np.int32(1)
+    spreads = []
+    done = 0
+    for batch in decoded_batches(pairs, (w, h), batch_size, loader=loader, workers=workers):
+        if should_cancel is not None and should_cancel():
+            raise PredictionCancelled(f"TTA cancelled after {done} of {len(pairs)} pairs")
+        views = []
+        for name in TTA_VIEWS:
+            view = {k: np.ascontiguousarray(_view(v, name)) for k, v in batch.items()}
+            views.append(expit(runner(view, seed, one)[1].numpy().astype(np.float64)))
+        spreads.append(np.std(np.stack(views), axis=0))
+        done += len(spreads[-1])
+    return np.concatenate(spreads)
+
+
 def predict_cached(
     model: Any,
     cfg: Any,
