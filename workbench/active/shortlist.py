@@ -146,6 +146,21 @@ def check_measured(batch: list[Selected], candidates: Candidates) -> None:
         )
 
 
+def _pairs_of(engine: Engine, ids: list[int]) -> list[tuple[str, str]]:
+    """(pre, post) image paths of the shortlisted cases ``ids``, in that order."""
+    with session_scope(engine) as s:
+        paths = {
+            cid: (pre, post)
+            for cid, pre, post in s.execute(
+                select(Case.id, Case.pre_path, Case.post_path).where(Case.id.in_(ids))
+            )
+        }
+    missing = [cid for cid in ids if cid not in paths]
+    if missing:
+        raise WorkbenchError(f"cases {missing[:5]} of the shortlist no longer exist")
+    return [paths[cid] for cid in ids]
+
+
 def mc_uncertainty(
     engine: Engine,
     settings: Settings,
@@ -168,17 +183,7 @@ def mc_uncertainty(
     ids = [int(c) for c in case_ids]
     if not ids:
         return np.zeros(0), np.zeros(0)
-    with session_scope(engine) as s:
-        paths = {
-            cid: (pre, post)
-            for cid, pre, post in s.execute(
-                select(Case.id, Case.pre_path, Case.post_path).where(Case.id.in_(ids))
-            )
-        }
-    missing = [cid for cid in ids if cid not in paths]
-    if missing:
-        raise WorkbenchError(f"cases {missing[:5]} of the shortlist no longer exist")
-    pairs = [paths[cid] for cid in ids]
+    pairs = _pairs_of(engine, ids)
     model = load_version_model(engine, version_id)
     cached = cached_predictor(engine, settings, version_id, should_cancel)
     options: dict[str, Any] = {"mc_samples": mc_samples, "should_cancel": should_cancel, "seed": seed}
@@ -209,20 +214,10 @@ def tta_spreads(
     ids = [int(c) for c in case_ids]
     if not ids:
         return np.zeros(0)
-    with session_scope(engine) as s:
-        paths = {
-            cid: (pre, post)
-            for cid, pre, post in s.execute(
-                select(Case.id, Case.pre_path, Case.post_path).where(Case.id.in_(ids))
-            )
-        }
-    missing = [cid for cid in ids if cid not in paths]
-    if missing:
-        raise WorkbenchError(f"cases {missing[:5]} of the shortlist no longer exist")
     model = load_version_model(engine, version_id)
     return predict_tta(
         model,
-        [paths[cid] for cid in ids],
+        _pairs_of(engine, ids),
         decoded_cache=settings_cache(settings.artifacts),
         should_cancel=should_cancel,
     )
