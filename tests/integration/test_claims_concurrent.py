@@ -7,14 +7,12 @@ item may be leased to two of them, and every item ends with exactly one label, b
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
 from factories import insert_cases
+from together import start_together
 from workbench.active.labelling_queue import enqueue, queue_progress
 from workbench.active.strategies import Selected
 from workbench.db.engine import session_scope
@@ -52,23 +50,8 @@ print(json.dumps(claimed))
 def run_labellers(url: str, n: int, signals: Path) -> dict[str, list[int]]:
     """Start ``n`` labeller processes, let them go together; the items each one claimed."""
     names = [f"expert{k:02d}" for k in range(n)]
-    procs = {
-        who: subprocess.Popen(
-            [sys.executable, "-c", LABELLER, url, who, str(signals)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for who in names
-    }
+    procs = start_together(LABELLER, names, lambda who: [url, who, str(signals)], signals)
     try:
-        deadline = time.monotonic() + 120
-        while not all((signals / f"ready-{who}").exists() for who in names):
-            assert time.monotonic() < deadline, "labeller processes did not start"
-            assert all(p.poll() is None for p in procs.values()), "a labeller process died at start"
-            time.sleep(0.05)
-        (signals / "go").touch()
         out: dict[str, list[int]] = {}
         for who, proc in procs.items():
             stdout, stderr = proc.communicate(timeout=300)

@@ -20,6 +20,7 @@ from test_ui_apptest import Seeded, app_as, seeded, template, texts  # noqa: F40
 
 from conftest import Stack
 from factories import insert_cases
+from together import start_together
 from workbench.active.labelling_queue import claim_next, enqueue, submit_label
 from workbench.active.strategies import Selected
 from workbench.config import Settings
@@ -179,23 +180,10 @@ print(json.dumps(job))
 
 def run_labellers(url: str, signals: Path, every: int) -> list[int | None]:
     names = [f"expert{k:02d}" for k in range(N_LABELLERS)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", LABELLER, url, who, str(signals), str(every)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for who in names
-    ]
+    started = start_together(LABELLER, names, lambda who: [url, who, str(signals), str(every)], signals)
+    procs = list(started.values())
     try:
         deadline = time.monotonic() + 120
-        while not all((signals / f"ready-{who}").exists() for who in names):
-            assert time.monotonic() < deadline, "labeller processes did not start"
-            assert all(p.poll() is None for p in procs), "a labeller process died at start"
-            time.sleep(0.05)
-        (signals / "go").touch()
         while not all((signals / f"labelled-{who}").exists() for who in names):
             assert time.monotonic() < deadline, "labeller processes did not label"
             assert all(p.poll() is None for p in procs), "a labeller process died"
