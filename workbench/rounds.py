@@ -232,6 +232,12 @@ def _check_shards(engine: Engine, shard_ids: list[int]) -> None:
             )
 
 
+COLD_START_ADVICE = (
+    "nothing was queued: label more pool cases before the next round, e.g. `workbench queue cold-start "
+    "--n 20` queues typical, diverse cases chosen without a model"
+)
+
+
 def _stop_did_not_learn(ctx: JobContext[RoundParams], round_id: int, trained: TrainResult) -> RoundResult:
     """End the round after a version that did not learn: nothing is scored, calibrated or queued."""
     version = trained.model_version
@@ -253,7 +259,7 @@ def _stop_did_not_learn(ctx: JobContext[RoundParams], round_id: int, trained: Tr
             "queued": 0,
             "message": message,
             "reasons": check.get("reasons", []),
-            "advice": check.get("advice", []),
+            "advice": [*check.get("advice", []), COLD_START_ADVICE],
         }
     )
 

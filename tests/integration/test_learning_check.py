@@ -280,6 +280,7 @@ def test_round_stops_after_training_when_the_version_did_not_learn(shuffled) -> 
     assert view is not None and view.status == "succeeded", view.error if view else None
     result = view.result or {}
     assert result["did_not_learn"] is True and result["queued"] == 0 and result["reasons"]
+    assert any("workbench queue cold-start" in a for a in result["advice"])  # a way forward without a model
     assert "round stopped after training" in view.message and "did not learn" in view.message
     assert result["message"] == view.message
     version_id = result["model_version"]
