@@ -16,8 +16,9 @@ Per seed and strategy the replay keeps a real workbench (SQLite database and hom
    (``claim_next``/``submit_label``, labeller ``oracle``) with the data set's recorded label (what
    its reader said, label noise included), flipped at ``reader_noise``.
 4. **Did not learn.** When a round stops because its version failed the learning check (nothing is
-   queued), the oracle labels ``batch`` pool cases drawn at random instead, as a clinic would before
-   the next round; the row says so.
+   queued), ``batch`` pool cases are queued by the cold start (``active.cold_start``: typical, diverse
+   cases chosen without a model), as the round's advice tells a clinic to do; for the ``random``
+   strategy they are drawn at random. The row says ``did_not_learn``.
 
 Round 0 of every strategy but the first is not retrained: its workbench is a copy of the first
 strategy's right after round 0 (same labels, same seed, same model) whose open queue is rebuilt with
@@ -419,8 +420,12 @@ def replay_seed(
                 if r == 1 and first is None:
                     first = (copy_workbench(wb, root / "_round1"), result)
             learned = not result.get("did_not_learn")
-            if not learned:
+            if not learned and name == "random":
                 queue_random(wb, cfg.batch, rng, result["round"])
+            elif not learned:  # what the round's advice tells a clinic: the cold start (TypiClust)
+                from workbench.active.cold_start import queue_cold_start
+
+                queue_cold_start(wb.engine, wb.settings, cfg.batch, seed=seed)
             trained_on = cfg.initial + len(queried)
             queried += answer_queue(wb, by_external, rng, cfg.reader_noise)
             metrics = round_metrics(wb, result["model_version"], by_external) if learned else {}
