@@ -3,7 +3,7 @@
 Usage::
 
     python bench/bench_relabel.py [--n 1000] [--size 128x128] [--label-noise 0.03] [--epochs 15]
-        [--top 20] [--data-seed 0] [--seed 0] [--work DIR]
+        [--top 20] [--data-seed 0] [--seed 0] [--work DIR [--reuse]]
 
 From a clean workbench home, through the ``workbench`` command: synthesise ``--n`` hard pairs (10 %
 positive, ``--label-noise`` of the recorded labels flipped; ``ground_truth.csv`` holds recorded and true
@@ -63,33 +63,15 @@ def version_of(out: str) -> int:
     return int(match.group(1))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--size", default="128x128")
-    parser.add_argument("--label-noise", type=float, default=0.03)
-    parser.add_argument("--positive-rate", type=float, default=0.1)
-    parser.add_argument("--epochs", type=int, default=15, help="CPU preset epochs of the first version")
-    parser.add_argument("--top", type=int, default=20)
-    parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0, help="training and fold seed")
-    parser.add_argument("--work", default=None, help="folder for home and data (default: a temp folder)")
-    args = parser.parse_args()
-    print_machine()
-    t0 = time.monotonic()
-    work = Path(args.work or tempfile.mkdtemp(prefix="bench_relabel_"))
-    home = work / "home"
-    env = {**os.environ, "WORKBENCH_HOME": str(home)}
-    env.pop("WORKBENCH_DATABASE_URL", None)
-    env.pop("WORKBENCH_SETTINGS_FILE", None)
+def prepare(env: dict[str, str], data: Path, args: argparse.Namespace, t0: float) -> tuple[int, int]:
+    """Synthesise and import the data, train the CPU preset, then warm-start a version on cached
+    backbone features from it; returns both version ids."""
     workbench(env, "db", "upgrade")
-    data = work / "data"
     workbench(env, "synth", str(data), "--n", str(args.n), "--seed", str(args.data_seed), "--difficulty", "hard",
               "--positive-rate", str(args.positive_rate), "--label-noise", str(args.label_noise),
               "--size", args.size)  # fmt: skip
     workbench(env, "import", str(data))
     print(f"data: synth + import {time.monotonic() - t0:.0f} s", flush=True)
-
     warn = '{"train": {"learning_check": "warn"}}'
     ts = time.monotonic()
     first = version_of(
@@ -130,7 +112,41 @@ def main() -> int:
     t_second = time.monotonic() - ts
     print(f"versions: {first} (CPU preset, {args.epochs} epochs, {t_first:.0f} s), {version} (warm-started "
           f"from {first} on cached backbone features, {t_second:.0f} s)", flush=True)  # fmt: skip
+    return first, version
 
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--size", default="128x128")
+    parser.add_argument("--label-noise", type=float, default=0.03)
+    parser.add_argument("--positive-rate", type=float, default=0.1)
+    parser.add_argument("--epochs", type=int, default=15, help="CPU preset epochs of the first version")
+    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training and fold seed")
+    parser.add_argument("--work", default=None, help="folder for home and data (default: a temp folder)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="rank again on the data and versions an earlier run left in --work",
+    )
+    args = parser.parse_args()
+    print_machine()
+    t0 = time.monotonic()
+    if args.reuse and not args.work:
+        parser.error("--reuse needs --work (the folder of an earlier run)")
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_relabel_"))
+    home = work / "home"
+    env = {**os.environ, "WORKBENCH_HOME": str(home)}
+    env.pop("WORKBENCH_DATABASE_URL", None)
+    env.pop("WORKBENCH_SETTINGS_FILE", None)
+    data = work / "data"
+    if args.reuse:  # an earlier run's folder: its data and versions 1 and 2, ranked again
+        first, version = 1, 2
+        print(f"versions: {first} and {version} of the earlier run in {work} (reused, not retrained)")
+    else:
+        first, version = prepare(env, data, args, t0)
     os.environ["WORKBENCH_HOME"] = str(home)
     from sqlalchemy import select
 
