@@ -42,7 +42,7 @@ from bench.common import noise_note, print_machine  # noqa: E402
 from workbench.active.relabel import FEATURE_SOURCES  # noqa: E402
 
 TARGET_RATIO, TARGET_PRECISION = 5.0, 0.15
-SOURCES = (*FEATURE_SOURCES, "embedding+baseline")  # the library's default first
+SOURCES = ("baseline", "backbone+baseline", "backbone", "embedding", "embedding+baseline")
 
 
 def workbench(env: dict[str, str], *args: str) -> str:
@@ -193,7 +193,11 @@ def main() -> int:
             engine, settings, version, 10**6, sources=(source,), seed=args.seed
         )
 
-    rankings = {f"out-of-fold, {source_name(src)}": oof(src) for src in SOURCES}
+    default = FEATURE_SOURCES[0]
+    rankings = {
+        f"out-of-fold, {source_name(src)}{' (default)' if src == default else ''}": oof(src)
+        for src in SOURCES
+    }
     rankings["in-sample (old)"] = lambda: in_sample_suspects(engine, version, 10**6)
     rankings[f"in-sample (old) on version {first}, trained end to end"] = lambda: in_sample_suspects(
         engine, first, 10**6

@@ -6,14 +6,14 @@ probability from a model that did not see its label: k-fold (stratified by label
 so no patient sits on both sides of a fold) logistic regression on features that exist without
 retraining the network, and ``cleanlab``'s confident learning picks and ranks the suspected errors.
 
-Features (``FEATURE_SOURCES``, the first available wins): the version's frozen-backbone feature maps
-pooled per pair (means of pre, post and their change, and the change's maximum; through the feature
-cache, so a cached image costs a file read) beside the non-learned baseline's hand-written pair
-features; then either alone; then the fused embeddings its inference stored. The backbone was trained
-on these labels, so its features are not fully out of sample: a flipped label the network memorised
-pulls its case's features towards the wrong class. The head's embedding suffers most (measured in
-``bench/bench_relabel.py``), the hand-written features not at all. With too few labelled patients of
-a class for k folds, or no features, the version's in-sample scores are used and each reason says so.
+Features (``FEATURE_SOURCES``, the first available wins): the non-learned baseline's hand-written pair
+features (``evaluation.baseline``, cached per pair), which no label has shaped; else the version's
+backbone feature maps pooled per pair (means of pre, post and their change, and the change's maximum;
+through the feature cache); else the fused embeddings its inference stored. The network was trained
+on these labels, so its features are not fully out of sample: a flipped label it memorised pulls its
+case's features towards the wrong class (the head's embedding most; measured in
+``bench/bench_relabel.py``). With too few labelled patients of a class for k folds, or no features,
+the version's in-sample scores are used and each reason says so.
 """
 
 from __future__ import annotations
@@ -38,10 +38,13 @@ from workbench.model.scoring import load_embeddings
 FOLDS = 5
 FEATURE_CHUNK = 512  # pairs whose feature maps are held at once
 # Tried in order, the first available wins. Measured in bench/bench_relabel.py (docs/benchmarks.md,
-# "relabel"; 3 data seeds, top 20 of about 21 flips): backbone + hand-written found 25 of 60, the
-# backbone alone 19, hand-written alone 20, the head's embedding 10 (it has learnt the given labels:
-# its out-of-fold AUROC against the truth was the highest, yet it found the fewest flips).
-FEATURE_SOURCES = ("backbone+baseline", "backbone", "baseline", "embedding")
+# "relabel"; four hard data sets, 82 flipped labels): the top 20 held 43 flips on the hand-written
+# pair features, 35 on backbone + hand-written, 33 on the backbone, 28 on the head's embedding and 32
+# for the old in-sample ranking. The hand-written features were fitted to no label at all; the
+# network's features were (the embedding most: its out-of-fold AUROC against the truth is the
+# highest, yet it finds the fewest flips). Where a trained model clearly beats the baseline
+# (``workbench evaluate`` shows both), its backbone may see errors the hand-written features cannot.
+FEATURE_SOURCES = ("baseline", "backbone", "embedding")
 # Logistic regression on standardised features, strength strong enough that a fold's model cannot
 # memorise its few positives (hundreds of feature dimensions, tens of positives). Unweighted, so its
 # probabilities keep the base rate, which confident learning's per-class thresholds assume: over four
