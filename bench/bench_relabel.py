@@ -29,7 +29,6 @@ import argparse
 import csv
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,22 +37,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import noise_note, print_machine  # noqa: E402
+from bench.common import noise_note, print_machine, workbench  # noqa: E402
 from workbench.active.relabel import FEATURE_SOURCES  # noqa: E402
 
 TARGET_RATIO, TARGET_PRECISION = 5.0, 0.15
 SOURCES = ("baseline", "backbone+baseline", "backbone", "embedding", "embedding+baseline")
-
-
-def workbench(env: dict[str, str], *args: str) -> str:
-    """Run ``workbench ARGS`` (this venv's command) and return its output; fail loudly."""
-    exe = Path(sys.executable).with_name("workbench")
-    proc = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True)
-    if proc.returncode not in (0, 3):  # 3: the version did not learn (recorded, not fatal here)
-        raise SystemExit(
-            f"workbench {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc.stdout
 
 
 def version_of(out: str) -> int:

@@ -31,7 +31,6 @@ import csv
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,22 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.common import print_machine  # noqa: E402
+from bench.common import print_machine, workbench  # noqa: E402
 
 TARGETS = {"hard": (0.85, 0.10), "realistic": (0.92, 0.0), "easy": (0.95, 0.0)}
 TRAIN_LIMIT_S = 15 * 60
 TEST_PREFIX = "test-"
-
-
-def workbench(env: dict[str, str], *args: str) -> str:
-    """Run ``workbench ARGS`` (the installed command of this venv) and return its output; fail loudly."""
-    exe = Path(sys.executable).with_name("workbench")
-    proc = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True)
-    if proc.returncode not in (0, 3):  # 3: the version did not learn (reported, not fatal here)
-        raise SystemExit(
-            f"workbench {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc.stdout
 
 
 def test_manifest(root: Path) -> Path:

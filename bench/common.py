@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import sqlite3
+import subprocess
 import sys
 import time
 import uuid
@@ -424,3 +425,14 @@ def write_section(name: str, section: str, path: Path = DOC_PATH) -> None:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text if text.endswith("\n") else text + "\n")
+
+
+def workbench(env: dict[str, str], *args: str) -> str:
+    """Run ``workbench ARGS`` (the installed command of this venv) and return its output; fail loudly."""
+    exe = Path(sys.executable).with_name("workbench")
+    proc = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True)
+    if proc.returncode not in (0, 3):  # 3: the version did not learn (reported, not fatal here)
+        raise SystemExit(
+            f"workbench {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc.stdout
