@@ -164,3 +164,36 @@ def test_a_round_on_schedule_refreshes_the_backbone(wb) -> None:  # type: ignore
             for v in (kept["model_version"], refreshed["model_version"])
         }
     assert phases == {kept["model_version"]: 1, refreshed["model_version"]: 2}
+
+
+def test_small_training_sets_get_a_floor_of_optimizer_steps(wb) -> None:  # type: ignore[no-untyped-def]
+    """Phase 1's epochs and patience are raised to the configured optimizer steps when the preset's
+    epochs are used (recorded with the version), and taken as is with an explicit --epochs."""
+    import math
+
+    from workbench.model.config import preset, run_configs
+
+    engine, settings = wb
+    floor = {"phase1_epochs": 1, "min_steps": 12, "min_patience_steps": 12}
+    params = TrainParams(
+        preset="cpu", overrides={"model": TINY["model"], "train": {**TINY["train"], **floor}}
+    )
+    version = train_version(engine, settings, params)["model_version"]
+    with session_scope(engine) as s:
+        row = s.get(ModelVersion, version)
+        record, runs, fit = (
+            row.metrics["training"]["step_floor"],
+            row.metrics["training"]["epochs_run"],
+            row.data_counts,
+        )
+    steps = math.ceil(fit["train"]["n"] / 8)
+    assert record == {
+        "steps_per_epoch": steps,
+        "epochs": max(1, math.ceil(12 / steps)),
+        "patience": max(100, math.ceil(12 / steps)),
+    }
+    assert runs == record["epochs"] > 1  # patience 100 never stops it: every raised epoch ran
+    cpu = preset("cpu")[1]
+    assert (cpu.min_steps, cpu.min_patience_steps) == (600, 180)
+    explicit = run_configs(TrainParams(preset="cpu", epochs=3))[1]
+    assert (explicit.phase1_epochs, explicit.min_steps, explicit.min_patience_steps) == (3, 0, 0)

@@ -190,6 +190,10 @@ class TrainConfig(_Config):
     imbalance: ImbalanceMode = "class_weight"
     focal_gamma: float = Field(2.0, ge=0.0, le=10.0)
     patience: int = Field(5, ge=1, le=1000)
+    # Phase 1's epochs and patience count epochs, and at small n an epoch is a handful of optimizer steps:
+    # at least this many steps of training and of patience (0: off). An explicit --epochs turns both off.
+    min_steps: int = Field(0, ge=0, le=1_000_000)
+    min_patience_steps: int = Field(0, ge=0, le=1_000_000)
     monitor: Monitor = "val_auc_pr"
     tuning_fraction: float = Field(0.15, ge=0.0, le=0.5)
     reduce_lr_factor: float = Field(0.5, gt=0.0, le=0.99)
@@ -238,6 +242,10 @@ def _presets() -> dict[str, Preset]:
                 phase1_lr=1e-3,
                 imbalance="class_weight",
                 patience=10,
+                # 40 labels at batch 16 are 3 steps an epoch: 40 epochs with patience 10 stop before the
+                # loss leaves ln 2; 600 / 180 steps learned that case (docs/benchmarks.md, "replay")
+                min_steps=600,
+                min_patience_steps=180,
                 monitor="val_auc_pr",
                 augment=True,
                 deterministic=True,
@@ -286,8 +294,8 @@ def run_configs(params: TrainParams) -> tuple[ModelConfig, TrainConfig]:
     its ``overrides`` (each derived copy validated again, so a bad override names its field)."""
     model_cfg, train_cfg = preset(params.preset)
     chosen: dict[str, Any] = {"phases": params.phases, "imbalance": params.imbalance, "seed": params.seed}
-    if params.epochs:
-        chosen["phase1_epochs"] = params.epochs
+    if params.epochs:  # taken as is: no floor of optimizer steps
+        chosen.update(phase1_epochs=params.epochs, min_steps=0, min_patience_steps=0)
     if params.fine_tune_epochs:
         chosen["phase2_epochs"] = params.fine_tune_epochs
     overrides = params.overrides

@@ -63,6 +63,7 @@ class TrainResult:
     learning_check: dict[str, Any] | None = None  # model.learning_check verdict, criteria, advice
     prior_correction: dict[str, Any] | None = None  # model.prior: the logit shift calibration removes
     distribution: dict[str, Any] | None = None  # model.distribution: strategy, replicas, scaled batch/lr
+    step_floor: dict[str, int] | None = None  # phase 1's epochs and patience after the floor of steps
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -208,6 +209,18 @@ def save_atomic(model: Any, out_path: str | os.PathLike) -> Path:
     return out
 
 
+def step_floor(
+    epochs: int, patience: int, steps_per_epoch: int, cfg: TrainConfig
+) -> tuple[int, int, dict[str, int]]:
+    """Phase 1's (epochs, patience) raised to ``cfg.min_steps`` / ``cfg.min_patience_steps`` optimizer
+    steps, and the record of it: at small n an epoch is a few steps, and a budget counted in epochs
+    stops training before it starts to learn."""
+    steps_per_epoch = max(1, steps_per_epoch)
+    raised = max(epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    wait = max(patience, math.ceil(cfg.min_patience_steps / steps_per_epoch))
+    return raised, wait, {"steps_per_epoch": steps_per_epoch, "epochs": raised, "patience": wait}
+
+
 def evaluate_logits(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     """Loss (BCE), AUROC and AUPRC of logits; AUCs are NaN when only one class is present."""
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -303,6 +316,7 @@ def train(
             (2, train_cfg.phase2_epochs, train_cfg.phase2_batch, train_cfg.phase2_lr),
         ][: train_cfg.phases]
         distribution = dist.record({phase: (batch, lr) for phase, _, batch, lr in phases}, len(train_p))
+        floor: dict[str, int] | None = None
         for phase, epochs, replica_batch, base_lr in phases:
             batch, lr = dist.batch_for(replica_batch, len(train_p)), dist.scaled_lr(base_lr)
             val_batch = dist.batch_for(replica_batch, len(val_p))
@@ -313,6 +327,9 @@ def train(
                     train_model.set_weights(state["best_weights"])
                 set_backbone_trainable(model, "top" if pretrained else "all", train_cfg.fine_tune_from_block)
             steps = math.ceil(len(train_p) / batch)
+            patience = train_cfg.patience
+            if phase == 1:
+                epochs, patience, floor = step_floor(epochs, patience, steps, train_cfg)
             callbacks = _callbacks(
                 phase=phase,
                 epochs=epochs,
@@ -323,12 +340,12 @@ def train(
                 state=state,
             )
             callbacks += [
-                keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=train_cfg.patience),
+                keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience),
                 keras.callbacks.ReduceLROnPlateau(
                     monitor=monitor,
                     mode=mode,
                     factor=train_cfg.reduce_lr_factor,
-                    patience=max(1, train_cfg.patience // 2),
+                    patience=max(1, patience // 2),
                     min_lr=lr * 1e-3,
                 ),
             ]
@@ -410,6 +427,7 @@ def train(
         "epochs_run": state["epochs_run"],
         "used_feature_cache": used_cache,
         "distribution": distribution,
+        "step_floor": floor,
     }
     if state["cancelled"]:
         return TrainResult(cancelled=True, out_path=None, seconds=elapsed, **base)
