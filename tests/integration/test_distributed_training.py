@@ -139,3 +139,19 @@ def test_one_device_strategy_keeps_batch_and_rate_and_bad_modes_are_refused() ->
     # TensorFlow is initialised by now (choose_distribution listed the devices): too late to split.
     with pytest.raises(ValidationError, match="already initialised its devices"):
         split_cpu(3)
+
+
+def test_batches_leave_no_replica_an_empty_last_batch() -> None:
+    """Two replicas: the first batch splits evenly and a last partial batch holds at least one example
+    per replica (an empty replica batch fails batch normalisation)."""
+    from types import SimpleNamespace
+
+    from workbench.model.distribution import Distribution
+
+    two = Distribution(SimpleNamespace(num_replicas_in_sync=2), "cpu:2", ("/cpu:0", "/cpu:1"))
+    for n in range(2, 60):
+        for per_replica in (1, 2, 4, 8):
+            b = two.batch_for(per_replica, n)
+            assert b % 2 == 0 and b <= max(2 * per_replica, 2), (n, per_replica, b)
+            assert n % b == 0 or n % b >= 2 or b == 2, (n, per_replica, b)  # 2: nothing smaller splits
+    assert two.batch_for(4, 9) == 6  # 9 = 8 + 1 would leave a replica nothing; 6 + 3 does not

@@ -262,12 +262,10 @@ def test_feature_cache_build_stops_between_batches_when_cancelled(tmp_path: Path
     paths = sorted(str(p) for p in Path(summary.manifest).parent.rglob("*.jpg"))[:12]
     calls = {"backbone": 0}
 
-    class Backbone:  # counts the compiled predict steps the cache build runs
-        def predict_on_batch(self, images: Any) -> np.ndarray:
-            calls["backbone"] += 1
-            return np.zeros((len(images), 2, 2, 4), np.float32)
+    def backbone(images: Any, training: bool = False) -> np.ndarray:
+        calls["backbone"] += 1
+        return np.zeros((len(images), 2, 2, 4), np.float32)
 
-    backbone = Backbone()
     asked = iter([False, True])
     cache = FeatureCache(tmp_path / "features", should_cancel=lambda: next(asked))
     with pytest.raises(FeatureCacheCancelled, match="cancelled after 4 of 12 images"):

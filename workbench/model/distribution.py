@@ -64,20 +64,26 @@ class Distribution:
 
     def batch_for(self, per_replica_batch: int, n: int) -> int:
         """Batch for a set of ``n`` examples: the global batch, except for a set smaller than one
-        global batch, which is rounded down to a multiple of the replicas.
+        global batch, which is rounded down to a multiple of the replicas; and a batch whose last
+        partial batch would hold fewer examples than replicas is lowered, a multiple of the replicas
+        at a time, until it does not.
 
         Keras 3 (TensorFlow backend) averages the first batch across replicas before fitting or
-        evaluating; that fails unless the first batch splits evenly (later partial batches are fine).
+        evaluating; that fails unless the first batch splits evenly. A last batch smaller than the
+        replicas leaves a replica an empty batch, which batch normalisation refuses.
         """
         full = self.global_batch(per_replica_batch)
-        if self.replicas == 1 or n >= full:
+        if self.replicas == 1:
             return full
         if n < self.replicas:
             raise ValidationError(
                 f"a set of {n} example(s) cannot be split over {self.replicas} replicas; label more "
                 f"cases or train on fewer devices ({SETTING}=off)"
             )
-        return n - n % self.replicas
+        batch = full if n >= full else n - n % self.replicas
+        while batch > self.replicas and 0 < n % batch < self.replicas:
+            batch -= self.replicas
+        return batch
 
     def scaled_lr(self, lr: float) -> float:
         """Learning rate for the global batch: ``lr x sqrt(replicas)`` (see the module docstring)."""

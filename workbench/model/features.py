@@ -81,8 +81,9 @@ class FeatureCache:
 
         ``digests``: the images' sha256 when the caller has them (the ``cases`` rows record them at
         import), so a pass over a 100k pool does not read every file again just to hash it. Misses
-        are decoded by ``workers`` threads and run through the backbone's compiled predict step in
-        batches of ``batch_size``; stored maps are read back without ``np.load``'s per-file parsing."""
+        are decoded by ``workers`` threads and run through the backbone in batches of ``batch_size``
+        (a plain call: ``predict_on_batch`` splits a batch over a distribution strategy's replicas);
+        stored maps are read back without ``np.load``'s per-file parsing."""
         from concurrent.futures import ThreadPoolExecutor
 
         from workbench.data.images import load_rgb, sha256_file
@@ -110,7 +111,7 @@ class FeatureCache:
                     )
                 chunk = missing[start : start + batch_size]
                 decoded = list(pool.map(lambda item: load_rgb(Path(item[1]), size=tuple(input_size)), chunk))
-                maps = np.asarray(backbone.predict_on_batch(prep(np.stack(decoded).astype(np.float32))))
+                maps = np.asarray(backbone(prep(np.stack(decoded).astype(np.float32)), training=False))
                 for (digest, _), fmap in zip(chunk, maps, strict=True):
                     target = folder / f"{digest}.npy"
                     with atomic_replace(target, suffix=".tmp.npy") as tmp:  # np.save appends .npy otherwise
@@ -270,7 +271,10 @@ def fit_head_on_features(
         ],
         # A head step on cached features is a few milliseconds of work; running several per call
         # of the compiled function saves Keras' per-step overhead (same batches, same order).
-        steps_per_execution=HEAD_STEPS_PER_EXECUTION,
+        # (one replica only: under a distribution strategy several steps per call fail on this Keras)
+        steps_per_execution=HEAD_STEPS_PER_EXECUTION
+        if tf.distribute.get_strategy().num_replicas_in_sync == 1
+        else 1,
     )
     before = state.get("best_weights")
     hist = head_logit.fit(
