@@ -178,7 +178,13 @@ def test_small_training_sets_get_a_floor_of_optimizer_steps(wb) -> None:  # type
     params = TrainParams(
         preset="cpu", overrides={"model": TINY["model"], "train": {**TINY["train"], **floor}}
     )
-    version = train_version(engine, settings, params)["model_version"]
+    epoch_ends: list[float] = []
+
+    def on_progress(fraction: float, _message: str, epoch_end: bool) -> None:
+        if epoch_end:
+            epoch_ends.append(fraction)
+
+    version = train_version(engine, settings, params, progress=on_progress)["model_version"]
     with session_scope(engine) as s:
         row = s.get(ModelVersion, version)
         record, runs, fit = (
@@ -193,6 +199,7 @@ def test_small_training_sets_get_a_floor_of_optimizer_steps(wb) -> None:  # type
         "patience": max(100, math.ceil(12 / steps)),
     }
     assert runs == record["epochs"] > 1  # patience 100 never stops it: every raised epoch ran
+    assert epoch_ends[0] == pytest.approx(1 / record["epochs"])  # progress counts the raised epochs
     cpu = preset("cpu")[1]
     assert (cpu.min_steps, cpu.min_patience_steps) == (600, 180)
     explicit = run_configs(TrainParams(preset="cpu", epochs=3))[1]

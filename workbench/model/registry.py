@@ -256,17 +256,24 @@ def train_version(
     parent_path = None
     if params.parent_version is not None:
         parent_path, _ = _ready_artifact(engine, params.parent_version)
-    total_epochs = train_cfg.phase1_epochs + (train_cfg.phase2_epochs if train_cfg.phases == 2 else 0)
+    # epochs per phase: the configured ones until training reports its own (phase 1's may be raised to
+    # a floor of optimizer steps, training.step_floor)
+    phase_epochs = {
+        1: train_cfg.phase1_epochs,
+        **({2: train_cfg.phase2_epochs} if train_cfg.phases == 2 else {}),
+    }
     done = {"epochs": 0}
 
     def on_event(event: dict[str, Any]) -> None:
         if progress is None:
             return
+        if event.get("phase") in phase_epochs and event.get("epochs"):
+            phase_epochs[event["phase"]] = int(event["epochs"])
         epoch_end = event.get("event") == "epoch"
         if epoch_end:
             done["epochs"] += 1
         within = 0.0 if epoch_end else event.get("step", 0) / max(1, event.get("steps", 1))
-        frac = min(0.99, (done["epochs"] + within) / max(1, total_epochs))
+        frac = min(0.99, (done["epochs"] + within) / max(1, sum(phase_epochs.values())))
         metrics = ", ".join(f"{k} {event[k]:.3f}" for k in ("loss", "val_loss", "val_auc_pr") if k in event)
         message = f"phase {event.get('phase')} epoch {event.get('epoch')}/{event.get('epochs')}: {metrics}"
         progress(frac, message, epoch_end)  # epoch ends are always written
