@@ -139,3 +139,32 @@ def test_cli_replay_bad_input_is_one_line(data: Path, tmp_path: Path) -> None:
         res = CliRunner().invoke(app, ["replay", str(data), "--out", str(tmp_path / "o"), *args])
         assert res.exit_code == 1, res.output
         assert res.stderr.strip().startswith(said) and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_after_a_round_that_did_not_learn_random_queues_unlabelled_pool_cases(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The replay's fallback for random: n unlabelled pool cases, never val/test or labelled ones, each
+    saying why; the same stream gives the same picks."""
+    from workbench.active.cold_start import unlabelled_pool
+    from workbench.db.models import Case
+    from workbench.experiments.replay import _open, queue_random
+
+    cfg, _ = run
+    first = _open(cfg.out / "seed-3" / "_round1")
+    picks = []
+    for k in range(2):
+        wb = copy_workbench(first, tmp_path / f"copy{k}")
+        before = {row[0] for row in unlabelled_pool(wb.engine)}
+        assert queue_random(wb, 5, np.random.default_rng(7), round_id=1) == 5
+        with session_scope(wb.engine) as s:
+            rows = s.execute(
+                select(QueueItem.case_id, QueueItem.reason, Case.split)
+                .join(Case, Case.id == QueueItem.case_id)
+                .where(QueueItem.strategy == "random", QueueItem.round_id == 1)
+                .where(QueueItem.case_id.in_(before))  # not the round's own random audit slice
+            ).all()
+        wb.engine.dispose()
+        assert len(rows) == 5 and {c for c, _, _ in rows} <= before and {sp for _, _, sp in rows} == {"pool"}
+        assert all("did not learn" in r for _, r, _ in rows)
+        picks.append(sorted(c for c, _, _ in rows))
+    first.engine.dispose()
+    assert picks[0] == picks[1]

@@ -337,24 +337,11 @@ def queue_random(wb: Workbench, n: int, rng: np.random.Generator, round_id: int)
     """After a round that did not learn: ``n`` unlabelled pool cases drawn at random are queued for
     labelling (strategy ``random``, the reason says why), as a clinic would label some before the next
     round; the oracle answers them like any other item."""
-    from sqlalchemy import select
-
+    from workbench.active.cold_start import unlabelled_pool
     from workbench.active.labelling_queue import enqueue
     from workbench.active.strategies import Selected
-    from workbench.data.labels import latest_label_subquery
-    from workbench.db.engine import session_scope
-    from workbench.db.models import Case as CaseRow
 
-    cur = latest_label_subquery()
-    with session_scope(wb.engine) as s:
-        ids = list(
-            s.scalars(
-                select(CaseRow.id)
-                .outerjoin(cur, cur.c.case_id == CaseRow.id)
-                .where(CaseRow.split == "pool", cur.c.value.is_(None))
-                .order_by(CaseRow.id)
-            )
-        )
+    ids = [row[0] for row in unlabelled_pool(wb.engine)]
     picks = sorted(int(ids[i]) for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False))
     why = "random: the round's version did not learn, so nothing was queued by the mix"
     return len(enqueue(wb.engine, [Selected(c, "random", 0.0, why) for c in picks], round_id=round_id))
