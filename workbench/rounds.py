@@ -95,10 +95,14 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
     train_params = p.train.derive(round_id=round_id)
     backbone = None
     if p.warm_start and previous is not None and train_params.parent_version is None:
+        from workbench.model.config import run_configs
+        from workbench.model.features import cache_pays
+
+        wanted = train_params.use_feature_cache or p.feature_cache
         train_params = train_params.derive(
-            parent_version=previous, use_feature_cache=train_params.use_feature_cache or p.feature_cache
+            parent_version=previous, use_feature_cache=wanted and cache_pays(run_configs(train_params)[0])
         )
-        if train_params.use_feature_cache and train_params.phases == 1:
+        if train_params.phases == 1:
             train_params, backbone = _backbone_schedule(ctx, train_params, previous)
     # Pairs imported since the last check are checked before training, so a flagged pair never trains.
     from workbench.data.pair_check import check_unchecked_safely
@@ -127,8 +131,9 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
 def _backbone_schedule(
     ctx: JobContext[RoundParams], train_params: TrainParams, previous: int
 ) -> tuple[TrainParams, dict[str, Any]]:
-    """A warm-started round on cached features: add the backbone's fine-tuning phase when the refresh
-    schedule says so (``model.backbone_refresh``); returns the train parameters and the decision."""
+    """A warm-started round (head only, on cached features or on the images): add the backbone's
+    fine-tuning phase when the refresh schedule says so (``model.backbone_refresh``); returns the train
+    parameters and the decision."""
     from workbench.model.backbone_refresh import refresh_decision
     from workbench.model.registry import training_data
 

@@ -163,7 +163,11 @@ def test_a_round_on_schedule_refreshes_the_backbone(wb) -> None:  # type: ignore
             v: s.get(ModelVersion, v).config["train"]["phases"]
             for v in (kept["model_version"], refreshed["model_version"])
         }
+        cached = s.get(ModelVersion, kept["model_version"]).config["params"]["use_feature_cache"]
     assert phases == {kept["model_version"]: 1, refreshed["model_version"]: 2}
+    # TINY keeps the preset's 1-block map with whiteness channels: caching it would not pay, so the
+    # warm-started round trained the head on the images (model.features.cache_pays)
+    assert cached is False
 
 
 def test_small_training_sets_get_a_floor_of_optimizer_steps(wb) -> None:  # type: ignore[no-untyped-def]

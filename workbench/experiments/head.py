@@ -41,6 +41,7 @@ def train_feature_extractor(
         batch_size=train_cfg.phase1_batch,
         training=True,
         augment=train_cfg.augment,
+        augment_policy=train_cfg.augment_policy,
         seed=seed,
     )
     train_model.compile(

@@ -10,6 +10,14 @@ an exposure, white-balance and gamma change, as between two real shots of one vi
 find what the stain changed despite the misalignment and drift, instead of learning from pixel-exact
 differences that a real pair never has.
 
+Two policies (``TrainConfig.augment_policy``): "affine" (above: the card's flip, rotation, shift/scale
+and brightness/contrast) and "dihedral": only the 8 flips and quarter turns of the square (flips alone
+for a non-square input), which move pixels without resampling or changing a value. A faint post-only
+whitening is a difference of a few levels between two shots; interpolation blurs it, and a shared
+brightness shift pushes the brightest acetowhite tissue into the saturated range that the whiteness
+channels treat as glare. On hard synthetic data the CPU preset trained with "affine" did not beat the
+baseline and a harness run with it did not learn at all (docs/benchmarks.md, "Subtle lesions").
+
 Reproducible: every call takes an explicit integer seed (pipeline.py derives one per example from
 the training seed), and each thread keeps its own Compose object, so parallel tf.data calls do not
 share random state.
@@ -54,6 +62,18 @@ def pair_transform(seed: int | None = None) -> Any:
     )
 
 
+AUGMENT_POLICIES: tuple[str, ...] = ("affine", "dihedral")
+
+
+def dihedral_transform(seed: int | None = None, square: bool = True) -> Any:
+    """The "dihedral" pair augmentation (albumentations Compose): one of the 8 symmetries of the square
+    (``D4``), or for a non-square input a horizontal and a vertical flip, each with p=0.5. Lossless."""
+    import albumentations as A
+
+    ops = [A.D4(p=1.0)] if square else [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+    return A.Compose(ops, additional_targets={"post": "image"}, seed=seed)
+
+
 def shot_transform(seed: int | None = None) -> Any:
     """Per-shot jitter (albumentations Compose) applied to one image of a pair on its own.
 
@@ -80,16 +100,27 @@ def shot_transform(seed: int | None = None) -> Any:
     )
 
 
+def _pair_compose(policy: str, square: bool) -> Any:
+    """This thread's Compose for ``policy`` (built once per thread: albumentations holds random state)."""
+    if policy not in AUGMENT_POLICIES:
+        raise ValidationError(f"augment_policy: must be one of {', '.join(AUGMENT_POLICIES)}; got {policy!r}")
+    cache = getattr(_local, "composes", None)
+    if cache is None:
+        cache = _local.composes = {}
+    key = (policy, square)
+    if key not in cache:
+        cache[key] = pair_transform(0) if policy == "affine" else dihedral_transform(0, square)
+    return cache[key]
+
+
 def augment_pair(
-    pre: np.ndarray, post: np.ndarray, seed: int, shot_jitter: bool = False
+    pre: np.ndarray, post: np.ndarray, seed: int, shot_jitter: bool = False, policy: str = "affine"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Augment one uint8 (H, W, 3) pair with the draw fixed by ``seed``; both images transformed alike,
-    then (``shot_jitter``) each image by its own small draw."""
+    """Augment one uint8 (H, W, 3) pair with the draw fixed by ``seed``; both images transformed alike
+    (``policy``: "affine" or "dihedral"), then (``shot_jitter``) each image by its own small draw."""
     if pre.shape != post.shape:
         raise ValidationError(f"augment: pre {pre.shape} and post {post.shape} images differ in shape")
-    compose = getattr(_local, "compose", None)
-    if compose is None:
-        compose = _local.compose = pair_transform(0)
+    compose = _pair_compose(policy, pre.shape[0] == pre.shape[1])
     compose.set_random_seed(int(seed) % (2**32))
     out = compose(image=np.ascontiguousarray(pre), post=np.ascontiguousarray(post))
     pre_out, post_out = out["image"], out["post"]

@@ -1,7 +1,8 @@
 """When a warm-started round refreshes its backbone instead of training the head on frozen features.
 
-A warm-started round trains only the fusion head on the frozen backbone's cached features: fast, but
-new labels never reach the backbone. So every so often a round **refreshes** the backbone: phase 1
+A warm-started round trains only the fusion head on the frozen backbone's cached features (or on the
+images, when caching does not pay: ``model.features.cache_pays``): fast, but new labels never reach
+the backbone. So every so often a round **refreshes** the backbone: phase 1
 trains the head on the cached features as usual, then phase 2 fine-tunes the backbone (the preset's
 ``fine_tune_from_block`` on, batch norm frozen) end to end on the images with augmentation. The
 refreshed backbone has other weights, so its features live under another backbone id in the feature
@@ -40,13 +41,11 @@ class RefreshDecision:
 
 
 def trained_backbone(version: ModelVersion) -> bool:
-    """Whether training this version changed its backbone: trained from scratch or without the feature
-    cache, or with a fine-tuning phase."""
-    params = (version.config or {}).get("params") or {}
+    """Whether training this version changed its backbone: trained from scratch, or with a fine-tuning
+    phase. A warm-started phase-1 run freezes the backbone whether it reads cached features or the
+    images (``model.features.cache_pays`` decides which)."""
     train = (version.config or {}).get("train") or {}
-    return (
-        version.parent_id is None or not params.get("use_feature_cache") or int(train.get("phases", 1)) >= 2
-    )
+    return version.parent_id is None or int(train.get("phases", 1)) >= 2
 
 
 def _labelled(version: ModelVersion) -> int | None:
@@ -94,7 +93,7 @@ def refresh_decision(
         )
     return RefreshDecision(
         False,
-        f"frozen backbone (head on cached features): {frozen} round(s) since version {trained_in} "
+        f"frozen backbone (head only): {frozen} round(s) since version {trained_in} "
         f"trained it, labels {labels_then} -> {labels_now}",
         **facts,
     )

@@ -39,6 +39,28 @@ def backbone_identity(backbone: Any) -> str:
     return digest.hexdigest()
 
 
+#: A cached map must hold at most this fraction of its image's values for the cache to pay.
+CACHE_MAX_MAP_FRACTION = 0.25
+
+
+def cache_pays(cfg: ModelConfig) -> bool:
+    """Whether caching this configuration's backbone maps is worth it (no TensorFlow needed).
+
+    A ``keras.applications`` backbone costs far more than reading its maps back: always. A ``small_cnn``
+    only when its map is much smaller than the image (``CACHE_MAX_MAP_FRACTION``): a 1-block CNN with
+    whiteness channels (the CPU preset) keeps a half-resolution map, about as many values as the image,
+    so the cache would cost disk on the order of the decoded images (~400 KB a pair-image, 80 GB for a
+    100k pool) to save two cheap conv layers, while the change path (most of the compute) is in the head
+    and runs anyway. Such a warm-started round trains the head on the images instead, with augmentation.
+    """
+    if cfg.backbone != "small_cnn":
+        return True
+    w, h = cfg.input_size
+    pool = 2**cfg.cnn_blocks
+    channels = cfg.cnn_width * 2 ** (cfg.cnn_blocks - 1) + (3 if cfg.whiteness_prior else 0)
+    return (w // pool) * (h // pool) * channels <= CACHE_MAX_MAP_FRACTION * w * h * 3
+
+
 class FeatureCacheCancelled(WorkbenchError):
     """``should_cancel()`` returned true while the feature cache was being built."""
 

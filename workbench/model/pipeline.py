@@ -150,13 +150,13 @@ def _decoded_dataset(pairs: list[tuple[str, str]], size: tuple[int, int]) -> Any
     return paths.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _augment_map(h: int, w: int, shot_jitter: bool) -> Any:
+def _augment_map(h: int, w: int, shot_jitter: bool, policy: str) -> Any:
     import tensorflow as tf
 
     from workbench.model.augment import augment_pair
 
     def _aug(pre: np.ndarray, post: np.ndarray, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        return augment_pair(pre, post, int(seed), shot_jitter)
+        return augment_pair(pre, post, int(seed), shot_jitter, policy)
 
     def _map(example: Any, seed: Any) -> tuple[Any, Any]:
         x, y = example
@@ -178,6 +178,7 @@ def make_dataset(
     training: bool = False,
     augment: bool = False,
     shot_jitter: bool = False,
+    augment_policy: str = "affine",
     balanced: bool = False,
     seed: int = 0,
     cache: bool = True,
@@ -185,7 +186,7 @@ def make_dataset(
     """Build a batched, prefetched tf.data.Dataset over image pairs.
 
     ``training`` shuffles (seeded, reshuffled each epoch); ``augment`` applies the pair augmentation
-    (training only), with ``shot_jitter`` adding a separate small draw per image; ``balanced`` draws each example from the negative or positive class with equal
+    (training only; ``augment_policy`` "affine" or "dihedral", see model.augment), with ``shot_jitter`` adding a separate small draw per image; ``balanced`` draws each example from the negative or positive class with equal
     probability (``sample_from_datasets``), keeping the epoch length at len(pairs). Without labels
     the elements are just the input dicts (inference). ``cache`` keeps decoded uint8 pairs in memory.
     """
@@ -226,7 +227,7 @@ def make_dataset(
         if augment:
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
             ds = tf.data.Dataset.zip(ds, seeds).map(
-                _augment_map(h, w, shot_jitter), num_parallel_calls=tf.data.AUTOTUNE
+                _augment_map(h, w, shot_jitter, augment_policy), num_parallel_calls=tf.data.AUTOTUNE
             )
 
     prep = preprocess_fn(backbone)

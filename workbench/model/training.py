@@ -382,6 +382,7 @@ def train(
                     training=True,
                     augment=train_cfg.augment,
                     shot_jitter=train_cfg.shot_jitter,
+                    augment_policy=train_cfg.augment_policy,
                     balanced=train_cfg.imbalance == "balanced",
                     seed=train_cfg.seed + phase,
                 )
