@@ -95,12 +95,9 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
     train_params = p.train.derive(round_id=round_id)
     backbone = None
     if p.warm_start and previous is not None and train_params.parent_version is None:
-        from workbench.model.config import run_configs
-        from workbench.model.features import cache_pays
-
         wanted = train_params.use_feature_cache or p.feature_cache
         train_params = train_params.derive(
-            parent_version=previous, use_feature_cache=wanted and cache_pays(run_configs(train_params)[0])
+            parent_version=previous, use_feature_cache=wanted and _cache_pays_for(engine, previous)
         )
         if train_params.phases == 1:
             train_params, backbone = _backbone_schedule(ctx, train_params, previous)
@@ -126,6 +123,18 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
         _update_round(engine, round_id, status="failed", closed_at=utcnow())
         raise
     return _after_inference(ctx, state)
+
+
+def _cache_pays_for(engine: Engine, version_id: int) -> bool:
+    """Whether a round warm-started from this version should train on cached backbone maps: its stored
+    architecture decides (``model.features.cache_pays``); a version with no stored model config caches."""
+    from workbench.model.config import ModelConfig
+    from workbench.model.features import cache_pays
+
+    with session_scope(engine) as s:
+        version = s.get(ModelVersion, version_id)
+        model = (version.config or {}).get("model") if version is not None else None
+    return cache_pays(ModelConfig.from_dict(model)) if model else True
 
 
 def _backbone_schedule(

@@ -146,8 +146,10 @@ def test_a_round_on_schedule_refreshes_the_backbone(wb) -> None:  # type: ignore
         "mc_samples": 0,
     }
 
-    def round_result(**schedule: float) -> dict:
-        job = submit_job(engine, "round", params, requester=LOCAL_OPERATOR, send=lambda *_: "in-process")
+    def round_result(round_params: dict = params, **schedule: float) -> dict:
+        job = submit_job(
+            engine, "round", round_params, requester=LOCAL_OPERATOR, send=lambda *_: "in-process"
+        )
         view = run_job(engine, settings.model_copy(update=schedule), job, "test-worker")
         assert view is not None and view.status == "succeeded", view.error if view else None
         return view.result or {}
@@ -165,9 +167,21 @@ def test_a_round_on_schedule_refreshes_the_backbone(wb) -> None:  # type: ignore
         }
         cached = s.get(ModelVersion, kept["model_version"]).config["params"]["use_feature_cache"]
     assert phases == {kept["model_version"]: 1, refreshed["model_version"]: 2}
-    # TINY keeps the preset's 1-block map with whiteness channels: caching it would not pay, so the
-    # warm-started round trained the head on the images (model.features.cache_pays)
-    assert cached is False
+    # TINY keeps the preset's 4-block map (2x2x64 values against a 32x32x3 image): the warm-started round
+    # trained the head on cached features (model.features.cache_pays)
+    assert cached is True
+
+    # A 1-block map with whiteness channels (as large as the image): caching would not pay, so the round
+    # warm-started from such a version trains the head on the images, and still follows the schedule.
+    fine = {**TINY, "model": {**TINY["model"], "cnn_blocks": 1, "whiteness_prior": True, "input_norm": True}}
+    fine_params = {**params, "train": {**params["train"], "overrides": fine}}
+    round_result({**fine_params, "warm_start": False})
+    on_images = round_result(fine_params, backbone_refresh_rounds=0, backbone_refresh_growth=0.0)
+    assert on_images["backbone"]["refresh"] is False and "head only" in on_images["backbone"]["reason"]
+    with session_scope(engine) as s:
+        version = s.get(ModelVersion, on_images["model_version"])
+        assert version.config["params"]["use_feature_cache"] is False
+        assert version.metrics["training"]["used_feature_cache"] is False
 
 
 def test_small_training_sets_get_a_floor_of_optimizer_steps(wb) -> None:  # type: ignore[no-untyped-def]
