@@ -298,6 +298,22 @@ def test_change_path_options_build_save_and_load_safely(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0)["logit"], expected["logit"], rtol=1e-5, atol=1e-6)
 
 
+def test_change_norm_puts_batch_norm_after_each_change_conv_and_saves_safely(tmp_path):
+    cfg = change_cfg(change_norm=True)
+    model = build_model(cfg)
+    names = set(all_layer_names(model))
+    for i in (1, 2):
+        assert {f"change_conv{i}", f"change_conv{i}_bn", f"change_conv{i}_relu"} <= names
+        assert not model.get_layer(f"change_conv{i}").use_bias  # the batch norm's offset replaces it
+    assert "change_conv1_bn" not in all_layer_names(build_model(change_cfg()))
+    x = random_inputs(cfg, n=2)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0)["logit"], model.predict(x, verbose=0)["logit"], rtol=1e-5, atol=1e-6
+    )
+
+
 def test_input_norm_cancels_exposure_and_white_balance_drift():
     cfg = change_cfg()
     model = build_model(cfg)

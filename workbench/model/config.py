@@ -89,6 +89,9 @@ class ModelConfig(_Config):
       cancels, so the few-pixel misalignment between the two shots does not look like change.
     * ``change_convs``: widths of 3x3 conv layers (each followed by 2x2 max-pool) on the change map, so
       the head can weigh the size, shape and strength of a whitened region, not just its peak.
+    * ``change_norm``: batch normalisation after each of ``change_convs`` (before its ReLU). The change
+      map of a faint lesion is a difference of a few grey levels; without it the change path sat at the
+      ln 2 loss for 8-10 epochs on hard data (docs/benchmarks.md, "Subtle lesions").
     * ``whiteness_prior``: add two colour-opponent channels to the ``small_cnn`` feature map, whiteness
       (brightness minus colourfulness) and colourfulness (L1 distance from grey), computed from the
       normalised image by two 1x1 conv layers initialised to those formulas (then trained with the
@@ -113,6 +116,7 @@ class ModelConfig(_Config):
     cnn_blocks: int = Field(4, ge=1, le=4)
     change_tolerance: int = Field(1, ge=1, le=15)
     change_convs: tuple[int, ...] = Field((), max_length=4)
+    change_norm: bool = False
     whiteness_prior: bool = False
     token_pool: int = Field(1, ge=1, le=16)
 
