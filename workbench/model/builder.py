@@ -306,7 +306,9 @@ def build_head(cfg: ModelConfig, pre_map: Any, post_map: Any) -> dict[str, Any]:
             change = layers.BatchNormalization(name=f"change_conv{i}_bn")(change)
             change = layers.Activation("relu", name=f"change_conv{i}_relu")(change)
         else:
-            change = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"change_conv{i}")(change)
+            change = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"change_conv{i}")(
+                change
+            )
         change = layers.MaxPooling2D(2, name=f"change_conv{i}_pool")(change)
     ch, cw, cc = (int(v) for v in change.shape[1:])
     change = layers.Reshape((ch * cw, cc), name="change_tokens")(change)
