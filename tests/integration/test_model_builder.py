@@ -298,6 +298,23 @@ def test_change_path_options_build_save_and_load_safely(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0)["logit"], expected["logit"], rtol=1e-5, atol=1e-6)
 
 
+def test_cache_pays_counts_the_small_cnn_map_values_the_builder_builds():
+    """features.cache_pays derives the map size without TensorFlow; it must match the real backbone."""
+    from workbench.model.builder import feature_shape
+    from workbench.model.features import small_cnn_map_values
+
+    for changes in (
+        {},
+        {"cnn_blocks": 1, "whiteness_prior": True},
+        {"cnn_blocks": 2, "cnn_width": 8, "input_size": [64, 48]},
+        {"cnn_blocks": 3, "whiteness_prior": True, "input_size": [96, 96]},
+        {"cnn_blocks": 4, "input_size": [57, 43]},
+    ):
+        cfg = change_cfg(**changes)
+        h, w, c = feature_shape(cfg)
+        assert small_cnn_map_values(cfg) == h * w * c, changes
+
+
 def test_change_norm_puts_batch_norm_after_each_change_conv_and_saves_safely(tmp_path):
     cfg = change_cfg(change_norm=True)
     model = build_model(cfg)

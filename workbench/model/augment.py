@@ -15,8 +15,10 @@ and brightness/contrast) and "dihedral": only the 8 flips and quarter turns of t
 for a non-square input), which move pixels without resampling or changing a value. A faint post-only
 whitening is a difference of a few levels between two shots; interpolation blurs it, and a shared
 brightness shift pushes the brightest acetowhite tissue into the saturated range that the whiteness
-channels treat as glare. On hard synthetic data the CPU preset trained with "affine" did not beat the
-baseline and a harness run with it did not learn at all (docs/benchmarks.md, "Subtle lesions").
+channels treat as glare. Measured on hard synthetic data with a 1-block change-map variant
+(docs/benchmarks.md, "Subtle lesions"): in a plain Keras loop "affine" did not learn at all while
+"dihedral" came level with the baseline; in the product's training neither beat it (0.75 vs 0.68,
+one seed each), so both presets keep "affine".
 
 Reproducible: every call takes an explicit integer seed (pipeline.py derives one per example from
 the training seed), and each thread keeps its own Compose object, so parallel tf.data calls do not

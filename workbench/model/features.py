@@ -48,17 +48,27 @@ def cache_pays(cfg: ModelConfig) -> bool:
 
     A ``keras.applications`` backbone costs far more than reading its maps back: always. A ``small_cnn``
     only when its map is much smaller than the image (``CACHE_MAX_MAP_FRACTION``): a 1-block CNN with
-    whiteness channels (the CPU preset) keeps a half-resolution map, about as many values as the image,
-    so the cache would cost disk on the order of the decoded images (~400 KB a pair-image, 80 GB for a
-    100k pool) to save two cheap conv layers, while the change path (most of the compute) is in the head
-    and runs anyway. Such a warm-started round trains the head on the images instead, with augmentation.
+    whiteness channels at 192x192 keeps a half-resolution map, about as many values as the image, so
+    the cache would cost disk on the order of the decoded images (~400 KB an image, 80 GB for a 100k
+    pool) to save two cheap conv layers, while the change path (most of the compute) is in the head and
+    runs anyway. Such a warm-started round trains the head on the images instead, with augmentation.
+    The map's shape is computed here from the configuration (``builder._small_cnn``'s layout) because
+    :func:`workbench.model.builder.feature_shape` builds the backbone, which needs TensorFlow in the
+    round's process; a test keeps the two equal.
     """
     if cfg.backbone != "small_cnn":
         return True
     w, h = cfg.input_size
+    return small_cnn_map_values(cfg) <= CACHE_MAX_MAP_FRACTION * w * h * 3
+
+
+def small_cnn_map_values(cfg: ModelConfig) -> int:
+    """Values in one ``small_cnn`` feature map: (h / 2^blocks) x (w / 2^blocks) x (last block's width, plus
+    3 whiteness channels with ``whiteness_prior``)."""
+    w, h = cfg.input_size
     pool = 2**cfg.cnn_blocks
     channels = cfg.cnn_width * 2 ** (cfg.cnn_blocks - 1) + (3 if cfg.whiteness_prior else 0)
-    return (w // pool) * (h // pool) * channels <= CACHE_MAX_MAP_FRACTION * w * h * 3
+    return (w // pool) * (h // pool) * channels
 
 
 class FeatureCacheCancelled(WorkbenchError):
