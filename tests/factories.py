@@ -106,9 +106,12 @@ TINY_TRAIN = {
 }
 
 
-def exported_tiny_bundle(root: Path, n_boot: int) -> tuple[Engine, Settings, int, BundleInfo]:
+def exported_tiny_bundle(
+    root: Path, n_boot: int, model: dict | None = None
+) -> tuple[Engine, Settings, int, BundleInfo]:
     """A SQLite workbench under ``root`` with 30 synthetic pairs, a tiny trained, scored and calibrated
-    version and its exported bundle (``root/bundle``): (engine, settings, version id, bundle info)."""
+    version and its exported bundle (``root/bundle``): (engine, settings, version id, bundle info).
+    ``model``: further model-config overrides."""
     from workbench.calibration.service import calibrate_version
     from workbench.data.importer import import_source
     from workbench.data.synth import generate_dataset
@@ -128,7 +131,9 @@ def exported_tiny_bundle(root: Path, n_boot: int) -> tuple[Engine, Settings, int
         root / "data", n=30, positive_rate=0.3, size=(48, 48), image_format="png", difficulty="easy"
     )
     import_source(engine, data.manifest)
-    version_id = train_version(engine, settings, TrainParams.parse(TINY_TRAIN))["model_version"]
+    params = {**TINY_TRAIN, "overrides": {**TINY_TRAIN["overrides"]}}
+    params["overrides"]["model"] = {**TINY_TRAIN["overrides"]["model"], **(model or {})}
+    version_id = train_version(engine, settings, TrainParams.parse(params))["model_version"]
     infer_version(engine, settings, version_id, ["train", "val", "test"], mc_samples=0)
     calibrate_version(engine, version_id, n_boot=n_boot)
     info = export_bundle(engine, settings, version_id, root / "bundle", actor=LOCAL_OPERATOR, make_zip=True)

@@ -410,3 +410,15 @@ def test_whiteness_prior_marks_white_low_saturation_tissue(tmp_path):
     np.testing.assert_allclose(np.asarray(again(image)), maps, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValidationError, match="whiteness_prior"):
         tiny_cfg(backbone="resnet50", weights=None, whiteness_prior=True)
+
+
+def test_align_shots_is_carried_by_the_model_name_through_a_safe_save(tmp_path):
+    from workbench.model.builder import aligns_shots, backbone_from_model
+
+    plain, aligned = build_model(tiny_cfg()), build_model(tiny_cfg(align_shots=True))
+    assert not aligns_shots(plain) and aligns_shots(aligned)
+    assert backbone_from_model(aligned) == backbone_from_model(plain) == "small_cnn"
+    aligned.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert aligns_shots(loaded) and backbone_from_model(loaded) == "small_cnn"
+    assert ModelConfig.from_json(tiny_cfg(align_shots=True).to_json()).align_shots is True

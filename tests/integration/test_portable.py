@@ -475,3 +475,44 @@ def test_serve_images_each_calibrator(
     out = _serve_images(tmp_path / "sm", exported.pairs)
     assert np.max(np.abs(out["calibrated_probability"] - want)) <= PROB_TOL
     assert np.array_equal(out["decision"] == b"positive", want >= threshold)
+
+
+def test_aligned_model_bundle_aligns_in_both_runtimes_and_has_no_image_signature(
+    exported: Exported, tmp_path: Path
+) -> None:
+    """A model trained with ``model.align_shots``: preprocessing.json says so, the Keras and ONNX runtimes
+    both align the shots (same probabilities as the workbench's stored predictions), and the SavedModel
+    offers no in-graph ``serve_images`` (alignment runs outside the graph)."""
+    from factories import exported_tiny_bundle
+    from workbench.export.serving import SIGNATURE
+    from workbench.model.predictions import load_predictions
+
+    engine, _, version_id, info = exported_tiny_bundle(
+        tmp_path / "aligned", n_boot=20, model={"align_shots": True}
+    )
+    preprocessing = json.loads((info.path / "preprocessing.json").read_text())
+    assert preprocessing["align_shots"] is True and "align_pre" in preprocessing["alignment"]
+    serving = json.loads((info.path / "manifest.json").read_text())["serving"]
+    assert SIGNATURE not in serving["signatures"] and SIGNATURE in serving["note"]
+    stored = load_predictions(engine, version_id, "test")
+    from sqlalchemy import select
+
+    from workbench.db.engine import session_scope
+    from workbench.db.models import Case
+
+    with session_scope(engine) as s:
+        cases = s.execute(
+            select(Case.id, Case.pre_path, Case.post_path).where(Case.id.in_(stored.case_ids.tolist()))
+        ).all()
+    engine.dispose()
+    by_id = {c.id: (c.pre_path, c.post_path) for c in cases}
+    pairs = [by_id[int(c)] for c in stored.case_ids]
+    for runtime in ("keras", "onnx"):
+        logits = load_bundle(info.path, runtime=runtime).logits(pairs)
+        np.testing.assert_allclose(logits, stored.logit, atol=1e-4)
+    unaligned = load_inputs(pairs, (32, 32), "small_cnn", align=False)
+    z_plain = OnnxModel(info.path / ONNX_FILE).logits(unaligned)
+    assert np.abs(z_plain - stored.logit).max() > 1e-4
+    # and the unaligned bundle of this module says the opposite
+    plain = json.loads((exported.info.path / "preprocessing.json").read_text())
+    assert plain["align_shots"] is False

@@ -222,3 +222,42 @@ def test_small_training_sets_get_a_floor_of_optimizer_steps(wb) -> None:  # type
     assert (cpu.min_steps, cpu.min_patience_steps) == (600, 180)
     explicit = run_configs(TrainParams(preset="cpu", epochs=3))[1]
     assert (explicit.phase1_epochs, explicit.min_steps, explicit.min_patience_steps) == (3, 0, 0)
+
+
+def test_aligned_model_trains_and_infers_on_aligned_pairs_and_refuses_the_feature_cache(wb) -> None:  # type: ignore[no-untyped-def]
+    """``model.align_shots``: training, stored inference and the model's own pipeline all align the shots;
+    asking for the per-image feature cache is refused before any version row is written."""
+    from workbench.errors import ValidationError
+    from workbench.model.builder import aligns_shots
+    from workbench.model.inference import predict_pairs
+    from workbench.model.pipeline import load_arrays
+
+    engine, settings = wb
+    aligned = {**TINY, "model": {**TINY["model"], "align_shots": True}}
+    with session_scope(engine) as s:
+        before = len(s.scalars(select(ModelVersion)).all())
+    with pytest.raises(ValidationError, match="use_feature_cache"):
+        train_version(
+            engine, settings, TrainParams(preset="cpu", epochs=1, overrides=aligned, use_feature_cache=True)
+        )
+    with session_scope(engine) as s:
+        assert len(s.scalars(select(ModelVersion)).all()) == before
+        pool = s.scalars(select(Case).where(Case.split == "pool").order_by(Case.id)).all()
+    version = train_version(engine, settings, TrainParams(preset="cpu", epochs=1, overrides=aligned))
+    model = load_version_model(engine, version["model_version"])
+    assert aligns_shots(model)
+    infer_version(engine, settings, version["model_version"], ["pool"], mc_samples=0)
+    stored = load_predictions(engine, version["model_version"], "pool")
+    pairs = [(c.pre_path, c.post_path) for c in pool]
+    np.testing.assert_allclose(stored.logit, predict_pairs(model, pairs)["logit"], atol=1e-4)
+    # ... which is the model on aligned pixels, not on the pairs as decoded
+    from workbench.model.builder import preprocess_fn
+
+    prep = preprocess_fn("small_cnn")
+    outputs = {}
+    for align in (True, False):
+        pre, post = load_arrays(pairs, (32, 32), align=align)
+        x = {"pre": prep(pre.astype("float32")), "post": prep(post.astype("float32"))}
+        outputs[align] = np.asarray(model.predict(x, verbose=0)["logit"]).ravel()
+    np.testing.assert_allclose(stored.logit, outputs[True], atol=1e-4)
+    assert np.abs(outputs[True] - outputs[False]).max() > 1e-4

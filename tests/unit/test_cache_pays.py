@@ -18,3 +18,9 @@ def test_a_one_block_map_with_whiteness_channels_is_not_cached() -> None:
 def test_the_presets_cache() -> None:
     assert cache_pays(preset("cpu")[0])  # 6x6x128 values against 96x96x3
     assert cache_pays(preset("card")[0])
+
+
+def test_aligned_shots_are_never_cached() -> None:
+    """The cache holds one map per image file; an aligned pre shot depends on its post shot."""
+    for name in ("cpu", "card"):
+        assert not cache_pays(preset(name)[0].derive(align_shots=True))

@@ -43,6 +43,7 @@ def train_feature_extractor(
         augment=train_cfg.augment,
         augment_policy=train_cfg.augment_policy,
         seed=seed,
+        align=model_cfg.align_shots,
     )
     train_model.compile(
         optimizer=keras.optimizers.Adam(train_cfg.phase1_lr),

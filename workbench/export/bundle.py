@@ -134,10 +134,18 @@ def _write_h5(model: Any, target: Path, probe: dict[str, np.ndarray]) -> tuple[b
 
 
 def _write_saved_model(
-    model: Any, target: Path, *, backbone: str, calibration_parameters: dict[str, Any], threshold: float
+    model: Any,
+    target: Path,
+    *,
+    backbone: str,
+    calibration_parameters: dict[str, Any],
+    threshold: float,
+    aligned: bool = False,
 ) -> None:
-    """TF SavedModel with ``serve(pre, post) -> {"logit", "probability"}`` (also ``serving_default``) and
-    ``serve_images(pre, post)`` on encoded images -> {"logit", "calibrated_probability", "decision"}."""
+    """TF SavedModel with ``serve(pre, post) -> {"logit", "probability"}`` (also ``serving_default``) and,
+    unless the model aligns its shots, ``serve_images(pre, post)`` on encoded images -> {"logit",
+    "calibrated_probability", "decision"}. Shot alignment (OpenCV) cannot run inside the graph, so an
+    aligned model's bundle serves preprocessed, aligned pixels only (``serve``)."""
     import keras
     import tensorflow as tf
 
@@ -157,13 +165,14 @@ def _write_saved_model(
             tf.TensorSpec((None, h, w, 3), tf.float32, name="post"),
         ],
     )
-    add_image_endpoint(
-        archive,
-        model,
-        backbone=backbone,
-        calibration_parameters=calibration_parameters,
-        threshold=threshold,
-    )
+    if not aligned:
+        add_image_endpoint(
+            archive,
+            model,
+            backbone=backbone,
+            calibration_parameters=calibration_parameters,
+            threshold=threshold,
+        )
     archive.write_out(str(target), verbose=False)
 
 
@@ -262,6 +271,9 @@ def export_bundle(
         if sha256_file(tmp / "model.keras") != expected:
             raise WorkbenchError(f"copy of {artifact} does not match its recorded sha256 (disk error?)")
         model = load_keras_model(tmp / "model.keras")  # Keras floor and safe_mode, as for prediction
+        from workbench.model.builder import aligns_shots
+
+        aligned = aligns_shots(model)
         backbone = facts["backbone"]
         input_size = (facts["config"].get("model") or {}).get("input_size")
         if input_size is None:
@@ -277,6 +289,7 @@ def export_bundle(
             backbone=backbone,
             calibration_parameters=calibration["parameters"],
             threshold=float(facts["threshold"]["value"]),
+            aligned=aligned,
         )
 
         _write_json(
@@ -291,7 +304,7 @@ def export_bundle(
             },
         )
         _write_json(tmp / "threshold.json", facts["threshold"])
-        _write_json(tmp / "preprocessing.json", preprocessing_spec(backbone, input_size))
+        _write_json(tmp / "preprocessing.json", preprocessing_spec(backbone, input_size, aligned))
         h5 = {"written": h5_written, "reason": h5_note}
         listed = sorted(
             [p.relative_to(tmp).as_posix() for p in tmp.iterdir() if p.is_file()]
@@ -318,9 +331,22 @@ def export_bundle(
                 "saved_model": "saved_model/",
                 "signatures": {
                     "serve": "pre, post: float32 (batch, height, width, 3) preprocessed -> logit, probability",
-                    SIGNATURE: "pre, post: string (batch,) encoded JPEG/PNG bytes -> logit (float64), "
-                    "calibrated_probability (float64), decision ('positive'/'negative')",
+                    **(
+                        {}
+                        if aligned
+                        else {
+                            SIGNATURE: "pre, post: string (batch,) encoded JPEG/PNG bytes -> logit (float64), "
+                            "calibrated_probability (float64), decision ('positive'/'negative')"
+                        }
+                    ),
                 },
+                **(
+                    {
+                        "note": f"no {SIGNATURE}: the model aligns its shots (preprocessing.json), outside the graph"
+                    }
+                    if aligned
+                    else {}
+                ),
             },
             "training_data_counts": facts["data_counts"],
             "lineage": facts["lineage"],

@@ -54,12 +54,16 @@ def preprocess_numpy(x: np.ndarray, backbone: str) -> np.ndarray:
 
 
 def load_inputs(
-    pairs: Sequence[tuple[str | Path, str | Path]], size: tuple[int, int], backbone: str
+    pairs: Sequence[tuple[str | Path, str | Path]],
+    size: tuple[int, int],
+    backbone: str,
+    align: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Decode, resize and preprocess pairs into {"pre", "post"} float32 batches (no TensorFlow)."""
+    """Decode, resize (and with ``align`` align, as preprocessing.json says) and preprocess pairs into
+    {"pre", "post"} float32 batches (no TensorFlow)."""
     from workbench.model.pipeline import load_arrays
 
-    pre, post = load_arrays(list(pairs), size)
+    pre, post = load_arrays(list(pairs), size, align=align)
     return {
         "pre": preprocess_numpy(pre.astype(np.float32), backbone),
         "post": preprocess_numpy(post.astype(np.float32), backbone),

@@ -164,7 +164,12 @@ class Bundle:
             from workbench.model.pipeline import check_pairs
 
             size = self.preprocessing["input_size"]
-            inputs = load_inputs(check_pairs(pairs), (int(size["width"]), int(size["height"])), self.backbone)
+            inputs = load_inputs(
+                check_pairs(pairs),
+                (int(size["width"]), int(size["height"])),
+                self.backbone,
+                align=bool(self.preprocessing.get("align_shots", False)),
+            )
             return self.model.logits(inputs, batch_size=batch_size)
         from workbench.model.inference import predict_pairs
 
@@ -296,7 +301,7 @@ def _load_folder(root: Path, shown_path: Path, runtime: str = "keras") -> Bundle
             shown_path, model, manifest, calibration, threshold_info, preprocessing, calibrator, runtime
         )
     model = load_keras_model(root / "model.keras")
-    from workbench.model.builder import backbone_from_model
+    from workbench.model.builder import aligns_shots, backbone_from_model
 
     size = preprocessing.get("input_size") or {}
     h, w = (int(v) for v in model.input["pre"].shape[1:3])
@@ -307,6 +312,11 @@ def _load_folder(root: Path, shown_path: Path, runtime: str = "keras") -> Bundle
         raise WorkbenchError(
             f"preprocessing.json ({preprocessing.get('backbone')}, {size}) does not match model.keras "
             f"({backbone_from_model(model)}, {w}x{h})"
+        )
+    if aligns_shots(model) != bool(preprocessing.get("align_shots", False)):
+        raise WorkbenchError(
+            f"preprocessing.json (align_shots {bool(preprocessing.get('align_shots', False))}) does not "
+            f"match model.keras (align_shots {aligns_shots(model)})"
         )
     return Bundle(shown_path, model, manifest, calibration, threshold_info, preprocessing, calibrator)
 

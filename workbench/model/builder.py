@@ -65,18 +65,29 @@ HEAD_LAYER_NAMES: tuple[str, ...] = (
 )
 
 
-def model_name(backbone: str) -> str:
-    """Name given to the full model; encodes the backbone so inference can pick the preprocessing."""
-    return f"dual_attention_{backbone}"
+#: Model-name suffix of a model whose pre shot is aligned onto post before it sees them
+#: (``ModelConfig.align_shots``). The name travels inside the saved model, so every caller of the
+#: inference functions (rounds, exported bundles) prepares the pixels the way training did.
+ALIGNED_SUFFIX = "_aligned"
+
+
+def model_name(backbone: str, aligned: bool = False) -> str:
+    """Name given to the full model; encodes the backbone (the preprocessing) and the shot alignment."""
+    return f"dual_attention_{backbone}" + (ALIGNED_SUFFIX if aligned else "")
 
 
 def backbone_from_model(model: Any) -> str:
     """The backbone name a workbench model was built with (from its name)."""
-    name = getattr(model, "name", "") or ""
+    name = (getattr(model, "name", "") or "").removeprefix("head_").removesuffix(ALIGNED_SUFFIX)
     for backbone in sorted(DEFAULT_FINE_TUNE_BLOCK, key=len, reverse=True):
-        if name == model_name(backbone) or name == "head_" + model_name(backbone):
+        if name == model_name(backbone):
             return backbone
-    raise ValidationError(f"model {name!r} was not built by the workbench builder (unknown backbone)")
+    raise ValidationError(f"model {model.name!r} was not built by the workbench builder (unknown backbone)")
+
+
+def aligns_shots(model: Any) -> bool:
+    """True when the model expects its pre shot aligned onto post (workbench.data.alignment)."""
+    return (getattr(model, "name", "") or "").endswith(ALIGNED_SUFFIX)
 
 
 def preprocess_fn(backbone: str) -> Callable[[Any], Any]:
@@ -346,7 +357,7 @@ def build_model(cfg: ModelConfig, imagenet_weights_path: str | None = None) -> A
     return keras.Model(
         inputs={"pre": pre, "post": post},
         outputs={"logit": out["logit"], "probability": out["probability"]},
-        name=model_name(cfg.backbone),
+        name=model_name(cfg.backbone, cfg.align_shots),
     )
 
 

@@ -99,6 +99,11 @@ class ModelConfig(_Config):
       discover it among 70 positives.
     * ``token_pool``: average-pool factor applied to the feature maps before they become attention
       tokens (keeps cross-attention cheap on a fine map).
+    * ``align_shots``: before the model sees a pair, the pre shot is registered onto the post shot
+      (:mod:`workbench.data.alignment`: phase correlation, then an affine ECC fit), in training,
+      inference and exported bundles alike, so the change path compares the same tissue and the
+      ``change_tolerance`` window can stay small. Recorded in the model's name
+      (``builder.ALIGNED_SUFFIX``); the per-image feature cache is not used (alignment is per pair).
     """
 
     what = "model config"
@@ -119,6 +124,7 @@ class ModelConfig(_Config):
     change_norm: bool = False
     whiteness_prior: bool = False
     token_pool: int = Field(1, ge=1, le=16)
+    align_shots: bool = False
 
     @field_validator("input_size", "change_convs", mode="before")
     @classmethod

@@ -88,7 +88,9 @@ def describe(config: ModelConfig) -> ModelDescription:
     )
 
 
-def preprocessing_spec(backbone: str, input_size: list[int] | tuple[int, int]) -> dict[str, Any]:
+def preprocessing_spec(
+    backbone: str, input_size: list[int] | tuple[int, int], align_shots: bool = False
+) -> dict[str, Any]:
     """The content of ``preprocessing.json``: what to do to a pair before the model sees it."""
     if backbone not in PREPROCESSING:
         raise WorkbenchError(f"no preprocessing description for backbone {backbone!r}")
@@ -101,6 +103,13 @@ def preprocessing_spec(backbone: str, input_size: list[int] | tuple[int, int]) -
             "post": f"post-stain image, float32 ({height}, {width}, 3) after preprocessing",
         },
         "decode_and_resize": RESIZE_METHOD,
+        "align_shots": bool(align_shots),
+        "alignment": (
+            "after decode and resize, the pre image is registered onto the post image: "
+            "workbench.data.alignment.align_pre(pre, post)"
+            if align_shots
+            else "none: the two images are used as decoded"
+        ),
         "dtype": "uint8 RGB cast to float32 (values 0-255) before the function",
         **PREPROCESSING[backbone],
         "implementation": f"workbench.model.builder.preprocess_fn({backbone!r})",

@@ -55,7 +55,12 @@ def cache_pays(cfg: ModelConfig) -> bool:
     The map's shape is computed here from the configuration (``builder._small_cnn``'s layout) because
     :func:`workbench.model.builder.feature_shape` builds the backbone, which needs TensorFlow in the
     round's process; a test keeps the two equal.
+
+    Never with ``align_shots``: the cache holds one map per image file, while an aligned pre shot
+    depends on its post shot.
     """
+    if cfg.align_shots:
+        return False
     if cfg.backbone != "small_cnn":
         return True
     w, h = cfg.input_size

@@ -75,7 +75,7 @@ def predict_pairs(
     threads, ahead of the model; with ``decoded_cache`` the decoded, resized pixels are read from
     (and misses stored in) that cache: same pixels, same predictions.
     """
-    from workbench.model.builder import backbone_from_model
+    from workbench.model.builder import aligns_shots, backbone_from_model
     from workbench.model.pipeline import decoded_batches
 
     _check_sizes(batch_size, mc_samples)
@@ -83,7 +83,10 @@ def predict_pairs(
     h, w = (int(v) for v in model.input["pre"].shape[1:3])
     n = len(pairs)
     loader = decoded_cache.load if decoded_cache is not None else None
-    batches = decoded_batches(pairs, (w, h), batch_size, loader=loader, workers=workers) if n else []
+    align = aligns_shots(model)
+    batches = (
+        decoded_batches(pairs, (w, h), batch_size, loader=loader, workers=workers, align=align) if n else []
+    )
     runner = _batch_runner(model, backbone)
     return _predict_batches(runner, model, batches, n, batch_size, mc_samples, progress, should_cancel, seed)
 
@@ -116,7 +119,7 @@ def predict_tta(
     """Standard deviation of the probability over the :data:`TTA_VIEWS` of each pair, (N,): how much
     the prediction depends on how the pair was photographed. The full model runs on the images (the
     feature cache holds unaugmented features only), one compiled step per view and batch."""
-    from workbench.model.builder import backbone_from_model
+    from workbench.model.builder import aligns_shots, backbone_from_model
     from workbench.model.pipeline import decoded_batches
 
     _check_sizes(batch_size, 0)
@@ -128,7 +131,8 @@ def predict_tta(
     seed, one = np.zeros(2, np.int32), np.int32(1)
     spreads = []
     done = 0
-    for batch in decoded_batches(pairs, (w, h), batch_size, loader=loader, workers=workers):
+    align = aligns_shots(model)
+    for batch in decoded_batches(pairs, (w, h), batch_size, loader=loader, workers=workers, align=align):
         if should_cancel is not None and should_cancel():
             raise PredictionCancelled(f"TTA cancelled after {done} of {len(pairs)} pairs")
         views = []

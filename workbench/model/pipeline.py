@@ -3,6 +3,7 @@
 Order of work (training)::
 
     paths -> decode + resize with workbench.data.images.load_rgb (tf.numpy_function, parallel)
+          [-> align pre onto post (ModelConfig.align_shots; workbench.data.alignment)]
           -> cache() the uint8 pairs in memory (later epochs do not decode again)
           -> shuffle (seeded) [-> class-balanced sampling] -> augment the pair (numpy_function, same
              draw for both images, seed per example) -> preprocess_fn(backbone) -> batch -> prefetch
@@ -66,16 +67,30 @@ def _load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
 
 
 def load_pair(
-    pre: str | Path, post: str | Path, size: tuple[int, int], loader: Loader | None = None
+    pre: str | Path,
+    post: str | Path,
+    size: tuple[int, int],
+    loader: Loader | None = None,
+    align: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one pair to uint8 (H, W, 3) arrays resized to ``size`` (width, height)."""
+    """Decode one pair to uint8 (H, W, 3) arrays resized to ``size`` (width, height); with ``align``
+    the pre shot is registered onto the post shot (workbench.data.alignment) at that size."""
     load = loader or _load_rgb
     size = (int(size[0]), int(size[1]))
-    return load(Path(pre), size), load(Path(post), size)
+    pre_px, post_px = load(Path(pre), size), load(Path(post), size)
+    if align:
+        from workbench.data.alignment import align_pre
+
+        pre_px = align_pre(pre_px, post_px)
+    return pre_px, post_px
 
 
 def load_arrays(
-    pairs: Sequence[Pair], size: tuple[int, int], workers: int = 4, loader: Loader | None = None
+    pairs: Sequence[Pair],
+    size: tuple[int, int],
+    workers: int = 4,
+    loader: Loader | None = None,
+    align: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode all pairs (threaded) into two uint8 arrays of shape (N, H, W, 3)."""
     pairs = check_pairs(pairs)
@@ -84,7 +99,7 @@ def load_arrays(
         empty = np.zeros((0, h, w, 3), np.uint8)
         return empty, empty.copy()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(pool.map(lambda p: load_pair(p[0], p[1], size, loader), pairs))
+        decoded = list(pool.map(lambda p: load_pair(p[0], p[1], size, loader, align), pairs))
     return np.stack([d[0] for d in decoded]), np.stack([d[1] for d in decoded])
 
 
@@ -96,12 +111,14 @@ def decoded_batches(
     loader: Loader | None = None,
     workers: int = 4,
     prefetch: int = 2,
+    align: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Batches {"pre", "post"} of uint8 (B, H, W, 3) arrays, in order, for inference.
 
     Images are decoded by ``workers`` threads (Pillow releases the GIL), ``prefetch`` batches ahead
     of the one being consumed, so the model, not the decoder, sets the pace. Pixels are exactly what
-    :func:`make_dataset` casts and preprocesses (same ``load_rgb``, or a cache of its output).
+    :func:`make_dataset` casts and preprocesses (same ``load_rgb``, or a cache of its output, and the
+    same alignment when ``align``).
     """
     checked = check_pairs(pairs)
     if batch_size < 1 or workers < 1 or prefetch < 0:
@@ -112,7 +129,7 @@ def decoded_batches(
 
         def submit(start: int) -> None:
             chunk = checked[start : start + batch_size]
-            pending.append([pool.submit(load_pair, pre, post, size, loader) for pre, post in chunk])
+            pending.append([pool.submit(load_pair, pre, post, size, loader, align) for pre, post in chunk])
 
         ahead = iter(starts)
         for start in islice(ahead, prefetch + 1):
@@ -132,13 +149,13 @@ def decoded_batches(
                     f.cancel()
 
 
-def _decoded_dataset(pairs: list[tuple[str, str]], size: tuple[int, int]) -> Any:
+def _decoded_dataset(pairs: list[tuple[str, str]], size: tuple[int, int], align: bool) -> Any:
     import tensorflow as tf
 
     w, h = size
 
     def _decode(pre: bytes, post: bytes) -> tuple[np.ndarray, np.ndarray]:
-        return load_pair(pre.decode(), post.decode(), (w, h))
+        return load_pair(pre.decode(), post.decode(), (w, h), align=align)
 
     def _map(pre: Any, post: Any) -> tuple[Any, Any]:
         a, b = tf.numpy_function(_decode, [pre, post], (tf.uint8, tf.uint8), stateful=False)
@@ -182,6 +199,7 @@ def make_dataset(
     balanced: bool = False,
     seed: int = 0,
     cache: bool = True,
+    align: bool = False,
 ) -> Any:
     """Build a batched, prefetched tf.data.Dataset over image pairs.
 
@@ -189,6 +207,8 @@ def make_dataset(
     (training only; ``augment_policy`` "affine" or "dihedral", see model.augment), with ``shot_jitter`` adding a separate small draw per image; ``balanced`` draws each example from the negative or positive class with equal
     probability (``sample_from_datasets``), keeping the epoch length at len(pairs). Without labels
     the elements are just the input dicts (inference). ``cache`` keeps decoded uint8 pairs in memory.
+    ``align`` registers each pre shot onto its post shot at decode time (``ModelConfig.align_shots``),
+    before the cache, so the augmentation moves both aligned shots alike.
     """
     import tensorflow as tf
 
@@ -201,7 +221,7 @@ def make_dataset(
         raise ValidationError("labels: training needs labels")
     w, h = input_size
     n = len(checked)
-    ds = _decoded_dataset(checked, (w, h))
+    ds = _decoded_dataset(checked, (w, h), align)
     if labels is not None:
         y = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(y))

@@ -27,7 +27,7 @@ from workbench.data.labels import TRAINABLE_SPLITS, cases_with_labels, training_
 from workbench.db.engine import session_scope
 from workbench.db.lookups import get_version
 from workbench.db.models import Case, ModelVersion, utcnow
-from workbench.errors import WorkbenchError
+from workbench.errors import ValidationError, WorkbenchError
 from workbench.faults import crash_once
 from workbench.files import sha256_file
 from workbench.jobs.context import JobContext
@@ -239,6 +239,11 @@ def train_version(
     from workbench.model.training import train
 
     model_cfg, train_cfg = run_configs(params)
+    if params.use_feature_cache and model_cfg.align_shots:
+        raise ValidationError(
+            "use_feature_cache: the feature cache holds one map per image, and with model.align_shots "
+            "the pre shot depends on its post shot; train without the feature cache"
+        )
     train_set, val_set = training_data(engine)
     for name, data in (("training", train_set), ("validation", val_set)):
         c = data.counts()

@@ -385,6 +385,7 @@ def train(
                     augment_policy=train_cfg.augment_policy,
                     balanced=train_cfg.imbalance == "balanced",
                     seed=train_cfg.seed + phase,
+                    align=model_cfg.align_shots,
                 )
                 val_ds = make_dataset(
                     val_p,
@@ -392,6 +393,7 @@ def train(
                     input_size=model_cfg.input_size,
                     backbone=model_cfg.backbone,
                     batch_size=val_batch,
+                    align=model_cfg.align_shots,
                 )
                 train_model.compile(
                     optimizer=keras.optimizers.Adam(lr),
@@ -442,7 +444,13 @@ def train(
         chk_p = check_pairs(gate_pairs, list(gate_labels))
         y_chk = np.asarray(gate_labels, dtype=int)
     val_ds = make_dataset(
-        chk_p, None, input_size=model_cfg.input_size, backbone=model_cfg.backbone, batch_size=16, cache=False
+        chk_p,
+        None,
+        input_size=model_cfg.input_size,
+        backbone=model_cfg.backbone,
+        batch_size=16,
+        cache=False,
+        align=model_cfg.align_shots,
     )
     val_logits = train_model.predict(val_ds, verbose=0)
     val_metrics = evaluate_logits(y_chk, val_logits)
