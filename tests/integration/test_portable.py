@@ -494,6 +494,10 @@ def test_aligned_model_bundle_aligns_in_both_runtimes_and_has_no_image_signature
     assert preprocessing["align_shots"] is True and "align_pre" in preprocessing["alignment"]
     serving = json.loads((info.path / "manifest.json").read_text())["serving"]
     assert SIGNATURE not in serving["signatures"] and SIGNATURE in serving["note"]
+    card = (info.path / "README.md").read_text()
+    assert "Shot alignment: the pre image is registered onto the post image" in card
+    assert "it has no `serve_images` signature" in card
+    assert "Shot alignment: none" in (exported.info.path / "README.md").read_text()
     stored = load_predictions(engine, version_id, "test")
     from sqlalchemy import select
 

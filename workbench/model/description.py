@@ -65,6 +65,8 @@ class ModelDescription:
     backbone: str  # backbone, shared or separate, initial weights
     fusion: str  # token dimension, attention heads, key dimension, dropout
     normalise: str  # the backbone's preprocessing function
+    alignment: str  # what happens to the pair between decoding and the model (``align_shots``)
+    aligned: bool  # the same, as a flag (an aligned model's SavedModel has no serve_images)
 
 
 def describe(config: ModelConfig) -> ModelDescription:
@@ -85,6 +87,13 @@ def describe(config: ModelConfig) -> ModelDescription:
             f"key dimension {config.key_dim}, dropout {config.dropout}"
         ),
         normalise=PREPROCESSING[config.backbone]["function"],
+        alignment=(
+            "the pre image is registered onto the post image (workbench.data.alignment.align_pre: phase "
+            "correlation, then an affine ECC fit) after resizing"
+            if config.align_shots
+            else "none (the two images are used as decoded)"
+        ),
+        aligned=config.align_shots,
     )
 
 
