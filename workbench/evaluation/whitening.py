@@ -54,7 +54,12 @@ def _whiteness(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return bright + pale
 
 
-def features_from_arrays(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
+#: Side of the max filter over pre whiteness, as a fraction of the image side: wide enough for the
+#: misalignment of unaligned shots (the baseline's setting; bench/bench_alignment.py varies it).
+TOLERANCE = 0.045
+
+
+def features_from_arrays(pre: np.ndarray, post: np.ndarray, tolerance: float = TOLERANCE) -> np.ndarray:
     """The feature vector (``FEATURE_NAMES``) of a pair of float RGB arrays in [0, 1] of one square size."""
     if pre.shape != post.shape or pre.ndim != 3 or pre.shape[2] != 3:
         raise ValidationError(
@@ -74,7 +79,8 @@ def features_from_arrays(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
         mask = central
     w_pre = _whiteness(pre, mask)
     w_post = ndimage.uniform_filter(_whiteness(post, mask), size=3, mode="nearest")
-    k = max(5, int(round(0.045 * side)) | 1)
+    # at least 5 px at the baseline's tolerance (as it always was), 3 px for an aligned pair's smaller one
+    k = max(5 if tolerance >= TOLERANCE else 3, int(round(tolerance * side)) | 1)
     change = w_post - ndimage.maximum_filter(w_pre, size=k, mode="nearest")
     values = change[mask]
     n = values.size
