@@ -261,3 +261,19 @@ def test_aligned_model_trains_and_infers_on_aligned_pairs_and_refuses_the_featur
         outputs[align] = np.asarray(model.predict(x, verbose=0)["logit"]).ravel()
     np.testing.assert_allclose(stored.logit, outputs[True], atol=1e-4)
     assert np.abs(outputs[True] - outputs[False]).max() > 1e-4
+    # backbone maps through the feature-cache path (relabelling reads them): pre from the aligned shot
+    from workbench.model.builder import backbones
+    from workbench.model.config import ModelConfig
+    from workbench.model.features import pair_features
+
+    with session_scope(engine) as s:
+        cfg = ModelConfig.from_dict(s.get(ModelVersion, version["model_version"]).config["model"])
+    maps = pair_features(model, cfg, Path(settings.artifacts) / "features", pairs)
+    pre, post = load_arrays(pairs, (32, 32), align=True)
+    bbs = backbones(model)
+    np.testing.assert_allclose(
+        maps["pre_features"], np.asarray(bbs["pre"](prep(pre.astype("float32")))), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        maps["post_features"], np.asarray(bbs["post"](prep(post.astype("float32")))), atol=1e-5
+    )

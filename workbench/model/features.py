@@ -229,7 +229,9 @@ def pair_features(
     digests: Sequence[tuple[str, str]] | None = None,
 ) -> dict[str, np.ndarray]:
     """{"pre_features", "post_features"} for ``pairs`` from ``model``'s (frozen) backbones, via the cache
-    (``digests``: the pairs' (pre, post) sha256 when known)."""
+    (``digests``: the pairs' (pre, post) sha256 when known). With ``cfg.align_shots`` the pre maps are
+    computed from the aligned pre shots every time (an aligned shot depends on its post shot, so it has
+    no per-image cache entry); post shots are never moved, so their maps still come from the cache."""
     from workbench.model.builder import backbones
 
     cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
@@ -237,6 +239,9 @@ def pair_features(
     ids = {side: backbone_identity(bb) for side, bb in bbs.items()}
     out = {}
     for i, side in enumerate(("pre", "post")):
+        if side == "pre" and cfg.align_shots and pairs:
+            out["pre_features"] = _aligned_pre_maps(bbs["pre"], cfg, pairs)
+            continue
         paths = [p[i] for p in pairs]
         out[f"{side}_features"] = cache.features(
             bbs[side],
@@ -247,6 +252,19 @@ def pair_features(
             digests=None if digests is None else [d[i] for d in digests],
         )
     return out
+
+
+def _aligned_pre_maps(backbone: Any, cfg: ModelConfig, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+    """The pre backbone's maps of the pre shots aligned onto their post shots, in order."""
+    from workbench.model.builder import preprocess_fn
+    from workbench.model.pipeline import decoded_batches
+
+    prep = preprocess_fn(cfg.backbone)
+    maps = [
+        np.asarray(backbone(prep(batch["pre"].astype(np.float32)), training=False))
+        for batch in decoded_batches(list(pairs), cfg.input_size, 64, align=True)
+    ]
+    return np.concatenate(maps).astype(np.float32)
 
 
 def fit_head_on_features(
