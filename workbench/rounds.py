@@ -97,7 +97,8 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
     if p.warm_start and previous is not None and train_params.parent_version is None:
         wanted = train_params.use_feature_cache or p.feature_cache
         train_params = train_params.derive(
-            parent_version=previous, use_feature_cache=wanted and _cache_pays_for(engine, previous)
+            parent_version=previous,
+            use_feature_cache=wanted and _cache_pays_for(engine, previous) and _run_caches(train_params),
         )
         if train_params.phases == 1:
             train_params, backbone = _backbone_schedule(ctx, train_params, previous)
@@ -123,6 +124,14 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
         _update_round(engine, round_id, status="failed", closed_at=utcnow())
         raise
     return _after_inference(ctx, state)
+
+
+def _run_caches(params: TrainParams) -> bool:
+    """Whether the run's own configuration allows the cache (e.g. not when it asks for aligned shots)."""
+    from workbench.model.config import run_configs
+    from workbench.model.features import cache_pays
+
+    return cache_pays(run_configs(params)[0])
 
 
 def _cache_pays_for(engine: Engine, version_id: int) -> bool:

@@ -277,3 +277,31 @@ def test_aligned_model_trains_and_infers_on_aligned_pairs_and_refuses_the_featur
     np.testing.assert_allclose(
         maps["post_features"], np.asarray(bbs["post"](prep(post.astype("float32")))), atol=1e-5
     )
+
+
+def test_switching_align_shots_between_rounds_warm_starts_a_model_that_says_what_it_was_trained_on(
+    wb,
+) -> None:  # type: ignore[no-untyped-def]
+    """A child of an unaligned parent trained with ``align_shots`` (and the reverse) is saved under the
+    child's configuration, so its inference aligns exactly when its training did; the round decides on
+    the feature cache from the run's own configuration too."""
+    from workbench.model.builder import aligns_shots
+    from workbench.rounds import _run_caches
+
+    engine, settings = wb
+    aligned = {**TINY, "model": {**TINY["model"], "align_shots": True}}
+    parent = train_version(engine, settings, TrainParams(preset="cpu", epochs=1, overrides=TINY))[
+        "model_version"
+    ]
+    child = train_version(
+        engine, settings, TrainParams(preset="cpu", epochs=1, overrides=aligned, parent_version=parent)
+    )["model_version"]
+    grandchild = train_version(
+        engine, settings, TrainParams(preset="cpu", epochs=1, overrides=TINY, parent_version=child)
+    )["model_version"]
+    flags = [aligns_shots(load_version_model(engine, v)) for v in (parent, child, grandchild)]
+    assert flags == [False, True, False]
+    with session_scope(engine) as s:
+        assert s.get(ModelVersion, child).parent_id == parent
+    assert _run_caches(TrainParams(preset="cpu", overrides=TINY))
+    assert not _run_caches(TrainParams(preset="cpu", overrides=aligned))

@@ -82,7 +82,9 @@ def backbone_from_model(model: Any) -> str:
     for backbone in sorted(DEFAULT_FINE_TUNE_BLOCK, key=len, reverse=True):
         if name == model_name(backbone):
             return backbone
-    raise ValidationError(f"model {model.name!r} was not built by the workbench builder (unknown backbone)")
+    raise ValidationError(
+        f"model {getattr(model, 'name', None)!r} was not built by the workbench builder (unknown backbone)"
+    )
 
 
 def aligns_shots(model: Any) -> bool:

@@ -240,7 +240,7 @@ def pair_features(
     out = {}
     for i, side in enumerate(("pre", "post")):
         if side == "pre" and cfg.align_shots and pairs:
-            out["pre_features"] = _aligned_pre_maps(bbs["pre"], cfg, pairs)
+            out["pre_features"] = _aligned_pre_maps(bbs["pre"], cfg, pairs, cache.should_cancel)
             continue
         paths = [p[i] for p in pairs]
         out[f"{side}_features"] = cache.features(
@@ -254,16 +254,24 @@ def pair_features(
     return out
 
 
-def _aligned_pre_maps(backbone: Any, cfg: ModelConfig, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+def _aligned_pre_maps(
+    backbone: Any,
+    cfg: ModelConfig,
+    pairs: Sequence[tuple[str, str]],
+    should_cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
     """The pre backbone's maps of the pre shots aligned onto their post shots, in order."""
     from workbench.model.builder import preprocess_fn
     from workbench.model.pipeline import decoded_batches
 
     prep = preprocess_fn(cfg.backbone)
-    maps = [
-        np.asarray(backbone(prep(batch["pre"].astype(np.float32)), training=False))
-        for batch in decoded_batches(list(pairs), cfg.input_size, 64, align=True)
-    ]
+    maps = []
+    for batch in decoded_batches(list(pairs), cfg.input_size, 64, align=True):
+        if should_cancel is not None and should_cancel():
+            raise FeatureCacheCancelled(
+                f"aligned pre maps cancelled after {64 * len(maps)} of {len(pairs)} pairs"
+            )
+        maps.append(np.asarray(backbone(prep(batch["pre"].astype(np.float32)), training=False)))
     return np.concatenate(maps).astype(np.float32)
 
 

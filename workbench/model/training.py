@@ -173,10 +173,15 @@ def _validated(
 
 
 def load_parent(path: str | os.PathLike, cfg: ModelConfig) -> Any:
-    """Load a warm-start parent model and check it matches ``cfg`` (backbone and input size)."""
+    """Load a warm-start parent model and check it matches ``cfg`` (backbone and input size).
+
+    A parent whose shot alignment differs from ``cfg.align_shots`` (the option was switched on or off
+    between rounds) is returned as a model built from ``cfg`` carrying the parent's weights: alignment
+    is preprocessing, the layers are the same, and the saved child's name must say what it was trained
+    on, because inference and export read it from there."""
     import keras
 
-    from workbench.model.builder import backbone_from_model
+    from workbench.model.builder import aligns_shots, backbone_from_model, build_model
 
     p = Path(path)
     if not p.is_file():
@@ -195,6 +200,15 @@ def load_parent(path: str | os.PathLike, cfg: ModelConfig) -> Any:
         raise ValidationError(
             f"parent_model_path: parent input is {shape[1]}x{shape[0]}, config asks {w}x{h}"
         )
+    if aligns_shots(model) != cfg.align_shots:
+        rebuilt = build_model(cfg.derive(weights=None))
+        try:
+            rebuilt.set_weights(model.get_weights())
+        except ValueError as exc:
+            raise ValidationError(
+                f"parent_model_path: the parent's layers differ from the configured model's: {exc}"
+            ) from None
+        return rebuilt
     return model
 
 
