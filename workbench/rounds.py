@@ -98,7 +98,7 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
         wanted = train_params.use_feature_cache or p.feature_cache
         train_params = train_params.derive(
             parent_version=previous,
-            use_feature_cache=wanted and _cache_pays_for(engine, previous) and _run_caches(train_params),
+            use_feature_cache=wanted and _cache_pays_for(engine, previous, train_params),
         )
         if train_params.phases == 1:
             train_params, backbone = _backbone_schedule(ctx, train_params, previous)
@@ -126,24 +126,20 @@ def round_job(ctx: JobContext[RoundParams]) -> RoundResult:
     return _after_inference(ctx, state)
 
 
-def _run_caches(params: TrainParams) -> bool:
-    """Whether the run's own configuration allows the cache (e.g. not when it asks for aligned shots)."""
-    from workbench.model.config import run_configs
+def _cache_pays_for(engine: Engine, version_id: int, params: TrainParams) -> bool:
+    """Whether a round warm-started from this version should train on cached backbone maps
+    (``model.features.cache_pays``): the version's stored architecture is the one trained on, and the
+    run's own ``align_shots`` is the one the child takes (``training.load_parent``). A version with no
+    stored model config is judged by the run's configuration."""
+    from workbench.model.config import ModelConfig, run_configs
     from workbench.model.features import cache_pays
 
-    return cache_pays(run_configs(params)[0])
-
-
-def _cache_pays_for(engine: Engine, version_id: int) -> bool:
-    """Whether a round warm-started from this version should train on cached backbone maps: its stored
-    architecture decides (``model.features.cache_pays``); a version with no stored model config caches."""
-    from workbench.model.config import ModelConfig
-    from workbench.model.features import cache_pays
-
+    run = run_configs(params)[0]
     with session_scope(engine) as s:
         version = s.get(ModelVersion, version_id)
         model = (version.config or {}).get("model") if version is not None else None
-    return cache_pays(ModelConfig.from_dict(model)) if model else True
+    parent = ModelConfig.from_dict(model) if model else run
+    return cache_pays(parent.derive(align_shots=run.align_shots))
 
 
 def _backbone_schedule(

@@ -286,7 +286,7 @@ def test_switching_align_shots_between_rounds_warm_starts_a_model_that_says_what
     child's configuration, so its inference aligns exactly when its training did; the round decides on
     the feature cache from the run's own configuration too."""
     from workbench.model.builder import aligns_shots
-    from workbench.rounds import _run_caches
+    from workbench.rounds import _cache_pays_for
 
     engine, settings = wb
     aligned = {**TINY, "model": {**TINY["model"], "align_shots": True}}
@@ -303,5 +303,6 @@ def test_switching_align_shots_between_rounds_warm_starts_a_model_that_says_what
     assert flags == [False, True, False]
     with session_scope(engine) as s:
         assert s.get(ModelVersion, child).parent_id == parent
-    assert _run_caches(TrainParams(preset="cpu", overrides=TINY))
-    assert not _run_caches(TrainParams(preset="cpu", overrides=aligned))
+    assert _cache_pays_for(engine, parent, TrainParams(preset="cpu", overrides=TINY))
+    assert not _cache_pays_for(engine, parent, TrainParams(preset="cpu", overrides=aligned))
+    assert not _cache_pays_for(engine, child, TrainParams(preset="cpu", overrides=aligned))

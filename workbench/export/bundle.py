@@ -306,6 +306,19 @@ def export_bundle(
         _write_json(tmp / "threshold.json", facts["threshold"])
         _write_json(tmp / "preprocessing.json", preprocessing_spec(backbone, input_size, aligned))
         h5 = {"written": h5_written, "reason": h5_note}
+        signatures = {
+            "serve": "pre, post: float32 (batch, height, width, 3) preprocessed -> logit, probability"
+        }
+        serving: dict[str, Any] = {"saved_model": "saved_model/", "signatures": signatures}
+        if aligned:
+            serving["note"] = (
+                f"no {SIGNATURE}: the model aligns its shots (preprocessing.json), outside the graph"
+            )
+        else:
+            signatures[SIGNATURE] = (
+                "pre, post: string (batch,) encoded JPEG/PNG bytes -> logit (float64), "
+                "calibrated_probability (float64), decision ('positive'/'negative')"
+            )
         listed = sorted(
             [p.relative_to(tmp).as_posix() for p in tmp.iterdir() if p.is_file()]
             + ["saved_model/", "README.md", MANIFEST]
@@ -327,27 +340,7 @@ def export_bundle(
             "config": facts["config"],
             "h5": h5,
             "onnx": onnx,
-            "serving": {
-                "saved_model": "saved_model/",
-                "signatures": {
-                    "serve": "pre, post: float32 (batch, height, width, 3) preprocessed -> logit, probability",
-                    **(
-                        {}
-                        if aligned
-                        else {
-                            SIGNATURE: "pre, post: string (batch,) encoded JPEG/PNG bytes -> logit (float64), "
-                            "calibrated_probability (float64), decision ('positive'/'negative')"
-                        }
-                    ),
-                },
-                **(
-                    {
-                        "note": f"no {SIGNATURE}: the model aligns its shots (preprocessing.json), outside the graph"
-                    }
-                    if aligned
-                    else {}
-                ),
-            },
+            "serving": serving,
             "training_data_counts": facts["data_counts"],
             "lineage": facts["lineage"],
             "label_counts": facts["label_counts"],

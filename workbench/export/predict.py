@@ -313,10 +313,11 @@ def _load_folder(root: Path, shown_path: Path, runtime: str = "keras") -> Bundle
             f"preprocessing.json ({preprocessing.get('backbone')}, {size}) does not match model.keras "
             f"({backbone_from_model(model)}, {w}x{h})"
         )
-    if aligns_shots(model) != bool(preprocessing.get("align_shots", False)):
+    declared = bool(preprocessing.get("align_shots", False))
+    if aligns_shots(model) != declared:
         raise WorkbenchError(
-            f"preprocessing.json (align_shots {bool(preprocessing.get('align_shots', False))}) does not "
-            f"match model.keras (align_shots {aligns_shots(model)})"
+            f"preprocessing.json (align_shots {declared}) does not match model.keras "
+            f"(align_shots {aligns_shots(model)})"
         )
     return Bundle(shown_path, model, manifest, calibration, threshold_info, preprocessing, calibrator)
 
