@@ -2,8 +2,10 @@
 
 A round warm-starts from the previous round's *ready* model when there is one. When the new
 version did not learn (``model.learning_check``), the round stops right after training: no
-inference, calibration or queue; the round ends ``did_not_learn`` with the reasons in its report and
-the job's message and result say why. Its report tells what the labelling bought: labels added, the
+inference or calibration, and nothing is queued from that version; the labellers get a batch chosen
+by the non-learned baseline fitted on the labels so far (``active.guided``; the cold start when a class
+has too few labels). The round ends ``did_not_learn`` with the reasons in its report and the job's
+message and result say why. Its report tells what the labelling bought: labels added, the
 positive yield of the batch against the pool's estimated base rate and against the random audit
 slice, the training set's class balance and the model's test metrics. Rounds never overlap: a
 second one is refused while one is queued or running. Before training, the pair sanity check
@@ -257,17 +259,49 @@ COLD_START_ADVICE = (
 )
 
 
+def _queue_without_a_model(ctx: JobContext[RoundParams], round_id: int) -> dict[str, Any]:
+    """The batch a round that did not learn leaves the labellers (``active.guided``: the baseline fitted
+    on the labels so far, or the cold start); a failure to queue is reported, never fails the round."""
+    from workbench.active.guided import queue_guided
+
+    p = ctx.params
+    try:
+        return queue_guided(
+            ctx.engine,
+            ctx.settings,
+            p.batch_size,
+            mix=p.mix,
+            policy=p.policy,
+            seed=p.train.seed,
+            round_id=round_id,
+        )
+    except WorkbenchError as exc:
+        return {"queued": 0, "error": str(exc)}
+
+
 def _stop_did_not_learn(ctx: JobContext[RoundParams], round_id: int, trained: TrainResult) -> RoundResult:
-    """End the round after a version that did not learn: nothing is scored, calibrated or queued."""
+    """End the round after a version that did not learn: nothing is scored, calibrated or queued from
+    it; the labellers get a batch the non-learned baseline chose (:func:`_queue_without_a_model`)."""
     version = trained.model_version
-    message = f"round stopped after training (no inference, calibration or queue): {trained.message}"
+    queue = _queue_without_a_model(ctx, round_id)
+    queued = int(queue.get("queued") or 0) + int(queue.get("already_queued") or 0)
+    if queued:
+        how = (
+            "the cold start (TypiClust)"
+            if queue.get("fallback")
+            else "the non-learned baseline fitted on the labels so far"
+        )
+        queue_text = f"{queued} pool case(s) queued by {how}"
+    else:
+        queue_text = "nothing queued" + (f" ({queue['error']})" if queue.get("error") else "")
+    message = f"round stopped after training (no inference or calibration; {queue_text}): {trained.message}"
     check = trained.learning_check or {}
     _update_round(
         ctx.engine,
         round_id,
         status=DID_NOT_LEARN,
         closed_at=utcnow(),
-        report={"stopped": "did_not_learn", "message": message, "learning_check": check},
+        report={"stopped": "did_not_learn", "message": message, "learning_check": check, "queue": queue},
     )
     ctx.progress(1.0, message, force=True)
     return RoundResult.of(
@@ -275,10 +309,11 @@ def _stop_did_not_learn(ctx: JobContext[RoundParams], round_id: int, trained: Tr
             "round": round_id,
             "model_version": version,
             "did_not_learn": True,
-            "queued": 0,
+            "queued": queued,
+            "queued_by": queue.get("strategy"),
             "message": message,
             "reasons": check.get("reasons", []),
-            "advice": [*check.get("advice", []), COLD_START_ADVICE],
+            "advice": [*check.get("advice", []), *([] if queued else [COLD_START_ADVICE])],
         }
     )
 

@@ -66,3 +66,74 @@ def test_cold_start_queues_typical_pool_cases_only(
     with session_scope(engine) as s:
         queued = list(s.scalars(select(QueueItem.case_id)))
     assert sorted(queued) == sorted(pool)
+
+
+# --- the baseline-guided batch (``active.guided``): what a round that did not learn leaves the labellers
+
+
+def _guided_data(root: Path, positive_rate: float, seed: int) -> Path:
+    generate_dataset(
+        root,
+        n=80,
+        positive_rate=positive_rate,
+        seed=seed,
+        size=(48, 48),
+        unlabelled_fraction=0.4,
+        difficulty="hard",
+    )
+    return root / "manifest.csv"
+
+
+def test_guided_batch_ranks_pool_cases_by_the_baseline_fitted_on_the_labels(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from workbench.active.guided import GUIDED_PREFIX, queue_guided
+    from workbench.config import Settings
+    from workbench.data.labels import training_labels
+    from workbench.evaluation.baseline import fit_baseline, score_cases
+
+    import_source(engine, _guided_data(tmp_path / "data", 0.3, seed=4))
+    settings = Settings(home=tmp_path / "home", database_url=db_url)
+    labels = training_labels(engine, splits=("train", "pool"))
+    out = queue_guided(engine, settings, 6, seed=1)
+    assert out["queued"] == 6 and out["strategy"] == "baseline_guided" and "fallback" not in out
+    assert out["fitted_on"] == {"split": "train+pool", "n": len(labels), "positives": sum(labels.values())}
+    assert "by policy" in out["threshold_note"] and " on val (n=" in out["threshold_note"]
+    with session_scope(engine) as s:
+        splits = dict(s.execute(select(Case.id, Case.split)).all())
+        items = s.execute(
+            select(QueueItem.case_id, QueueItem.strategy, QueueItem.score, QueueItem.reason).where(
+                QueueItem.kind == "label"
+            )
+        ).all()
+    assert len(items) == 6 and {splits[i.case_id] for i in items} == {"pool"}  # never val/test/labelled
+    assert not {i.case_id for i in items} & set(labels)
+    assert {i.strategy for i in items} <= {"near_threshold", "likely_positive", "random"}
+    assert all(i.reason.startswith(GUIDED_PREFIX + f", fitted on {len(labels)} labels") for i in items)
+    # the likely-positive picks are the baseline's own high scores over the unlabelled pool
+    pool = [c for c, sp in splits.items() if sp == "pool" and c not in labels]
+    prob = score_cases(engine, settings, fit_baseline(engine, settings, splits=("train", "pool")), pool)
+    top = [i.score for i in items if i.strategy == "likely_positive"]
+    assert top and min(top) >= float(np.median(prob))
+
+    # a mix that needs a network's passes runs as the default mix, and says so
+    out = queue_guided(engine, settings, 2, mix={"bald": 0.5, "random": 0.5}, seed=1)
+    assert out["queued"] == 2 and "bald need a model's passes" in out["mix_note"]
+
+
+def test_guided_batch_falls_back_to_the_cold_start_without_enough_labels_of_a_class(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    from workbench.active.guided import MIN_PER_CLASS, queue_guided
+    from workbench.config import Settings
+    from workbench.data.labels import training_labels
+
+    import_source(engine, _guided_data(tmp_path / "data", 0.02, seed=5))
+    positives = sum(training_labels(engine, splits=("train", "pool")).values())
+    assert positives < MIN_PER_CLASS
+    out = queue_guided(engine, Settings(home=tmp_path / "home", database_url=db_url), 3, seed=0)
+    assert out["queued"] == 3 and f"fewer than {MIN_PER_CLASS} of a class" in out["fallback"]
+    with session_scope(engine) as s:
+        assert set(s.scalars(select(QueueItem.strategy).where(QueueItem.kind == "label"))) == {"cold_start"}

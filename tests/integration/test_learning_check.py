@@ -261,8 +261,9 @@ def test_a_version_that_did_not_learn_is_refused_downstream(shuffled) -> None:  
 
 
 def test_round_stops_after_training_when_the_version_did_not_learn(shuffled) -> None:  # type: ignore[no-untyped-def]
+    from workbench.active.guided import GUIDED_PREFIX, queue_guided
     from workbench.db.engine import session_scope
-    from workbench.db.models import Calibration, Job, ModelVersion, Prediction, QueueItem, Round
+    from workbench.db.models import Calibration, Case, Job, ModelVersion, Prediction, QueueItem, Round
     from workbench.jobs import store
     from workbench.jobs.runner import run_job
     from workbench.jobs.submit import submit_job
@@ -279,16 +280,19 @@ def test_round_stops_after_training_when_the_version_did_not_learn(shuffled) -> 
     view = run_job(wb.engine, wb.settings, job_id, "test-worker")
     assert view is not None and view.status == "succeeded", view.error if view else None
     result = view.result or {}
-    assert result["did_not_learn"] is True and result["queued"] == 0 and result["reasons"]
-    assert any("workbench queue cold-start" in a for a in result["advice"])  # a way forward without a model
+    # nothing is queued from the version; the labellers get a batch the non-learned baseline chose
+    assert result["did_not_learn"] is True and result["queued"] == 5 and result["reasons"]
+    assert result["queued_by"] == "baseline_guided"
+    assert not any("workbench queue cold-start" in a for a in result["advice"])  # a batch is there
     assert "round stopped after training" in view.message and "did not learn" in view.message
+    assert "5 pool case(s) queued by the non-learned baseline" in view.message
     assert result["message"] == view.message
     version_id = result["model_version"]
     assert version_id != wb.version  # a new version: the earlier one was no warm-start parent
     with session_scope(wb.engine) as s:
         steps = s.execute(select(Job.kind, Job.status).where(Job.parent_id == job_id).order_by(Job.id)).all()
         rnd = s.get(Round, result["round"])
-        round_status, report, closed = rnd.status, rnd.report, rnd.closed_at
+        round_status, report, closed, rnd_id = rnd.status, rnd.report, rnd.closed_at, rnd.id
         version = s.get(ModelVersion, version_id)
         assert version.status == DID_NOT_LEARN and version.parent_id is None
         counts = {
@@ -300,7 +304,19 @@ def test_round_stops_after_training_when_the_version_did_not_learn(shuffled) -> 
             )
         }
     assert steps == [("train", "succeeded")]  # no infer, calibrate or queue step
-    assert counts == {"Calibration": 0, "Prediction": 0, "QueueItem": 0}
+    assert counts == {"Calibration": 0, "Prediction": 0, "QueueItem": 5}
+    with session_scope(wb.engine) as s:
+        items = s.execute(
+            select(QueueItem.kind, QueueItem.reason, Case.split)
+            .join(Case, Case.id == QueueItem.case_id)
+            .where(QueueItem.round_id == rnd_id)
+        ).all()
+    assert {(kind, split) for kind, _, split in items} == {("label", "pool")}
+    assert all(reason.startswith(GUIDED_PREFIX) for _, reason, _ in items)
+    # a retried round (redelivery) does not queue a second batch
+    again = queue_guided(wb.engine, wb.settings, 5, round_id=rnd_id)
+    assert again == {"queued": 0, "already_queued": 5, "strategy": "baseline_guided"}
+    assert report["queue"]["queued"] == 5 and report["queue"]["fitted_on"]["n"] > 0
     assert round_status == DID_NOT_LEARN and closed is not None
     assert report["stopped"] == DID_NOT_LEARN and report["learning_check"]["reasons"]
     train_job = store.list_jobs(wb.engine, limit=10)

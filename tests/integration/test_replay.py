@@ -168,3 +168,37 @@ def test_after_a_round_that_did_not_learn_random_queues_unlabelled_pool_cases(ru
         picks.append(sorted(c for c, _, _ in rows))
     first.engine.dispose()
     assert picks[0] == picks[1]
+
+
+def test_after_a_round_that_did_not_learn_the_default_gets_the_production_guided_batch(
+    run, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """What the round queues after a version that did not learn (``active.guided``) replaces the copied
+    round's batch for every strategy but random: pool cases only, each reason naming the baseline."""
+    from workbench.active.cold_start import unlabelled_pool
+    from workbench.active.guided import GUIDED_PREFIX
+    from workbench.db.models import Case
+    from workbench.experiments.replay import _open, requeue_unlearned
+
+    cfg, _ = run
+    first = _open(cfg.out / "seed-3" / "_round1")
+    wb = copy_workbench(first, tmp_path / "copy")
+    first.engine.dispose()
+    before = {row[0] for row in unlabelled_pool(wb.engine)}
+    with session_scope(wb.engine) as s:
+        round_items = list(
+            s.scalars(select(QueueItem.case_id).where(QueueItem.round_id == 1, QueueItem.kind == "label"))
+        )
+    mix = strategy_mix("default")
+    assert requeue_unlearned(wb, 1, "default", mix, cfg, 3, np.random.default_rng(7)) == cfg.batch
+    with session_scope(wb.engine) as s:
+        rows = s.execute(
+            select(QueueItem.case_id, QueueItem.reason, Case.split)
+            .join(Case, Case.id == QueueItem.case_id)
+            .where(QueueItem.round_id == 1, QueueItem.kind == "label")
+        ).all()
+    wb.engine.dispose()
+    assert len(rows) == cfg.batch and {sp for _, _, sp in rows} == {"pool"}
+    assert all(r.startswith(GUIDED_PREFIX) for _, r, _ in rows)  # the copied round's own batch is gone
+    # chosen from the unlabelled pool as it stood once the round's own batch was removed
+    assert {c for c, _, _ in rows} - before <= set(round_items)

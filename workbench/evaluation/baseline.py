@@ -220,16 +220,20 @@ def _refs(engine: Engine, case_ids: Sequence[int]) -> list[PairRef]:
     return [by_id[c] for c in ids]
 
 
-def fit_baseline(engine: Engine, settings: Settings | None, **kw: Any) -> FittedBaseline:
-    """Fit on the train split's labelled cases (adjudicated labels, as model training uses them)."""
-    labels = training_labels(engine, splits=("train",))
+def fit_baseline(
+    engine: Engine, settings: Settings | None, splits: Sequence[str] = ("train",), **kw: Any
+) -> FittedBaseline:
+    """Fit on the labelled cases of ``splits`` (the train split by default; adjudicated labels, as model
+    training uses them). Never pass validation or test: they judge the fit."""
+    labels = training_labels(engine, splits=tuple(splits))
     ids = sorted(labels)
     y = np.asarray([labels[c] for c in ids], dtype=np.int64)
+    named = "+".join(splits)
     if not ids:
-        raise WorkbenchError("baseline: the train split has no labelled cases to fit on")
-    _check_classes(y, "train")  # before any image is decoded
+        raise WorkbenchError(f"baseline: the {named} split has no labelled cases to fit on")
+    _check_classes(y, named)  # before any image is decoded
     x = features_for(_refs(engine, ids), settings, **kw)
-    return fit_features(x, y)
+    return fit_features(x, y, split=named)
 
 
 def score_cases(

@@ -15,10 +15,10 @@ Per seed and strategy the replay keeps a real workbench (SQLite database and hom
 3. **Oracle.** The queued ``label`` items are claimed and answered through the labelling queue
    (``claim_next``/``submit_label``, labeller ``oracle``) with the data set's recorded label (what
    its reader said, label noise included), flipped at ``reader_noise``.
-4. **Did not learn.** When a round stops because its version failed the learning check (nothing is
-   queued), ``batch`` pool cases are queued by the cold start (``active.cold_start``: typical, diverse
-   cases chosen without a model), as the round's advice tells a clinic to do; for the ``random``
-   strategy they are drawn at random. The row says ``did_not_learn``.
+4. **Did not learn.** When a round stops because its version failed the learning check, the batch is
+   what production queues then (``active.guided``: the non-learned baseline fitted on the labels so
+   far, under the strategy's mix; the cold start while a class has too few labels); for the ``random``
+   strategy it is drawn at random. The row says ``did_not_learn``.
 
 Round 0 of every strategy but the first is not retrained: its workbench is a copy of the first
 strategy's right after round 0 (same labels, same seed, same model) whose open queue is rebuilt with
@@ -333,6 +333,33 @@ def answer_queue(
     return done
 
 
+def requeue_unlearned(
+    wb: Workbench,
+    round_id: int,
+    name: str,
+    mix: dict[str, float] | None,
+    cfg: ReplayConfig,
+    seed: int,
+    rng: np.random.Generator,
+) -> int:
+    """After a round that did not learn: replace its batch by this strategy's. ``random`` draws at
+    random; any other strategy gets what production queues then (``active.guided``, under its own mix,
+    the round's seed), so a round copied from another strategy holds this strategy's batch."""
+    from sqlalchemy import delete
+
+    from workbench.active.guided import queue_guided
+    from workbench.db.engine import session_scope
+    from workbench.db.models import QueueItem
+
+    with session_scope(wb.engine) as s:
+        s.execute(delete(QueueItem).where(QueueItem.round_id == round_id, QueueItem.kind == "label"))
+    if name == "random":
+        return queue_random(wb, cfg.batch, rng, round_id)
+    return int(
+        queue_guided(wb.engine, wb.settings, cfg.batch, mix=mix, seed=seed, round_id=round_id)["queued"]
+    )
+
+
 def queue_random(wb: Workbench, n: int, rng: np.random.Generator, round_id: int) -> int:
     """After a round that did not learn: ``n`` unlabelled pool cases drawn at random are queued for
     labelling (strategy ``random``, the reason says why), as a clinic would label some before the next
@@ -407,12 +434,8 @@ def replay_seed(
                 if r == 1 and first is None:
                     first = (copy_workbench(wb, root / "_round1"), result)
             learned = not result.get("did_not_learn")
-            if not learned and name == "random":
-                queue_random(wb, cfg.batch, rng, result["round"])
-            elif not learned:  # what the round's advice tells a clinic: the cold start (TypiClust)
-                from workbench.active.cold_start import queue_cold_start
-
-                queue_cold_start(wb.engine, wb.settings, cfg.batch, seed=seed)
+            if not learned:
+                requeue_unlearned(wb, result["round"], name, mix, cfg, seed, rng)
             trained_on = cfg.initial + len(queried)
             queried += answer_queue(wb, by_external, rng, cfg.reader_noise)
             metrics = round_metrics(wb, result["model_version"], by_external) if learned else {}

@@ -106,6 +106,7 @@ class RoundResult(JobResult):
     queued: int
     threshold: float | None = None
     did_not_learn: bool = False
+    queued_by: str | None = None  # after a version that did not learn: baseline_guided or cold_start
     message: str | None = None
     reasons: list[Any] | None = None
     advice: list[Any] | None = None

@@ -1,0 +1,149 @@
+"""Baseline-guided batch: what to label while no model version has learned yet.
+
+A round whose version fails the learning check must not queue from that version (its scores are
+noise), and a TypiClust cold start ignores every label already given. The non-learned baseline
+(``evaluation.baseline``: hand-written pair features, a balanced logistic regression) needs few labels,
+so between "no labels" and "a model that learned" it is the best ranker available:
+
+1. The baseline is fitted on the labelled train/pool cases (adjudicated labels, as training uses;
+   never validation or test).
+2. It scores every unlabelled pool case without an open labelling item.
+3. The operating threshold is chosen by the round's policy on the validation split's baseline
+   probabilities (as calibration chooses a version's), so ``near_threshold`` means what it means for a
+   version; without labelled validation cases of both classes it is 0.5, the balanced boundary.
+4. The production mix picks the batch (``strategies.select_batch``), near-duplicates thinned by
+   k-center on the standardised features. Strategies that need a network (MC samples, TTA) cannot run
+   on the baseline: such a mix is replaced by the default mix, and the result says so.
+
+With fewer than ``MIN_PER_CLASS`` labelled positives or negatives there is nothing to fit: the
+cold start (TypiClust) is queued instead. Every pick's reason starts with ``GUIDED_PREFIX``.
+Measured on hard data in ``docs/benchmarks.md`` ("Label efficiency measured the way it runs").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, func, select
+
+from workbench.active.cold_start import queue_cold_start, unlabelled_pool
+from workbench.active.labelling_queue import enqueue
+from workbench.active.strategies import DEFAULT_MIX, Candidates, base_strategy, select_batch, validate_mix
+from workbench.config import Settings
+from workbench.data.labels import training_labels
+from workbench.db.engine import session_scope
+from workbench.db.models import QueueItem
+from workbench.defaults import DEFAULT_POLICY
+from workbench.errors import ValidationError
+
+STRATEGY = "baseline_guided"
+#: Labelled positives and negatives the baseline needs before it can rank (else: the cold start).
+MIN_PER_CLASS = 2
+#: Strategies that need a network's passes (MC dropout, test-time augmentation).
+NEEDS_NETWORK = frozenset({"bald", "tta_spread"})
+#: What the baseline is fitted on: the splits training uses, never validation or test.
+TRAINABLE = ("train", "pool")
+GUIDED_PREFIX = "baseline-guided (no model version has learned yet)"
+
+
+def guided_mix(mix: Mapping[str, float] | None) -> tuple[dict[str, float], str | None]:
+    """The mix the baseline can run: ``mix`` itself, or the default mix (and why) when it needs a network."""
+    shares = validate_mix(mix or DEFAULT_MIX)
+    needs = sorted(n for n, share in shares.items() if share > 0 and base_strategy(n) in NEEDS_NETWORK)
+    if needs:
+        return dict(DEFAULT_MIX), f"{', '.join(needs)} need a model's passes: the default mix was used"
+    return shares, None
+
+
+def _round_items(engine: Engine, round_id: int) -> int:
+    with session_scope(engine) as s:
+        count = s.scalar(
+            select(func.count())
+            .select_from(QueueItem)
+            .where(QueueItem.round_id == round_id, QueueItem.kind == "label")
+        )
+    return int(count or 0)
+
+
+def _threshold(engine: Engine, settings: Settings, fitted: Any, policy: str) -> tuple[float, str]:
+    """The policy's threshold on the validation split's baseline probabilities, or 0.5 and why."""
+    from workbench.calibration.threshold_choice import choose_threshold
+    from workbench.evaluation.baseline import labelled_split, score_cases
+
+    ids, y = labelled_split(engine, "val")
+    positives = int(y.sum())
+    if positives == 0 or positives == y.size:
+        return (
+            0.5,
+            f"0.5 (balanced boundary): the validation split has {y.size} labelled, {positives} positive",
+        )
+    choice = choose_threshold(policy, y, score_cases(engine, settings, fitted, ids), split="val")
+    return float(
+        choice.value
+    ), f"{choice.value:.3f} by policy {choice.policy} on val (n={y.size}, {positives} positive)"
+
+
+def queue_guided(
+    engine: Engine,
+    settings: Settings,
+    n: int,
+    *,
+    mix: Mapping[str, float] | None = None,
+    policy: str = DEFAULT_POLICY,
+    seed: int = 0,
+    round_id: int | None = None,
+) -> dict[str, Any]:
+    """Queue ``n`` pool cases chosen by the baseline fitted on the labels so far (see the module); the
+    cold start when a class has fewer than ``MIN_PER_CLASS`` labels. Returns counts and what was used.
+
+    A round's batch is queued once: when ``round_id`` already has label items they are left as they are.
+    Raises ValidationError for ``n`` < 1, an empty pool or a bad mix or policy.
+    """
+    from workbench.evaluation.baseline import PairRef, features_for, fit_baseline
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValidationError(f"the number of cases to queue must be at least 1, got {n!r}")
+    shares, mix_note = guided_mix(mix)
+    if round_id is not None and (already := _round_items(engine, round_id)):
+        return {"queued": 0, "already_queued": already, "strategy": STRATEGY}
+    pool = unlabelled_pool(engine)
+    if not pool:
+        raise ValidationError("no unlabelled pool cases to choose from (without an open labelling item)")
+    labels = training_labels(engine, splits=TRAINABLE)
+    positives = sum(labels.values())
+    if min(positives, len(labels) - positives) < MIN_PER_CLASS:
+        out = queue_cold_start(engine, settings, min(n, len(pool)), seed=seed)
+        why = (
+            f"{len(labels)} labelled train/pool cases, {positives} positive: "
+            f"fewer than {MIN_PER_CLASS} of a class to fit the baseline on"
+        )
+        return {**out, "fallback": why}
+    fitted = fit_baseline(engine, settings, splits=TRAINABLE)
+    x_pool = features_for([PairRef(*row) for row in pool], settings)
+    threshold, threshold_note = _threshold(engine, settings, fitted, policy)
+    candidates = Candidates(
+        case_ids=np.asarray([row[0] for row in pool], dtype=np.int64),
+        prob=fitted.score(x_pool),
+        threshold=threshold,
+        embeddings=fitted.scaler.transform(x_pool),
+    )
+    batch = select_batch(candidates, min(n, len(pool)), shares, np.random.default_rng(seed))
+    fitted_on = f"fitted on {fitted.fitted_on['n']} labels, {fitted.fitted_on['positives']} positive"
+    batch = [dataclasses.replace(sel, reason=f"{GUIDED_PREFIX}, {fitted_on}: {sel.reason}") for sel in batch]
+    queued = enqueue(engine, batch, round_id=round_id)
+    by_strategy: dict[str, int] = {}
+    for sel in batch:
+        by_strategy[sel.strategy] = by_strategy.get(sel.strategy, 0) + 1
+    return {
+        "queued": len(queued),
+        "strategy": STRATEGY,
+        "by_strategy": by_strategy,
+        "fitted_on": fitted.fitted_on,
+        "threshold": threshold,
+        "threshold_note": threshold_note,
+        "pool_candidates": len(pool),
+        **({"mix_note": mix_note} if mix_note else {}),
+    }
