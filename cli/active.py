@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from workbench.active.building import build_queue
 from workbench.active.cold_start import queue_cold_start
+from workbench.active.guided import queue_guided
 from workbench.active.labelling_queue import claim_next, queue_progress, skip, submit_label, undo_last
 from workbench.actors import CLI_OPERATOR
 from workbench.calibration.thresholds import VALID_FORMS
@@ -81,6 +82,26 @@ def queue_cold_start_command(
     k-means of the unlabelled pool's label-free pair features into N clusters; the most typical case
     of each is queued for labelling, with a reason naming its cluster and typicality."""
     typer.echo(json.dumps(queue_cold_start(engine(), settings(), n, seed), indent=1))
+
+
+@queue_app.command("guided")
+@handle_errors
+def queue_guided_command(
+    n: int = typer.Option(..., "--n", help="Cases to queue."),
+    mix: str | None = typer.Option(None, help="Strategy mix as JSON (default: the production mix)."),
+    policy: str = typer.Option(RoundParams.default("policy"), help="Threshold policy, chosen on val."),
+    seed: int = typer.Option(0, help="Seed of the mix's random draws."),
+) -> None:
+    """No model has learned yet, but labels exist: queue N pool cases chosen by the non-learned baseline.
+
+    The hand-written pair score is fitted on the labelled train/pool cases; the mix picks near the
+    policy's threshold (chosen on validation), likely positives and a random audit slice. A round whose
+    version did not learn queues this batch itself; with fewer than 2 labels of a class it is the cold
+    start."""
+    shares = parse_json_option(mix, "--mix") or None
+    typer.echo(
+        json.dumps(queue_guided(engine(), settings(), n, mix=shares, policy=policy, seed=seed), indent=1)
+    )
 
 
 @queue_app.command("status")

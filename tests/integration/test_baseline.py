@@ -103,9 +103,9 @@ def test_baseline_separates_easy_synthetic_data_and_names_split_n_positives(wb: 
 
 def test_features_are_cached_per_pair_and_read_back(wb: Workbench, tmp_path: Path) -> None:
     ids, _ = labelled_split(wb.engine, "test")
-    from workbench.evaluation.baseline import _refs
+    from workbench.evaluation.baseline import case_refs
 
-    refs = _refs(wb.engine, ids[:3].tolist())
+    refs = case_refs(wb.engine, ids[:3].tolist())
     other = Settings(home=wb.home, artifact_root=str(tmp_path / "artifacts"))
     x = features_for(refs, other, workers=1)
     assert x.shape == (3, len(FEATURE_NAMES)) and np.isfinite(x).all()

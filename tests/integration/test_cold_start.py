@@ -123,6 +123,38 @@ def test_guided_batch_ranks_pool_cases_by_the_baseline_fitted_on_the_labels(
     assert out["queued"] == 2 and "bald need a model's passes" in out["mix_note"]
 
 
+def test_queue_guided_command(
+    engine: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench_cli import app
+
+    import_source(engine, _guided_data(tmp_path / "data", 0.3, seed=4))
+    monkeypatch.setenv("WORKBENCH_DATABASE_URL", db_url)
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+
+    def guided(*args: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(app, ["queue", "guided", *args])
+
+    for args, said in (
+        (["--n", "0"], "must be at least 1, got 0"),
+        (["--n", "3", "--policy", "sensitivity>=2"], "invalid threshold policy 'sensitivity>=2'"),
+        (["--n", "3", "--mix", '{"near_threshold": 0.7}'], "sum to 1"),
+    ):
+        res = guided(*args)
+        assert res.exit_code != 0 and said in res.output, (args, res.output)
+    with session_scope(engine) as s:  # nothing was queued by the refused calls
+        assert not s.scalars(select(QueueItem.id).where(QueueItem.kind == "label")).all()
+    res = guided("--n", "3", "--policy", "max_f1", "--seed", "2")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert (
+        out["queued"] == 3
+        and out["strategy"] == "baseline_guided"
+        and "policy max_f1" in out["threshold_note"]
+    )
+
+
 def test_guided_batch_falls_back_to_the_cold_start_without_enough_labels_of_a_class(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:

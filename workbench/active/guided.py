@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,15 @@ from sqlalchemy import Engine, func, select
 
 from workbench.active.cold_start import queue_cold_start, unlabelled_pool
 from workbench.active.labelling_queue import enqueue
-from workbench.active.strategies import DEFAULT_MIX, Candidates, base_strategy, select_batch, validate_mix
+from workbench.active.strategies import (
+    DEFAULT_MIX,
+    Candidates,
+    Selected,
+    base_strategy,
+    select_batch,
+    validate_mix,
+)
+from workbench.calibration.thresholds import parse_policy
 from workbench.config import Settings
 from workbench.data.labels import training_labels
 from workbench.db.engine import session_scope
@@ -68,22 +77,55 @@ def _round_items(engine: Engine, round_id: int) -> int:
     return int(count or 0)
 
 
-def _threshold(engine: Engine, settings: Settings, fitted: Any, policy: str) -> tuple[float, str]:
-    """The policy's threshold on the validation split's baseline probabilities, or 0.5 and why."""
-    from workbench.calibration.threshold_choice import choose_threshold
-    from workbench.evaluation.baseline import labelled_split, score_cases
+@dataclass(frozen=True)
+class GuidedBatch:
+    """The batch the baseline chose, the threshold its ``near_threshold`` slice used, what it was fitted on."""
 
-    ids, y = labelled_split(engine, "val")
-    positives = int(y.sum())
-    if positives == 0 or positives == y.size:
-        return (
-            0.5,
-            f"0.5 (balanced boundary): the validation split has {y.size} labelled, {positives} positive",
+    batch: list[Selected]
+    threshold: float
+    threshold_note: str
+    fitted_on: dict[str, Any]
+
+
+def guided_batch(
+    x_labelled: np.ndarray,
+    y_labelled: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    x_pool: np.ndarray,
+    pool_ids: np.ndarray,
+    n: int,
+    mix: Mapping[str, float],
+    policy: str = DEFAULT_POLICY,
+    seed: int = 0,
+) -> GuidedBatch:
+    """Steps 1-4 of the module on feature matrices (pure): fit on the labelled rows, threshold by
+    ``policy`` on the validation rows (0.5 without both classes there), ``n`` picks by ``mix``."""
+    from workbench.calibration.threshold_choice import choose_threshold
+    from workbench.evaluation.baseline import fit_features
+
+    fitted = fit_features(x_labelled, y_labelled, split="train+pool")
+    y_val = np.asarray(y_val, dtype=np.int64)
+    positives = int(y_val.sum())
+    if positives == 0 or positives == y_val.size:
+        threshold = 0.5
+        note = (
+            f"0.5 (balanced boundary): the validation split has {y_val.size} labelled, {positives} positive"
         )
-    choice = choose_threshold(policy, y, score_cases(engine, settings, fitted, ids), split="val")
-    return float(
-        choice.value
-    ), f"{choice.value:.3f} by policy {choice.policy} on val (n={y.size}, {positives} positive)"
+    else:
+        choice = choose_threshold(policy, y_val, fitted.score(x_val), split="val")
+        threshold = float(choice.value)
+        note = f"{threshold:.3f} by policy {choice.policy} on val (n={y_val.size}, {positives} positive)"
+    candidates = Candidates(
+        case_ids=np.asarray(pool_ids, dtype=np.int64),
+        prob=fitted.score(x_pool),
+        threshold=threshold,
+        embeddings=fitted.scaler.transform(x_pool),
+    )
+    batch = select_batch(candidates, min(n, len(candidates)), mix, np.random.default_rng(seed))
+    fitted_on = f"fitted on {fitted.fitted_on['n']} labels, {fitted.fitted_on['positives']} positive"
+    batch = [dataclasses.replace(sel, reason=f"{GUIDED_PREFIX}, {fitted_on}: {sel.reason}") for sel in batch]
+    return GuidedBatch(batch, threshold, note, fitted.fitted_on)
 
 
 def queue_guided(
@@ -102,11 +144,12 @@ def queue_guided(
     A round's batch is queued once: when ``round_id`` already has label items they are left as they are.
     Raises ValidationError for ``n`` < 1, an empty pool or a bad mix or policy.
     """
-    from workbench.evaluation.baseline import PairRef, features_for, fit_baseline
+    from workbench.evaluation.baseline import PairRef, case_refs, features_for, labelled_split
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValidationError(f"the number of cases to queue must be at least 1, got {n!r}")
     shares, mix_note = guided_mix(mix)
+    policy = str(parse_policy(policy))  # a bad policy is refused before anything is read or queued
     if round_id is not None and (already := _round_items(engine, round_id)):
         return {"queued": 0, "already_queued": already, "strategy": STRATEGY}
     pool = unlabelled_pool(engine)
@@ -121,18 +164,21 @@ def queue_guided(
             f"fewer than {MIN_PER_CLASS} of a class to fit the baseline on"
         )
         return {**out, "fallback": why}
-    fitted = fit_baseline(engine, settings, splits=TRAINABLE)
-    x_pool = features_for([PairRef(*row) for row in pool], settings)
-    threshold, threshold_note = _threshold(engine, settings, fitted, policy)
-    candidates = Candidates(
-        case_ids=np.asarray([row[0] for row in pool], dtype=np.int64),
-        prob=fitted.score(x_pool),
-        threshold=threshold,
-        embeddings=fitted.scaler.transform(x_pool),
+    ids = sorted(labels)
+    val_ids, y_val = labelled_split(engine, "val")
+    chosen = guided_batch(
+        features_for(case_refs(engine, ids), settings),
+        np.asarray([labels[c] for c in ids], dtype=np.int64),
+        features_for(case_refs(engine, val_ids), settings),
+        y_val,
+        features_for([PairRef(*row) for row in pool], settings),
+        np.asarray([row[0] for row in pool], dtype=np.int64),
+        n,
+        shares,
+        policy,
+        seed,
     )
-    batch = select_batch(candidates, min(n, len(pool)), shares, np.random.default_rng(seed))
-    fitted_on = f"fitted on {fitted.fitted_on['n']} labels, {fitted.fitted_on['positives']} positive"
-    batch = [dataclasses.replace(sel, reason=f"{GUIDED_PREFIX}, {fitted_on}: {sel.reason}") for sel in batch]
+    batch = chosen.batch
     queued = enqueue(engine, batch, round_id=round_id)
     by_strategy: dict[str, int] = {}
     for sel in batch:
@@ -141,9 +187,9 @@ def queue_guided(
         "queued": len(queued),
         "strategy": STRATEGY,
         "by_strategy": by_strategy,
-        "fitted_on": fitted.fitted_on,
-        "threshold": threshold,
-        "threshold_note": threshold_note,
+        "fitted_on": chosen.fitted_on,
+        "threshold": chosen.threshold,
+        "threshold_note": chosen.threshold_note,
         "pool_candidates": len(pool),
         **({"mix_note": mix_note} if mix_note else {}),
     }

@@ -207,7 +207,7 @@ def fit_features(x: np.ndarray, y: np.ndarray, split: str = "train") -> FittedBa
     return FittedBaseline(scaler, model, {"split": split, "n": int(y.size), "positives": positives})
 
 
-def _refs(engine: Engine, case_ids: Sequence[int]) -> list[PairRef]:
+def case_refs(engine: Engine, case_ids: Sequence[int]) -> list[PairRef]:
     by_id: dict[int, PairRef] = {}
     ids = [int(c) for c in case_ids]
     with session_scope(engine) as s:
@@ -232,14 +232,14 @@ def fit_baseline(
     if not ids:
         raise WorkbenchError(f"baseline: the {named} split has no labelled cases to fit on")
     _check_classes(y, named)  # before any image is decoded
-    x = features_for(_refs(engine, ids), settings, **kw)
+    x = features_for(case_refs(engine, ids), settings, **kw)
     return fit_features(x, y, split=named)
 
 
 def score_cases(
     engine: Engine, settings: Settings | None, fitted: FittedBaseline, case_ids: Sequence[int], **kw: Any
 ) -> np.ndarray:
-    return fitted.score(features_for(_refs(engine, case_ids), settings, **kw))
+    return fitted.score(features_for(case_refs(engine, case_ids), settings, **kw))
 
 
 def labelled_split(engine: Engine, split: str) -> tuple[np.ndarray, np.ndarray]:
