@@ -55,7 +55,7 @@ def main() -> None:
     from sklearn.metrics import average_precision_score
 
     from workbench.active.cold_start import typical_picks
-    from workbench.active.guided import MIN_PER_CLASS, guided_batch
+    from workbench.active.guided import can_fit, guided_batch
     from workbench.active.strategies import DEFAULT_MIX
     from workbench.data.synth import generate_dataset, parse_size
     from workbench.evaluation.baseline import PairRef, features_for, fit_features
@@ -108,7 +108,7 @@ def main() -> None:
             for _round in range(args.rounds):
                 ids = np.asarray(pool)
                 y = recorded[labelled]
-                few = min(int(y.sum()), int(y.size - y.sum())) < MIN_PER_CLASS
+                few = not can_fit(y)
                 if name == "random":
                     picks = [int(i) for i in rng.choice(ids, args.batch, replace=False)]
                 elif name == "cold_start" or few:

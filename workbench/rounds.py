@@ -261,7 +261,8 @@ COLD_START_ADVICE = (
 
 def _queue_without_a_model(ctx: JobContext[RoundParams], round_id: int) -> dict[str, Any]:
     """The batch a round that did not learn leaves the labellers (``active.guided``: the baseline fitted
-    on the labels so far, or the cold start); a failure to queue is reported, never fails the round."""
+    on the labels so far, or the cold start). Bad data (a WorkbenchError: an empty pool, a pair that no
+    longer decodes; an unreadable file) is reported in the result and does not fail the round."""
     from workbench.active.guided import queue_guided
 
     p = ctx.params
@@ -275,7 +276,7 @@ def _queue_without_a_model(ctx: JobContext[RoundParams], round_id: int) -> dict[
             seed=p.train.seed,
             round_id=round_id,
         )
-    except WorkbenchError as exc:
+    except (WorkbenchError, OSError) as exc:
         return {"queued": 0, "error": str(exc)}
 
 
@@ -288,7 +289,7 @@ def _stop_did_not_learn(ctx: JobContext[RoundParams], round_id: int, trained: Tr
     if queued:
         how = (
             "the cold start (TypiClust)"
-            if queue.get("fallback")
+            if queue.get("strategy") == "cold_start"
             else "the non-learned baseline fitted on the labels so far"
         )
         queue_text = f"{queued} pool case(s) queued by {how}"
@@ -313,7 +314,10 @@ def _stop_did_not_learn(ctx: JobContext[RoundParams], round_id: int, trained: Tr
             "queued_by": queue.get("strategy"),
             "message": message,
             "reasons": check.get("reasons", []),
-            "advice": [*check.get("advice", []), *([] if queued else [COLD_START_ADVICE])],
+            "advice": [
+                *check.get("advice", []),
+                *([] if queued or queue.get("error") else [COLD_START_ADVICE]),
+            ],
         }
     )
 

@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
 from workbench.config import get_settings
 from workbench.data.importer import import_source
 from workbench.data.synth import generate_dataset
 from workbench.db.engine import session_scope
-from workbench.db.models import Case, QueueItem
+from workbench.db.models import Case, QueueItem, Round
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +121,9 @@ def test_guided_batch_ranks_pool_cases_by_the_baseline_fitted_on_the_labels(
     # a mix that needs a network's passes runs as the default mix, and says so
     out = queue_guided(engine, settings, 2, mix={"bald": 0.5, "random": 0.5}, seed=1)
     assert out["queued"] == 2 and "bald need a model's passes" in out["mix_note"]
+    # a fixed policy is the threshold as given (no validation labels needed)
+    out = queue_guided(engine, settings, 1, policy="fixed:0.25", seed=3)
+    assert out["threshold"] == 0.25 and out["threshold_note"] == "0.250 by policy fixed:0.25"
 
 
 def test_queue_guided_command(
@@ -165,7 +168,42 @@ def test_guided_batch_falls_back_to_the_cold_start_without_enough_labels_of_a_cl
     import_source(engine, _guided_data(tmp_path / "data", 0.02, seed=5))
     positives = sum(training_labels(engine, splits=("train", "pool")).values())
     assert positives < MIN_PER_CLASS
-    out = queue_guided(engine, Settings(home=tmp_path / "home", database_url=db_url), 3, seed=0)
+    settings = Settings(home=tmp_path / "home", database_url=db_url)
+    with session_scope(engine) as s:  # the round this batch belongs to (a round that did not learn)
+        s.add(Round(number=1, status="did_not_learn"))
+    out = queue_guided(engine, settings, 3, seed=0, round_id=1)
     assert out["queued"] == 3 and f"fewer than {MIN_PER_CLASS} of a class" in out["fallback"]
     with session_scope(engine) as s:
-        assert set(s.scalars(select(QueueItem.strategy).where(QueueItem.kind == "label"))) == {"cold_start"}
+        items = s.execute(
+            select(QueueItem.strategy, QueueItem.round_id).where(QueueItem.kind == "label")
+        ).all()
+    assert {tuple(i) for i in items} == {("cold_start", 1)} and len(items) == 3  # tied to the round
+    # a redelivered round finds its batch and adds none, and says who chose it
+    again = queue_guided(engine, settings, 3, seed=0, round_id=1)
+    assert again == {"queued": 0, "already_queued": 3, "strategy": "cold_start"}
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(QueueItem).where(QueueItem.kind == "label")) == 3
+
+
+def test_the_current_round_is_one_that_did_not_learn_but_queued_a_batch(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The Label page's progress follows the round whose items labellers are working through."""
+    from workbench.active.labelling_queue import enqueue
+    from workbench.active.strategies import Selected
+    from workbench.read.rounds import current_round
+
+    import_source(engine, _guided_data(tmp_path / "data", 0.3, seed=4))
+    with session_scope(engine) as s:
+        s.add_all(
+            [
+                Round(number=1, status="labelling"),
+                Round(number=2, status="did_not_learn"),
+                Round(number=3, status="did_not_learn"),  # queued nothing (an empty pool, say)
+            ]
+        )
+        pool = list(s.scalars(select(Case.id).where(Case.split == "pool").limit(2)))
+        ids = dict(s.execute(select(Round.number, Round.id)).all())
+    assert current_round(engine).number == 1
+    enqueue(engine, [Selected(c, "likely_positive", 0.9, "guided") for c in pool], round_id=ids[2])
+    assert current_round(engine).number == 2

@@ -157,7 +157,8 @@ def _calibrate_tab() -> None:
 def _round_tab() -> None:
     st.caption(
         "Train (warm-started from the last round's model) → infer → calibrate → queue a labelling batch. "
-        "A version that did not learn stops the round after training (nothing is calibrated or queued)."
+        "A version that did not learn stops the round after training (nothing is scored or calibrated); "
+        "the batch it queues is chosen by the non-learned baseline fitted on the labels so far."
     )
     every = state.settings().retrain_after_labels
     st.caption(

@@ -108,9 +108,12 @@ def unlabelled_pool(engine: Engine) -> list[tuple[int, str, str, str, str]]:
     return [(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
 
-def queue_cold_start(engine: Engine, settings: Settings, n: int, seed: int = 0) -> dict[str, Any]:
-    """Queue ``n`` typical and diverse unlabelled pool cases as ``label`` items (TypiClust); returns
-    counts. Raises ValidationError when the pool is empty, ``n`` < 1 or ``n`` exceeds the pool."""
+def queue_cold_start(
+    engine: Engine, settings: Settings, n: int, seed: int = 0, round_id: int | None = None
+) -> dict[str, Any]:
+    """Queue ``n`` typical and diverse unlabelled pool cases as ``label`` items (TypiClust), tied to
+    ``round_id`` when given; returns counts. Raises ValidationError when the pool is empty, ``n`` < 1 or
+    ``n`` exceeds the pool."""
     from workbench.evaluation.baseline import PairRef, features_for
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -138,7 +141,7 @@ def queue_cold_start(engine: Engine, settings: Settings, n: int, seed: int = 0) 
         )
         for p in picks
     ]
-    ids = enqueue(engine, selected, kind="label")
+    ids = enqueue(engine, selected, kind="label", round_id=round_id)
     return {
         "queued": len(ids),
         "strategy": STRATEGY,

@@ -23,13 +23,14 @@ Measured on hard data in ``docs/benchmarks.md`` ("Label efficiency measured the 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
+from workbench.active.cold_start import STRATEGY as COLD_START
 from workbench.active.cold_start import queue_cold_start, unlabelled_pool
 from workbench.active.labelling_queue import enqueue
 from workbench.active.strategies import (
@@ -67,14 +68,25 @@ def guided_mix(mix: Mapping[str, float] | None) -> tuple[dict[str, float], str |
     return shares, None
 
 
-def _round_items(engine: Engine, round_id: int) -> int:
+def can_fit(y: np.ndarray | Sequence[int]) -> bool:
+    """Whether labels ``y`` hold at least ``MIN_PER_CLASS`` positives and negatives to fit the baseline on."""
+    y = np.asarray(y, dtype=np.int64)
+    positives = int(y.sum())
+    return min(positives, int(y.size) - positives) >= MIN_PER_CLASS
+
+
+def _round_batch(engine: Engine, round_id: int) -> dict[str, Any] | None:
+    """What an earlier attempt of the round queued (count and by whom), or None."""
     with session_scope(engine) as s:
-        count = s.scalar(
-            select(func.count())
-            .select_from(QueueItem)
-            .where(QueueItem.round_id == round_id, QueueItem.kind == "label")
+        strategies = list(
+            s.scalars(
+                select(QueueItem.strategy).where(QueueItem.round_id == round_id, QueueItem.kind == "label")
+            )
         )
-    return int(count or 0)
+    if not strategies:
+        return None
+    by = COLD_START if set(strategies) == {COLD_START} else STRATEGY
+    return {"queued": 0, "already_queued": len(strategies), "strategy": by}
 
 
 @dataclass(frozen=True)
@@ -107,15 +119,20 @@ def guided_batch(
     fitted = fit_features(x_labelled, y_labelled, split="train+pool")
     y_val = np.asarray(y_val, dtype=np.int64)
     positives = int(y_val.sum())
-    if positives == 0 or positives == y_val.size:
+    pol = parse_policy(policy)
+    if pol.kind == "fixed":  # no validation labels needed
+        threshold, note = float(pol.target), f"{float(pol.target):.3f} by policy {pol}"
+    elif positives == 0 or positives == y_val.size:
         threshold = 0.5
         note = (
             f"0.5 (balanced boundary): the validation split has {y_val.size} labelled, {positives} positive"
         )
     else:
-        choice = choose_threshold(policy, y_val, fitted.score(x_val), split="val")
+        choice = choose_threshold(pol, y_val, fitted.score(x_val), split="val")
         threshold = float(choice.value)
         note = f"{threshold:.3f} by policy {choice.policy} on val (n={y_val.size}, {positives} positive)"
+        if choice.note:  # e.g. the guarantee could not be met and the point rule was used
+            note += f"; {choice.note}"
     candidates = Candidates(
         case_ids=np.asarray(pool_ids, dtype=np.int64),
         prob=fitted.score(x_pool),
@@ -150,15 +167,15 @@ def queue_guided(
         raise ValidationError(f"the number of cases to queue must be at least 1, got {n!r}")
     shares, mix_note = guided_mix(mix)
     policy = str(parse_policy(policy))  # a bad policy is refused before anything is read or queued
-    if round_id is not None and (already := _round_items(engine, round_id)):
-        return {"queued": 0, "already_queued": already, "strategy": STRATEGY}
+    if round_id is not None and (earlier := _round_batch(engine, round_id)) is not None:
+        return earlier
     pool = unlabelled_pool(engine)
     if not pool:
         raise ValidationError("no unlabelled pool cases to choose from (without an open labelling item)")
     labels = training_labels(engine, splits=TRAINABLE)
     positives = sum(labels.values())
-    if min(positives, len(labels) - positives) < MIN_PER_CLASS:
-        out = queue_cold_start(engine, settings, min(n, len(pool)), seed=seed)
+    if not can_fit(list(labels.values())):
+        out = queue_cold_start(engine, settings, min(n, len(pool)), seed=seed, round_id=round_id)
         why = (
             f"{len(labels)} labelled train/pool cases, {positives} positive: "
             f"fewer than {MIN_PER_CLASS} of a class to fit the baseline on"

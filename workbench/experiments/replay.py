@@ -370,7 +370,7 @@ def queue_random(wb: Workbench, n: int, rng: np.random.Generator, round_id: int)
 
     ids = [row[0] for row in unlabelled_pool(wb.engine)]
     picks = sorted(int(ids[i]) for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False))
-    why = "random: the round's version did not learn, so nothing was queued by the mix"
+    why = "random: the round's version did not learn, so the random strategy draws its batch at random"
     return len(enqueue(wb.engine, [Selected(c, "random", 0.0, why) for c in picks], round_id=round_id))
 
 

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, or_, select
 
 from workbench.db.engine import session_scope
-from workbench.db.models import Case, Label, Round
+from workbench.db.models import Case, Label, QueueItem, Round
+from workbench.model.learning_check import DID_NOT_LEARN
 
 # A round whose batch is being labelled; "labelling" is what workbench.rounds sets when the queue is built.
 LABELLING_STATUSES = ("labelling", "open")
@@ -46,10 +47,22 @@ def _round_view(r: Round) -> RoundView:
 
 
 def current_round(engine: Engine) -> RoundView | None:
-    """The round being labelled (the latest in a labelling status), else the latest round; None if none."""
+    """The round being labelled (the latest in a labelling status, or one that did not learn but queued
+    a baseline-guided batch), else the latest round; None if none."""
     with session_scope(engine) as s:
+        with_batch = select(QueueItem.round_id).where(
+            QueueItem.kind == "label", QueueItem.round_id.is_not(None)
+        )
         r = s.scalar(
-            select(Round).where(Round.status.in_(LABELLING_STATUSES)).order_by(Round.number.desc()).limit(1)
+            select(Round)
+            .where(
+                or_(
+                    Round.status.in_(LABELLING_STATUSES),
+                    and_(Round.status == DID_NOT_LEARN, Round.id.in_(with_batch)),
+                )
+            )
+            .order_by(Round.number.desc())
+            .limit(1)
         )
         if r is None:
             r = s.scalar(select(Round).order_by(Round.number.desc()).limit(1))
