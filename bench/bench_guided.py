@@ -54,27 +54,17 @@ def main() -> None:
 
     from sklearn.metrics import average_precision_score
 
+    from bench.common import replay_data
     from workbench.active.cold_start import typical_picks
     from workbench.active.guided import can_fit, guided_batch
     from workbench.active.strategies import DEFAULT_MIX
-    from workbench.data.synth import generate_dataset, parse_size
     from workbench.evaluation.baseline import PairRef, features_for, fit_features
     from workbench.experiments.replay import ReplayConfig, deal, read_cases
     from workbench.experiments.replay_stats import INTERVAL, mean_interval
 
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-guided-"))).resolve()
     t0 = time.perf_counter()
-    manifest = work / "data" / "manifest.csv"
-    if not manifest.exists():
-        generate_dataset(
-            work / "data",
-            n=args.n,
-            positive_rate=0.1,
-            seed=args.data_seed,
-            size=parse_size(args.size),
-            difficulty=args.difficulty,
-            label_noise=args.noise,
-        )
+    manifest = replay_data(work / "data", args)
     cases, against = read_cases(manifest)
     refs = [PairRef(i, c.case_id, str(c.pre), str(c.post), f"{i:064d}") for i, c in enumerate(cases)]
     x = features_for(refs, None)

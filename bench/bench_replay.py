@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
 
-    from workbench.data.synth import generate_dataset, parse_size
+    from bench.common import replay_data
     from workbench.errors import ValidationError
     from workbench.experiments.replay import ReplayConfig, replay
 
@@ -51,20 +51,12 @@ def main() -> None:
     )
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-replay-"))).resolve()
     t = time.perf_counter()
-    data = generate_dataset(
-        work / "data",
-        n=args.n,
-        positive_rate=0.1,
-        seed=args.data_seed,
-        size=parse_size(args.size),
-        difficulty=args.difficulty,
-        label_noise=args.noise,
-    )
+    manifest = replay_data(work / "data", args)
     print(
         f"data: {args.n} {args.difficulty} pairs at {args.size}, noise {args.noise} ({time.perf_counter() - t:.0f} s)"
     )
     cfg = ReplayConfig(
-        dataset=Path(data.manifest),
+        dataset=manifest,
         out=work / "out",
         seeds=seeds,
         strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],

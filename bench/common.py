@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from workbench.files import atomic_write_text
 
@@ -436,3 +437,20 @@ def workbench(env: dict[str, str], *args: str) -> str:
             f"workbench {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc.stdout
+
+
+def replay_data(folder: Path, args: Any) -> Path:
+    """The label-efficiency benchmarks' data set (``synth``, 10% positive) from their shared options
+    (``n``, ``data_seed``, ``size``, ``difficulty``, ``noise``), written into ``folder``; its manifest."""
+    from workbench.data.synth import generate_dataset, parse_size
+
+    data = generate_dataset(
+        folder,
+        n=args.n,
+        positive_rate=0.1,
+        seed=args.data_seed,
+        size=parse_size(args.size),
+        difficulty=args.difficulty,
+        label_noise=args.noise,
+    )
+    return Path(data.manifest)
