@@ -324,6 +324,8 @@ def test_round_stops_after_training_when_the_version_did_not_learn(shuffled) -> 
     assert (child.result or {}).get("did_not_learn") and "did not learn" in (child.message or "")
     summary = round_summary(wb.engine, result["round"])
     assert summary["status"] == DID_NOT_LEARN and "did not learn" in summary["stopped"]
+    assert summary["batch"] == {"queued": 5, "labelled": 0}  # what `round status` and the pages show
+    assert sum(row["queued"] for row in summary["by_strategy"].values()) == 5
 
 
 def test_cli_train_prints_the_verdict_and_exits_3(shuffled, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
