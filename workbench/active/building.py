@@ -10,6 +10,7 @@ train/pool cases whose label out-of-fold scores contradict (possible label error
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -205,9 +206,7 @@ def build_queue(
             enqueue_in(s, extra_second, round_id=round_id, kind="second_read") if extra_second else []
         )
         relabel_ids = enqueue_in(s, relabels, round_id=round_id, kind="relabel") if relabels else []
-    by_strategy: dict[str, int] = {}
-    for sel in batch:
-        by_strategy[sel.strategy] = by_strategy.get(sel.strategy, 0) + 1
+    by_strategy = dict(Counter(sel.strategy for sel in batch))
     return {
         "model_version": version_id,
         "queued": len(label_ids),

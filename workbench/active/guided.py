@@ -23,6 +23,7 @@ Measured on hard data in ``docs/benchmarks.md`` ("Label efficiency measured the 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -197,9 +198,7 @@ def queue_guided(
     )
     batch = chosen.batch
     queued = enqueue(engine, batch, round_id=round_id)
-    by_strategy: dict[str, int] = {}
-    for sel in batch:
-        by_strategy[sel.strategy] = by_strategy.get(sel.strategy, 0) + 1
+    by_strategy = dict(Counter(sel.strategy for sel in batch))
     return {
         "queued": len(queued),
         "strategy": STRATEGY,

@@ -16,9 +16,10 @@ Per seed and strategy the replay keeps a real workbench (SQLite database and hom
    (``claim_next``/``submit_label``, labeller ``oracle``) with the data set's recorded label (what
    its reader said, label noise included), flipped at ``reader_noise``.
 4. **Did not learn.** When a round stops because its version failed the learning check, the batch is
-   what production queues then (``active.guided``: the non-learned baseline fitted on the labels so
-   far, under the strategy's mix; the cold start while a class has too few labels); for the ``random``
-   strategy it is drawn at random. The row says ``did_not_learn``.
+   the one the round itself queued (``active.guided``: the non-learned baseline fitted on the labels so
+   far, under the strategy's mix; the cold start while a class has too few labels), rebuilt under the
+   strategy's mix in a copied round; for the ``random`` strategy it is drawn at random. The row says
+   ``did_not_learn``.
 
 Round 0 of every strategy but the first is not retrained: its workbench is a copy of the first
 strategy's right after round 0 (same labels, same seed, same model) whose open queue is rebuilt with
@@ -342,9 +343,9 @@ def requeue_unlearned(
     seed: int,
     rng: np.random.Generator,
 ) -> int:
-    """After a round that did not learn: replace its batch by this strategy's. ``random`` draws at
-    random; any other strategy gets what production queues then (``active.guided``, under its own mix,
-    the round's seed), so a round copied from another strategy holds this strategy's batch."""
+    """After a round that did not learn, where the round's own batch is not this strategy's (a round
+    copied from another strategy, or ``random``): replace it. ``random`` draws at random; any other
+    strategy gets what production queues then (``active.guided``, under its own mix, the round's seed)."""
     from sqlalchemy import delete
 
     from workbench.active.guided import queue_guided
@@ -422,7 +423,8 @@ def replay_seed(
         common = {"seed": seed, "strategy": name, "pool_base_rate": base_rate, "initial": cfg.initial}
         rows.append({**common, "round": 0, "labels": cfg.initial, "queried": 0, "found": 0})
         for r in range(1, cfg.rounds + 1):
-            if r == 1 and first is not None:
+            copied = r == 1 and first is not None
+            if copied:
                 wb = copy_workbench(first[0], root / name)
                 result = dict(first[1])
                 if not result.get("did_not_learn"):
@@ -434,7 +436,7 @@ def replay_seed(
                 if r == 1 and first is None:
                     first = (copy_workbench(wb, root / "_round1"), result)
             learned = not result.get("did_not_learn")
-            if not learned:
+            if not learned and (copied or name == "random"):  # else: the round's own guided batch stands
                 requeue_unlearned(wb, result["round"], name, mix, cfg, seed, rng)
             trained_on = cfg.initial + len(queried)
             queried += answer_queue(wb, by_external, rng, cfg.reader_noise)
