@@ -274,7 +274,9 @@ def _measured_round(
     calibrate_version(engine, version, DEFAULT_METHODS, DEFAULT_POLICY)
     times["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
-    queued = build_queue(engine, settings, version, batch, mc_samples=0 if one_stage else mc_samples)
+    queued = build_queue(
+        engine, settings, version, batch, mc_samples=0 if one_stage else mc_samples, ranker="version"
+    )
     times["queue"] = time.perf_counter() - t
     return times, queued
 

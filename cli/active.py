@@ -46,6 +46,11 @@ def queue_build(
         QueueParams.default("relabel"), min=0, help="Also queue this many possible label errors for review."
     ),
     seed: int = typer.Option(QueueParams.default("seed")),
+    ranker: str = typer.Option(
+        QueueParams.default("ranker"),
+        help="Who ranks the pool: auto (the version, or the non-learned baseline when it ranks "
+        "validation better by AUPRC), version, or baseline.",
+    ),
 ) -> None:
     """Queue the most informative unlabelled pool cases (each with why it was chosen)."""
     p = QueueParams.parse(
@@ -56,6 +61,7 @@ def queue_build(
             second_reads=second_reads,
             relabel=relabel,
             seed=seed,
+            ranker=ranker,
         )
     )
     result = build_queue(
@@ -67,6 +73,7 @@ def queue_build(
         second_reads=p.second_reads,
         relabel=p.relabel,
         seed=p.seed,
+        ranker=p.ranker,
     )
     typer.echo(json.dumps(result, indent=1))
 
@@ -184,6 +191,11 @@ def round_start(
     policy: str = typer.Option(RoundParams.default("policy"), help=f"Threshold policy: {VALID_FORMS}."),
     seed: int = typer.Option(TrainParams.default("seed")),
     cold: bool = typer.Option(False, "--cold", help="Train from scratch instead of warm-starting."),
+    ranker: str = typer.Option(
+        RoundParams.default("ranker"),
+        help="Who ranks the pool: auto (the version, or the non-learned baseline when it ranks "
+        "validation better by AUPRC), version, or baseline.",
+    ),
     wait: bool = typer.Option(True, "--wait/--no-wait"),
     requester: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
@@ -195,6 +207,7 @@ def round_start(
             batch_size=batch_size,
             policy=policy,
             warm_start=not cold,
+            ranker=ranker,
         )
     )
     _submit("round", params, acting(requester), wait)

@@ -187,6 +187,11 @@ def submit_round(
     policy: str = typer.Option(RoundParams.default("policy"), help=f"Threshold policy: {VALID_FORMS}."),
     seed: int = typer.Option(TrainParams.default("seed")),
     overrides: str | None = typer.Option(None, help="JSON of model/train config overrides."),
+    ranker: str = typer.Option(
+        RoundParams.default("ranker"),
+        help="Who ranks the pool: auto (the version, or the non-learned baseline when it ranks "
+        "validation better by AUPRC), version, or baseline.",
+    ),
     wait: bool = typer.Option(False, "--wait"),
     requester: str | None = typer.Option(None, "--as", help=AS_HELP),
 ) -> None:
@@ -194,7 +199,7 @@ def submit_round(
     train = dict(
         preset=preset, epochs=epochs, seed=seed, overrides=parse_json_option(overrides, "--overrides")
     )
-    params = RoundParams.parse(dict(train=train, batch_size=batch_size, policy=policy))
+    params = RoundParams.parse(dict(train=train, batch_size=batch_size, policy=policy, ranker=ranker))
     _submit("round", params, acting(requester), wait)
 
 

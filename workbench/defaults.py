@@ -8,6 +8,8 @@ without importing a higher one (``calibration``) for a constant.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 #: Threshold policy used when none is given: sensitivity of at least 0.9 with 95 % confidence
 #: (one-sided Clopper-Pearson bound); see :mod:`workbench.calibration.thresholds` for the forms.
 DEFAULT_POLICY = "sensitivity>=0.9@95"
@@ -29,3 +31,8 @@ SPLITS: tuple[str, ...] = ("pool", "train", "val", "test")
 
 #: How long a labeller holds a claimed queue item, in seconds, unless the settings say otherwise.
 DEFAULT_LEASE_SECONDS = 600
+
+#: Who ranks the pool for the labelling queue (``active.ranker``); ``auto`` compares on validation.
+Ranker = Literal["auto", "version", "baseline"]
+RANKERS: tuple[str, ...] = get_args(Ranker)
+DEFAULT_RANKER = "auto"

@@ -205,6 +205,7 @@ def _after_inference(ctx: JobContext[RoundParams], state: dict[str, Any]) -> Rou
                 relabel=p.relabel,
                 seed=p.train.seed,
                 mc_samples=p.mc_samples if p.mc_samples >= 2 else 0,
+                ranker=p.ranker,
             ),
             0.93,
             1.0,
@@ -403,6 +404,7 @@ def round_summary(engine: Engine, round_id: int | None = None, *, stopping: bool
         "yield_random_audit": rate(audit["positive"], audit["labelled"]),
         "pool_estimated_base_rate": (report.get("queue") or {}).get("pool_mean_probability"),
         "by_strategy": by_strategy,
+        "ranked_by": (report.get("queue") or {}).get("ranker"),
         "training_set": (version.data_counts or {}).get("train") if version else None,
         "test_metrics": {
             "split": "test",

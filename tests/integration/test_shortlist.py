@@ -115,8 +115,8 @@ def test_bald_chooses_only_among_measured_cases(engine: Engine) -> None:
     )
     assert pool_candidates(engine, get_settings(), version).uncertainty is not None
     with pytest.raises(WorkbenchError, match="only 3 of 40 pool cases have an MC-dropout uncertainty"):
-        build_queue(engine, get_settings(), version, 5, mix={"bald": 1.0})
-    result = build_queue(engine, get_settings(), version, 2, mix={"bald": 1.0})
+        build_queue(engine, get_settings(), version, 5, mix={"bald": 1.0}, ranker="version")
+    result = build_queue(engine, get_settings(), version, 2, mix={"bald": 1.0}, ranker="version")
     with session_scope(engine) as s:
         items = s.execute(select(QueueItem.case_id, QueueItem.reason).where(QueueItem.kind == "label")).all()
     assert result["queued"] == 2 and {c for c, _ in items} == {pool[0], pool[2]}  # largest information
@@ -165,7 +165,7 @@ def test_two_stage_queue_measures_the_shortlist_and_draws_the_batch_from_it(scor
     expected = set(before.case_ids[choose_shortlist(before, 4, mix, seed=0)].tolist())
     assert 0 < len(expected) < len(before)
 
-    result = build_queue(engine, settings, version, 4, mix=mix, mc_samples=4)
+    result = build_queue(engine, settings, version, 4, mix=mix, mc_samples=4, ranker="version")
 
     stored = load_predictions(engine, version, "pool")
     measured = set(stored.case_ids[~np.isnan(stored.uncertainty)].tolist())
@@ -193,7 +193,14 @@ def test_picks_outside_the_shortlist_are_measured_after_the_choice(scored, monke
     with session_scope(engine) as s:
         earlier = set(s.scalars(select(QueueItem.case_id)))
     result = build_queue(
-        engine, settings, version, 6, mix={"random": 0.5, "likely_positive": 0.5}, seed=3, mc_samples=4
+        engine,
+        settings,
+        version,
+        6,
+        mix={"random": 0.5, "likely_positive": 0.5},
+        seed=3,
+        mc_samples=4,
+        ranker="version",
     )
     with session_scope(engine) as s:
         picked = set(s.scalars(select(QueueItem.case_id))) - earlier
@@ -230,7 +237,7 @@ def test_tta_spread_is_measured_for_the_shortlist_and_ranks_the_batch(scored, mo
     monkeypatch.setattr(shortlist, "SHORTLIST_DEPTH", 2)
     before = pool_candidates(engine, settings, version)
     chosen = set(before.case_ids[choose_shortlist(before, 3, {"tta_spread": 1.0}, seed=1)].tolist())
-    result = build_queue(engine, settings, version, 3, mix={"tta_spread": 1.0}, seed=1)
+    result = build_queue(engine, settings, version, 3, mix={"tta_spread": 1.0}, seed=1, ranker="version")
     assert result["queued"] == 3 and result["shortlist"]["tta_measured"] == len(chosen) < len(before)
     with session_scope(engine) as s:
         items = s.execute(

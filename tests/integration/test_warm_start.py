@@ -12,7 +12,7 @@ from workbench.config import Settings
 from workbench.data.importer import import_source
 from workbench.data.synth import generate_dataset
 from workbench.db.engine import create_db_engine, session_scope
-from workbench.db.models import Case, ModelVersion
+from workbench.db.models import Case, ModelVersion, QueueItem, Round
 from workbench.db.schema import upgrade
 from workbench.jobs.params import TrainParams
 from workbench.model.predictions import load_predictions
@@ -136,6 +136,7 @@ def test_a_round_on_schedule_refreshes_the_backbone(wb) -> None:  # type: ignore
     from workbench.actors import LOCAL_OPERATOR
     from workbench.jobs.runner import run_job
     from workbench.jobs.submit import submit_job
+    from workbench.rounds import round_summary
 
     engine, settings = wb
     params = {
@@ -156,8 +157,19 @@ def test_a_round_on_schedule_refreshes_the_backbone(wb) -> None:  # type: ignore
 
     first = round_result()
     assert first["backbone"] is None  # nothing to warm-start from: trained end to end
-    kept = round_result(backbone_refresh_rounds=0, backbone_refresh_growth=0.0)
+    with session_scope(engine) as s:
+        ranker = s.get(Round, first["round"]).report["queue"]["ranker"]
+    assert ranker["asked"] == "auto" and ranker["ranker"] in ("version", "baseline") and ranker["note"]
+    # the round passes its ranker to the queue step: forced to the baseline, every pick says so
+    kept = round_result(
+        {**params, "ranker": "baseline"}, backbone_refresh_rounds=0, backbone_refresh_growth=0.0
+    )
     assert kept["backbone"]["refresh"] is False
+    with session_scope(engine) as s:
+        assert s.get(Round, kept["round"]).report["queue"]["ranker"]["ranker"] == "baseline"
+        reasons = s.scalars(select(QueueItem.reason).where(QueueItem.round_id == kept["round"])).all()
+    assert reasons and all(r.startswith("baseline ranker (asked for") for r in reasons)
+    assert round_summary(engine, kept["round"], stopping=False)["ranked_by"]["ranker"] == "baseline"
     refreshed = round_result(backbone_refresh_rounds=1)
     assert refreshed["backbone"]["refresh"] is True and "every 1 rounds" in refreshed["backbone"]["reason"]
     with session_scope(engine) as s:

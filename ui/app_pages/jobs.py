@@ -13,6 +13,7 @@ import streamlit as st
 
 from workbench.calibration.calibrators import METHOD_NAMES
 from workbench.calibration.thresholds import VALID_FORMS
+from workbench.defaults import RANKERS
 from workbench.jobs import store
 from workbench.jobs.params import CalibrateParams, InferParams, JobParams, RoundParams, TrainParams
 from workbench.jobs.submit import submit_job
@@ -185,6 +186,13 @@ def _round_tab() -> None:
             key="round_policy",
             help=f"One of: {VALID_FORMS}.",
         )
+        ranker = st.selectbox(
+            "Pool ranked by",
+            RANKERS,
+            key="round_ranker",
+            help="auto: the new version, or the non-learned baseline when it ranks validation better "
+            "(AUPRC on the same cases); the round's report says which.",
+        )
         go = st.form_submit_button("Submit round", type="primary")
     if go:
         _submit(
@@ -194,6 +202,7 @@ def _round_tab() -> None:
                 train=dict(preset=preset, epochs=epochs, imbalance=imbalance),
                 batch_size=int(batch),
                 policy=policy,
+                ranker=ranker,
             ),
         )
 

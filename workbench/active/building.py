@@ -18,7 +18,9 @@ import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from workbench.active.guided import guided_mix
 from workbench.active.labelling_queue import OPEN_STATUSES, enqueue_in
+from workbench.active.ranker import choose_ranker
 from workbench.active.relabel import relabel_suspects
 from workbench.active.shortlist import (
     UNMEASURED,
@@ -36,12 +38,19 @@ from workbench.config import Settings
 from workbench.db.engine import session_scope
 from workbench.db.lookups import get_version
 from workbench.db.models import Label, ModelVersion, QueueItem, Round
+from workbench.defaults import DEFAULT_POLICY, DEFAULT_RANKER
 from workbench.errors import WorkbenchError
 from workbench.jobs.context import JobContext
 from workbench.jobs.params import QueueParams
 from workbench.jobs.results import QueueResult
 from workbench.model.predictions import load_predictions
 from workbench.model.scoring import load_embeddings
+
+
+def _policy(engine: Engine, version_id: int) -> str:
+    """The policy the version's operating threshold was chosen by (the baseline ranker uses it too)."""
+    with session_scope(engine) as s:
+        return get_version(s, version_id).threshold_policy or DEFAULT_POLICY
 
 
 def _operating_threshold(engine: Engine, version_id: int) -> float:
@@ -151,12 +160,16 @@ def build_queue(
     relabel: int = 0,
     seed: int = 0,
     mc_samples: int = 0,
+    ranker: str = DEFAULT_RANKER,
 ) -> dict[str, Any]:
     """Queue a mixed batch of pool cases (plus optional second reads and relabels); returns counts.
 
     ``mc_samples > 0`` (at least 2): two-stage scoring. The shortlist's cases without a stored
     uncertainty get that many MC-dropout passes before the choice, the picks still without one after
     it, and the uncertainties are stored (see ``active.shortlist``); 0 uses what inference stored.
+    ``ranker`` picks the scorer the pool is ranked by (``active.ranker``: ``auto`` compares the version
+    with the non-learned baseline on validation). With the baseline, MC passes and TTA do not apply:
+    a mix that needs them is replaced by the default mix. Second reads and relabels use the version.
     The batch is written in one transaction. A round's batch is queued once: when ``round_id``
     already has items (an earlier attempt of the round's queue step committed them and was then
     killed), they are returned as they are (``already_queued``) and nothing is added.
@@ -176,6 +189,18 @@ def build_queue(
         )
     mix = mix or DEFAULT_MIX
     size = min(batch_size, len(candidates))
+    choice, ranking = choose_ranker(engine, settings, version_id, ranker)
+    version_threshold = candidates.threshold  # second reads and the report use the version's own scale
+    pool_mean = float(np.mean(candidates.prob))  # the calibrated estimate of the pool's base rate
+    ranked: dict[str, Any] = {"ranker": choice.to_json()}
+    if ranking is not None:
+        candidates, ranked["baseline_threshold_note"] = ranking.candidates(
+            engine, settings, candidates.case_ids, _policy(engine, version_id)
+        )
+        mix, mix_note = guided_mix(mix)
+        mc_samples = 0
+        if mix_note:
+            ranked["mix_note"] = mix_note
     shortlist: dict[str, Any] = {}
     tta = any(needs_tta(name) for name in mix)
     chosen = choose_shortlist(candidates, size, mix, seed) if mc_samples or tta else None
@@ -189,11 +214,13 @@ def build_queue(
     rng = np.random.default_rng(seed)
     batch = select_batch(candidates, size, mix, rng)
     check_measured(batch, candidates)
+    if ranking is not None:
+        batch = [dataclasses.replace(sel, reason=f"{choice.reason}: {sel.reason}") for sel in batch]
     if mc_samples:
         picked = np.flatnonzero(np.isin(candidates.case_ids, [sel.case_id for sel in batch]))
         candidates, after = _measure(engine, settings, version_id, candidates, picked, mc_samples, seed)
         shortlist["measured_after_choice"] = after["measured"]
-    extra_second = _expert_labelled(engine, version_id, candidates.threshold, second_read_band, second_reads)
+    extra_second = _expert_labelled(engine, version_id, version_threshold, second_read_band, second_reads)
     relabels = _relabel_candidates(engine, settings, version_id, relabel)
     with session_scope(engine) as s:
         if round_id is not None:
@@ -213,9 +240,10 @@ def build_queue(
         "by_strategy": by_strategy,
         "second_reads": len(second_ids),
         "relabels": len(relabel_ids),
-        "threshold": candidates.threshold,
+        "threshold": version_threshold,
         "pool_candidates": len(candidates),
-        "pool_mean_probability": float(np.mean(candidates.prob)),
+        "pool_mean_probability": pool_mean,
+        **ranked,
         **({"shortlist": shortlist} if shortlist else {}),
     }
 
@@ -273,5 +301,7 @@ def _round_batch(s: Session, version_id: int, round_id: int) -> dict[str, Any] |
 def build_queue_job(ctx: JobContext[QueueParams]) -> QueueResult:
     """Job handler (``queue`` kind)."""
     p = ctx.params
-    options = p.model_dump(include={"round_id", "mix", "second_reads", "relabel", "seed", "mc_samples"})
+    options = p.model_dump(
+        include={"round_id", "mix", "second_reads", "relabel", "seed", "mc_samples", "ranker"}
+    )
     return QueueResult.of(build_queue(ctx.engine, ctx.settings, p.model_version, p.batch_size, **options))

@@ -100,6 +100,41 @@ class GuidedBatch:
     fitted_on: dict[str, Any]
 
 
+def baseline_threshold(fitted: Any, x_val: np.ndarray, y_val: np.ndarray, policy: str) -> tuple[float, str]:
+    """The baseline's operating threshold by ``policy`` on the validation rows, and how it was chosen:
+    a fixed policy as given, 0.5 (the balanced boundary) without both classes there."""
+    from workbench.calibration.threshold_choice import choose_threshold
+
+    y_val = np.asarray(y_val, dtype=np.int64)
+    positives = int(y_val.sum())
+    pol = parse_policy(policy)
+    if pol.kind == "fixed":  # no validation labels needed
+        return float(pol.target), f"{float(pol.target):.3f} by policy {pol}"
+    if positives == 0 or positives == y_val.size:
+        return 0.5, (
+            f"0.5 (balanced boundary): the validation split has {y_val.size} labelled, {positives} positive"
+        )
+    choice = choose_threshold(pol, y_val, fitted.score(x_val), split="val")
+    threshold = float(choice.value)
+    note = f"{threshold:.3f} by policy {choice.policy} on val (n={y_val.size}, {positives} positive)"
+    if choice.note:  # e.g. the guarantee could not be met and the point rule was used
+        note += f"; {choice.note}"
+    return threshold, note
+
+
+def baseline_candidates(
+    fitted: Any, x_pool: np.ndarray, pool_ids: np.ndarray, threshold: float
+) -> Candidates:
+    """The pool as the baseline sees it: its probabilities, and its standardised features as embeddings
+    (k-center thins near-duplicates in the space the baseline ranks in)."""
+    return Candidates(
+        case_ids=np.asarray(pool_ids, dtype=np.int64),
+        prob=fitted.score(x_pool),
+        threshold=threshold,
+        embeddings=fitted.scaler.transform(x_pool),
+    )
+
+
 def guided_batch(
     x_labelled: np.ndarray,
     y_labelled: np.ndarray,
@@ -114,32 +149,11 @@ def guided_batch(
 ) -> GuidedBatch:
     """Steps 1-4 of the module on feature matrices (pure): fit on the labelled rows, threshold by
     ``policy`` on the validation rows (0.5 without both classes there), ``n`` picks by ``mix``."""
-    from workbench.calibration.threshold_choice import choose_threshold
     from workbench.evaluation.baseline import fit_features
 
     fitted = fit_features(x_labelled, y_labelled, split="train+pool")
-    y_val = np.asarray(y_val, dtype=np.int64)
-    positives = int(y_val.sum())
-    pol = parse_policy(policy)
-    if pol.kind == "fixed":  # no validation labels needed
-        threshold, note = float(pol.target), f"{float(pol.target):.3f} by policy {pol}"
-    elif positives == 0 or positives == y_val.size:
-        threshold = 0.5
-        note = (
-            f"0.5 (balanced boundary): the validation split has {y_val.size} labelled, {positives} positive"
-        )
-    else:
-        choice = choose_threshold(pol, y_val, fitted.score(x_val), split="val")
-        threshold = float(choice.value)
-        note = f"{threshold:.3f} by policy {choice.policy} on val (n={y_val.size}, {positives} positive)"
-        if choice.note:  # e.g. the guarantee could not be met and the point rule was used
-            note += f"; {choice.note}"
-    candidates = Candidates(
-        case_ids=np.asarray(pool_ids, dtype=np.int64),
-        prob=fitted.score(x_pool),
-        threshold=threshold,
-        embeddings=fitted.scaler.transform(x_pool),
-    )
+    threshold, note = baseline_threshold(fitted, x_val, y_val, policy)
+    candidates = baseline_candidates(fitted, x_pool, pool_ids, threshold)
     batch = select_batch(candidates, min(n, len(candidates)), mix, np.random.default_rng(seed))
     fitted_on = f"fitted on {fitted.fitted_on['n']} labels, {fitted.fitted_on['positives']} positive"
     batch = [dataclasses.replace(sel, reason=f"{GUIDED_PREFIX}, {fitted_on}: {sel.reason}") for sel in batch]

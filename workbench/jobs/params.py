@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY, SPLITS
+from workbench.defaults import DEFAULT_METHODS, DEFAULT_POLICY, DEFAULT_RANKER, SPLITS, Ranker
 from workbench.validated import Validated
 
 OVERRIDE_SECTIONS = ("model", "train")
@@ -100,6 +100,8 @@ class QueueParams(JobParams):
     # Two-stage scoring: > 0 runs this many MC-dropout passes over the shortlist only (the pool was
     # scored by one deterministic pass); 0 uses the uncertainty inference stored, if any.
     mc_samples: int = Field(default=0, ge=0, le=100)
+    # Who ranks the pool (active.ranker): auto = the version, or the baseline when it ranks val better.
+    ranker: Ranker = DEFAULT_RANKER
 
 
 class RoundParams(JobParams):
@@ -113,6 +115,7 @@ class RoundParams(JobParams):
     mix: dict[str, float] | None = None
     second_reads: int = Field(default=0, ge=0, le=10_000)
     relabel: int = Field(default=0, ge=0, le=10_000)
+    ranker: Ranker = DEFAULT_RANKER
     warm_start: bool = True
     feature_cache: bool = True  # a warm-started round trains the head on cached frozen-backbone features
 

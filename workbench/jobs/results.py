@@ -82,6 +82,10 @@ class QueueResult(JobResult):
     already_queued: bool = False
     # Two-stage scoring: shortlist size and MC-measured cases (before / after the choice).
     shortlist: dict[str, int] | None = None
+    # Who ranked the pool (active.ranker.RankerChoice), and with the baseline: its threshold, mix note.
+    ranker: dict[str, Any] | None = None
+    baseline_threshold_note: str | None = None
+    mix_note: str | None = None
 
 
 class ExportResult(JobResult):
