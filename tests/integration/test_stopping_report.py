@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from factories import label_of, make_cases, make_version
+from workbench.active.ranker import compare_on_val
 from workbench.active.stopping import CONSIDER_STOPPING, MIN_VAL_POSITIVES, NOT_ENOUGH, STILL_PAYING
 from workbench.db.engine import session_scope
 from workbench.db.models import Label, ModelVersion, Round
@@ -111,7 +112,13 @@ def test_the_data_page_shows_the_latest_rounds_stopping_signal() -> None:
     engine = engine_from_settings(settings)
     upgrade(engine)
     add_user(engine, "alice", "alice-password", "labeller")
-    settled_workbench(engine)
+    (r1, _, r3), _, _ = settled_workbench(engine)
+    choice = compare_on_val(np.array([0, 1, 0, 1]), np.array([1.0, 0.0, 0.5, 0.2]), np.arange(4.0))
+    with session_scope(engine) as s:  # what the queue step stores: who ranked the batch
+        s.execute(update(Round).where(Round.id == r3).values(report={"queue": {"ranker": choice.to_json()}}))
+        s.execute(
+            update(Round).where(Round.id == r1).values(report={"queue": {"strategy": "baseline_guided"}})
+        )
     engine.dispose()
 
     at = AppTest.from_file(APP, default_timeout=60)
@@ -120,6 +127,12 @@ def test_the_data_page_shows_the_latest_rounds_stopping_signal() -> None:
     at.switch_page("app_pages/data.py").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "When to stop labelling" in [h.value for h in at.subheader]
+    (rounds,) = [d.value for d in at.dataframe if "ranked by" in d.value.columns]
+    ranked = dict(zip(rounds["round"], rounds["ranked by"], strict=True))
+    assert ranked[1] == "baseline-guided (the version did not learn)" and ranked[2] == "n/a"
+    assert (
+        ranked[3] == f"baseline (val AUPRC {choice.baseline_auprc:.2f} > version {choice.version_auprc:.2f})"
+    )
     verdict = "\n".join(str(e.value) for e in at.success)
     assert "Consider stopping" in verdict and "no detectable change" in verdict
     table = at.dataframe[-1].value

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.active.ranker import compare_on_val
+from workbench.active.ranker import RankerChoice, compare_on_val, ranked_by
 from workbench.evaluation.metrics import average_precision
 
 
@@ -39,3 +39,17 @@ def test_without_both_classes_there_is_nothing_to_compare(y: np.ndarray) -> None
     choice = compare_on_val(y, np.arange(y.size, dtype=float), -np.arange(y.size, dtype=float))
     assert choice.ranker == "version" and choice.version_auprc is None and choice.baseline_auprc is None
     assert "nothing to compare on" in choice.note
+
+
+def test_ranked_by_labels_each_kind_of_batch() -> None:
+    y = np.array([0, 1, 0, 1])
+    won = compare_on_val(y, np.array([1.0, 0.0, 0.5, 0.2]), np.arange(4.0))
+    label = ranked_by({"ranker": won.to_json()})["label"]
+    assert label == f"baseline (val AUPRC {won.baseline_auprc:.2f} > version {won.version_auprc:.2f})"
+    kept = compare_on_val(y, np.arange(4.0), np.array([1.0, 0.0, 0.5, 0.2]))
+    assert ranked_by({"ranker": kept.to_json()})["label"].startswith("version (val AUPRC 0.83 >= baseline")
+    asked = RankerChoice("version", "version", "asked for")
+    assert ranked_by({"ranker": asked.to_json()})["label"] == "version (asked for)"
+    assert ranked_by({"strategy": "baseline_guided"})["ranker"] == "baseline_guided"
+    assert ranked_by({"strategy": "cold_start"})["label"].startswith("cold start")
+    assert ranked_by({}) is None

@@ -91,6 +91,7 @@ def _rounds() -> None:
                 "positive yield": rate(y),
                 "random audit yield": rate(audit),
                 "pool base rate (est.)": f"{base:.3f}" if base is not None else "n/a",
+                "ranked by": (summary.get("ranked_by") or {}).get("label", "n/a"),
             }
         )
     if rows:

@@ -23,6 +23,7 @@ when the baseline ranks (they are cached per pair, see ``evaluation.baseline``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -148,3 +149,28 @@ def choose_ranker(
         ), ranking
     choice = compare_on_val(val.y, val.logit, fitted.score(x_val) if val.n else np.zeros(0))
     return choice, (ranking if choice.ranker == "baseline" else None)
+
+
+def ranked_by(queue_report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Who ranked a round's batch, from its report's ``queue`` (a version's queue or the guided batch of
+    a round that did not learn), with a one-line ``label`` for tables; None before anything was queued."""
+    from workbench.active.cold_start import STRATEGY as COLD_START
+    from workbench.active.guided import STRATEGY as GUIDED
+
+    choice = queue_report.get("ranker")
+    if choice:
+        if choice.get("version_auprc") is not None and choice.get("baseline_auprc") is not None:
+            winner, loser = (
+                ("baseline", "version") if choice["ranker"] == "baseline" else ("version", "baseline")
+            )
+            sign = ">" if winner == "baseline" else ">="
+            why = f"val AUPRC {choice[f'{winner}_auprc']:.2f} {sign} {loser} {choice[f'{loser}_auprc']:.2f}"
+        else:
+            why = choice.get("note", "")
+        return {**choice, "label": f"{choice['ranker']} ({why})"}
+    strategy = queue_report.get("strategy")
+    if strategy == GUIDED:
+        return {"ranker": GUIDED, "label": "baseline-guided (the version did not learn)"}
+    if strategy == COLD_START:
+        return {"ranker": COLD_START, "label": "cold start (too few labels of a class)"}
+    return None
