@@ -135,6 +135,8 @@ def choose_ranker(
             raise WorkbenchError(why)
         return RankerChoice("version", asked, why), None
     val = load_predictions(engine, version_id, "val").labelled()
+    if asked == "auto" and not 0 < int(val.y.sum()) < val.n:  # nothing to compare on: read no image
+        return compare_on_val(val.y, val.logit, val.logit), None
     try:
         fitted = fit_features(features_for(case_refs(engine, ids), settings), y, split="train+pool")
         x_val = features_for(case_refs(engine, [int(c) for c in val.case_ids]), settings)
@@ -147,7 +149,7 @@ def choose_ranker(
         return RankerChoice(
             "baseline", asked, f"asked for; fitted on {y.size} labels, {int(y.sum())} positive"
         ), ranking
-    choice = compare_on_val(val.y, val.logit, fitted.score(x_val) if val.n else np.zeros(0))
+    choice = compare_on_val(val.y, val.logit, fitted.score(x_val))
     return choice, (ranking if choice.ranker == "baseline" else None)
 
 
