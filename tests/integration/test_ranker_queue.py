@@ -20,6 +20,7 @@ from workbench.data.importer import import_source
 from workbench.data.synth import generate_dataset
 from workbench.db.engine import session_scope
 from workbench.db.models import Case, QueueItem
+from workbench.errors import WorkbenchError
 from workbench.evaluation.baseline import cache_dir, fit_baseline, score_cases
 from workbench.model.predictions import write_predictions
 
@@ -124,3 +125,25 @@ def test_queue_build_command_takes_and_checks_the_ranker(
     res = runner.invoke(app, ["queue", "build", str(version), "--batch-size", "3", "--ranker", "baseline"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["ranker"]["ranker"] == "baseline" and len(_items(engine)) == 3
+
+
+def test_auto_falls_back_to_the_version_when_a_pool_pair_no_longer_decodes(
+    engine: Engine, db_url: str, data: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    own = tmp_path / "data"  # a copy: the module's files stay intact for the other tests
+    shutil.copytree(data.parent, own)
+    import_source(engine, own / data.name)
+    version, pool = _calibrated_version(engine, -4.0, seed=1)  # the baseline wins validation
+    with session_scope(engine) as s:
+        broken = s.get(Case, pool[0])
+        assert Path(broken.post_path).is_relative_to(own)
+        Path(broken.post_path).write_bytes(b"not an image")  # after import: the sha no longer matches
+    fresh = Settings(home=tmp_path / "fresh-home", database_url=db_url)  # nothing cached
+    out = build_queue(engine, fresh, version, 3, mix={"likely_positive": 1.0})
+    assert out["ranker"]["ranker"] == "version" and out["queued"] == 3
+    assert "baseline could not score the pool" in out["ranker"]["note"]
+    assert not any(i[3].startswith("baseline ranker") for i in _items(engine))
+    with pytest.raises(WorkbenchError, match=broken.external_id):
+        build_queue(engine, fresh, version, 3, ranker="baseline")

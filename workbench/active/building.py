@@ -194,9 +194,17 @@ def build_queue(
     pool_mean = float(np.mean(candidates.prob))  # the calibrated estimate of the pool's base rate
     ranked: dict[str, Any] = {"ranker": choice.to_json()}
     if ranking is not None:
-        candidates, ranked["baseline_threshold_note"] = ranking.candidates(
-            engine, settings, candidates.case_ids, _policy(engine, version_id)
-        )
+        try:
+            candidates, ranked["baseline_threshold_note"] = ranking.candidates(
+                engine, settings, candidates.case_ids, _policy(engine, version_id)
+            )
+        except (WorkbenchError, OSError) as exc:  # a pool pair that no longer decodes
+            if ranker == "baseline":
+                raise
+            ranking = None
+            why = f"{choice.note}; the baseline could not score the pool, the version ranks it: {exc}"
+            ranked["ranker"] = {**choice.to_json(), "ranker": "version", "note": why}
+    if ranking is not None:
         mix, mix_note = guided_mix(mix)
         mc_samples = 0
         if mix_note:
