@@ -18,7 +18,16 @@ from workbench.errors import WorkbenchError
 from workbench.jobs.params import QueueParams, RoundParams, TrainParams
 from workbench.rounds import ensure_no_active_round, round_summary, trigger_round_if_due
 from workbench.users import add_user, approve_user, authorize, list_users, set_active
-from workbench_cli.common import AS_HELP, acting, engine, fail, handle_errors, parse_json_option, settings
+from workbench_cli.common import (
+    AS_HELP,
+    RANKER_HELP,
+    acting,
+    engine,
+    fail,
+    handle_errors,
+    parse_json_option,
+    settings,
+)
 from workbench_cli.jobs import _submit
 
 queue_app = typer.Typer(help="Build and inspect the labelling queue.", no_args_is_help=True)
@@ -48,8 +57,7 @@ def queue_build(
     seed: int = typer.Option(QueueParams.default("seed")),
     ranker: str = typer.Option(
         QueueParams.default("ranker"),
-        help="Who ranks the pool: auto (the version, or the non-learned baseline when it ranks "
-        "validation better by AUPRC), version, or baseline.",
+        help=RANKER_HELP,
     ),
 ) -> None:
     """Queue the most informative unlabelled pool cases (each with why it was chosen)."""
@@ -193,8 +201,7 @@ def round_start(
     cold: bool = typer.Option(False, "--cold", help="Train from scratch instead of warm-starting."),
     ranker: str = typer.Option(
         RoundParams.default("ranker"),
-        help="Who ranks the pool: auto (the version, or the non-learned baseline when it ranks "
-        "validation better by AUPRC), version, or baseline.",
+        help=RANKER_HELP,
     ),
     wait: bool = typer.Option(True, "--wait/--no-wait"),
     requester: str | None = typer.Option(None, "--as", help=AS_HELP),

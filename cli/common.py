@@ -33,6 +33,11 @@ AS_HELP = (
     "anything: whoever runs this shell can read the settings and the database anyway)."
 )
 
+RANKER_HELP = (
+    "Who ranks the pool: auto (the version, or the non-learned baseline when it ranks validation "
+    "better by AUPRC), version, or baseline."
+)
+
 
 def acting(name: str | None) -> Actor:
     """Who a command acts as: the local operator, or with ``--as NAME`` the user NAME (role-checked)."""

@@ -22,6 +22,7 @@ from workbench_cli.common import (
     AS_HELP,
     BATCH_SIZE_OPTION,
     MC_SAMPLES_OPTION,
+    RANKER_HELP,
     SPLITS_OPTION,
     acting,
     engine,
@@ -189,8 +190,7 @@ def submit_round(
     overrides: str | None = typer.Option(None, help="JSON of model/train config overrides."),
     ranker: str = typer.Option(
         RoundParams.default("ranker"),
-        help="Who ranks the pool: auto (the version, or the non-learned baseline when it ranks "
-        "validation better by AUPRC), version, or baseline.",
+        help=RANKER_HELP,
     ),
     wait: bool = typer.Option(False, "--wait"),
     requester: str | None = typer.Option(None, "--as", help=AS_HELP),

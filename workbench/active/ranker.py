@@ -67,13 +67,7 @@ def compare_on_val(
     y = np.asarray(y_val, dtype=np.int64)
     positives = int(y.sum())
     if positives == 0 or positives == y.size:
-        return RankerChoice(
-            "version",
-            "auto",
-            f"validation has {y.size} labelled, {positives} positive: nothing to compare on",
-            n=int(y.size),
-            positives=positives,
-        )
+        return _nothing_to_compare(y)
     v = float(average_precision(y, _ranks(version_scores)))
     b = float(average_precision(y, _ranks(baseline_scores)))
     winner = "baseline" if b > v else "version"
@@ -82,6 +76,18 @@ def compare_on_val(
         f"n={y.size}, {positives} positive"
     )
     return RankerChoice(winner, "auto", note, v, b, int(y.size), positives)
+
+
+def _nothing_to_compare(y: np.ndarray) -> RankerChoice:
+    """``auto`` without both classes in validation: the version keeps the pool."""
+    positives = int(y.sum())
+    return RankerChoice(
+        "version",
+        "auto",
+        f"validation has {y.size} labelled, {positives} positive: nothing to compare on",
+        n=int(y.size),
+        positives=positives,
+    )
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -136,7 +142,7 @@ def choose_ranker(
         return RankerChoice("version", asked, why), None
     val = load_predictions(engine, version_id, "val").labelled()
     if asked == "auto" and not 0 < int(val.y.sum()) < val.n:  # nothing to compare on: read no image
-        return compare_on_val(val.y, val.logit, val.logit), None
+        return _nothing_to_compare(val.y), None
     try:
         fitted = fit_features(features_for(case_refs(engine, ids), settings), y, split="train+pool")
         x_val = features_for(case_refs(engine, [int(c) for c in val.case_ids]), settings)
