@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from workbench.active import strategies as st
-from workbench.active.strategies import Candidates, k_center_greedy, select_batch
+from workbench.active.strategies import (
+    EXPLOIT_SHORTLIST_FACTOR,
+    SHORTLIST_FACTOR,
+    Candidates,
+    k_center_greedy,
+    select_batch,
+)
 from workbench.errors import ValidationError
 
 
@@ -154,6 +160,22 @@ def test_embeddings_thin_out_near_duplicates() -> None:
     dups = [s for s in spread if s.case_id < 105]
     assert len(dups) == 1 and dups[0].case_id == 100  # the best one is kept, its copies are not
     assert all("k-center" in s.reason for s in spread)
+
+
+def test_likely_positive_keeps_to_the_top_of_its_ranking_while_exploring_slices_spread_out() -> None:
+    # the 4 best-ranked cases sit close together (not duplicates), 8 lower-ranked ones far apart
+    rng = np.random.default_rng(3)
+    emb = np.concatenate([rng.normal(0, 0.5, (4, 3)), 20 * rng.normal(0, 1, (8, 3))])
+    prob = np.concatenate([np.linspace(0.99, 0.96, 4), np.linspace(0.9, 0.8, 8)])
+    ids = np.arange(len(prob))
+    pool = Candidates(ids, prob, threshold=0.97, embeddings=emb)
+    exploit = select_batch(pool, 3, {"likely_positive": 1.0}, rng=0)
+    top = int(EXPLOIT_SHORTLIST_FACTOR * 3)
+    assert {s.case_id for s in exploit} <= set(range(top)) and top < SHORTLIST_FACTOR * 3
+    assert all(f"among the top {top} " in s.reason for s in exploit)
+    # near_threshold ranks the same cases 0-3 first (closest to 0.97) but spreads over its 3x shortlist
+    explore = select_batch(pool, 3, {"near_threshold": 1.0}, rng=0)
+    assert any(s.case_id >= top for s in explore)
 
 
 def test_diversity_in_a_mix() -> None:
