@@ -147,3 +147,25 @@ def test_auto_falls_back_to_the_version_when_a_pool_pair_no_longer_decodes(
     assert not any(i[3].startswith("baseline ranker") for i in _items(engine))
     with pytest.raises(WorkbenchError, match=broken.external_id):
         build_queue(engine, fresh, version, 3, ranker="baseline")
+
+
+def test_auto_without_both_classes_in_validation_keeps_the_version_before_reading_an_image(
+    engine: Engine, db_url: str, data: Path, tmp_path: Path
+) -> None:
+    from workbench.active.ranker import choose_ranker
+
+    import_source(engine, data)
+    with session_scope(engine) as s:
+        val = [c for c, split in s.execute(select(Case.id, Case.split)).all() if split == "val"]
+    negatives = [c for c, y in zip(val, label_of(engine, val), strict=True) if y == 0]
+    version = make_version(engine)  # its validation predictions hold no positive case
+    z = np.random.default_rng(0).normal(0, 1, len(negatives))
+    write_predictions(engine, version, negatives, z, 1 / (1 + np.exp(-z)), None)
+    settings = Settings(home=tmp_path / "home", database_url=db_url)
+
+    choice, ranking = choose_ranker(engine, settings, version, "auto")
+    assert choice.ranker == "version" and ranking is None
+    assert choice.note == f"validation has {len(negatives)} labelled, 0 positive: nothing to compare on"
+    assert not cache_dir(settings).exists()  # no baseline feature was computed: no image was read
+    forced, ranking = choose_ranker(engine, settings, version, "baseline")  # asked for: no comparison needed
+    assert forced.ranker == "baseline" and ranking is not None and cache_dir(settings).exists()
