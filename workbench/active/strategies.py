@@ -611,15 +611,12 @@ def select_batch(
 def _duplicates_last(emb: np.ndarray, ranked: np.ndarray, picked: list[int]) -> np.ndarray:
     """``ranked`` (best first) with every near-duplicate (``DUPLICATE_FRACTION``) of a better-ranked case
     or of a case already ``picked`` moved to the end, in rank order: used only when nothing else is left."""
+    from scipy.spatial.distance import cdist, pdist
+
     points = emb[ranked]
-    diffs = points[:, None, :] - points[None, :, :]
-    dist = np.sqrt((diffs**2).sum(axis=-1))
-    upper = dist[np.triu_indices(len(ranked), k=1)]
-    scale = float(np.median(upper)) if upper.size else 0.0
-    if picked:
-        to_picked = np.sqrt(((points[:, None, :] - emb[picked][None, :, :]) ** 2).sum(axis=-1)).min(axis=1)
-    else:
-        to_picked = np.full(len(ranked), np.inf)
+    dist = cdist(points, points)
+    scale = float(np.median(pdist(points))) if len(ranked) > 1 else 0.0
+    to_picked = cdist(points, emb[picked]).min(axis=1) if picked else np.full(len(ranked), np.inf)
     kept: list[int] = []
     later: list[int] = []
     for j in range(len(ranked)):
