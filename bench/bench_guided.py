@@ -4,6 +4,7 @@ Usage::
 
     python bench/bench_guided.py [--difficulty hard] [--n 1000] [--noise 0.03] [--seeds 10]
         [--initial 40] [--rounds 8] [--batch 20] [--size 128x128] [--work DIR]
+        [--mix near_threshold=0.5+likely_positive=0.35+random=0.15]
 
 The acquisition loop of the replay (same data, same splits per seed: ``experiments.replay.deal``) with no
 network at all: every round's batch is chosen by
@@ -50,6 +51,9 @@ def main() -> None:
     ap.add_argument("--size", default="128x128")
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument(
+        "--mix", default="default", help="the guided batch's mix: default, or name=share joined by '+'"
+    )
     args = ap.parse_args()
 
     from sklearn.metrics import average_precision_score
@@ -59,9 +63,10 @@ def main() -> None:
     from workbench.active.guided import can_fit, guided_batch
     from workbench.active.strategies import DEFAULT_MIX
     from workbench.evaluation.baseline import PairRef, features_for, fit_features
-    from workbench.experiments.replay import ReplayConfig, deal, read_cases
-    from workbench.experiments.replay_stats import INTERVAL, mean_interval
+    from workbench.experiments.replay import ReplayConfig, deal, read_cases, strategy_mix
+    from workbench.experiments.replay_stats import INTERVAL, mean_interval, summarise_replay, summary_text
 
+    mix = strategy_mix(args.mix) or dict(DEFAULT_MIX)
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-guided-"))).resolve()
     t0 = time.perf_counter()
     manifest = replay_data(work / "data", args)
@@ -71,7 +76,7 @@ def main() -> None:
     truth = np.asarray([c.truth for c in cases])
     recorded = np.asarray([c.recorded for c in cases])
     print(
-        f"data: {len(cases)} {args.difficulty} pairs at {args.size}, noise {args.noise}; features "
+        f"data: {len(cases)} {args.difficulty} pairs at {args.size}, noise {args.noise}; guided mix {mix}; features "
         f"{time.perf_counter() - t0:.0f} s; positives counted against the {against}"
     )
     cfg = ReplayConfig(
@@ -84,6 +89,12 @@ def main() -> None:
         batch=args.batch,
     )
     per: dict[str, list[tuple[float, float, float]]] = {s: [] for s in STRATEGIES}
+    curves: list[dict[str, object]] = []  # replay_stats' rows: the baseline refitted before each round
+
+    def test_auprc(labelled: list[int]) -> float:
+        fitted = fit_features(x[labelled], recorded[labelled])
+        return float(average_precision_score(truth[test], fitted.score(x[test])))
+
     slices: Counter[str] = Counter()
     slice_pos: Counter[str] = Counter()
     for seed in range(args.seeds):
@@ -95,17 +106,29 @@ def main() -> None:
             labelled, pool = list(parts["initial"]), list(parts["pool"])
             rng = np.random.default_rng([seed, 0x0AC1E])
             found = 0
-            for _round in range(args.rounds):
+            for rnd in range(1, args.rounds + 1):
                 ids = np.asarray(pool)
                 y = recorded[labelled]
                 few = not can_fit(y)
+                curves.append(
+                    {
+                        "strategy": name,
+                        "seed": seed,
+                        "round": rnd,
+                        "pool_base_rate": base,
+                        "labels_trained": len(labelled),
+                        "test_auprc": None if few else test_auprc(labelled),
+                        "queried": args.batch * (rnd - 1),
+                        "found": found,
+                    }
+                )
                 if name == "random":
                     picks = [int(i) for i in rng.choice(ids, args.batch, replace=False)]
                 elif name == "cold_start" or few:
                     picks = [int(ids[p.index]) for p in typical_picks(x[ids], args.batch, seed=seed)]
                 else:
                     chosen = guided_batch(
-                        x[labelled], y, x[val], recorded[val], x[ids], ids, args.batch, DEFAULT_MIX, seed=seed
+                        x[labelled], y, x[val], recorded[val], x[ids], ids, args.batch, mix, seed=seed
                     ).batch
                     picks = [s.case_id for s in chosen]
                     for s in chosen:
@@ -115,9 +138,9 @@ def main() -> None:
                 labelled += picks
                 taken = set(picks)
                 pool = [i for i in pool if i not in taken]
+                curves[-1].update(queried=args.batch * rnd, found=found)
             queried = args.rounds * args.batch
-            fitted = fit_features(x[labelled], recorded[labelled])
-            ap_test = float(average_precision_score(truth[test], fitted.score(x[test])))
+            ap_test = test_auprc(labelled)
             per[name].append((100.0 * found / queried, found / queried / base, ap_test))
             line.append(f"{name} {found}/{queried} ({found / queried / base:.2f}x), test AUPRC {ap_test:.3f}")
         print(f"seed {seed} (pool base rate {base:.3f}): " + "; ".join(line), flush=True)
@@ -143,6 +166,12 @@ def main() -> None:
             f"| {name} | {fmt([r[0] for r in rows], 1)} | {fmt([r[1] for r in rows])} | "
             f"{'0' if name == 'random' else fmt(diff, 1)} | {fmt([r[2] for r in rows], 3)} |"
         )
+    print(
+        "\nAs the replay summarises it (the baseline refitted on the labels before each round stands for the "
+        "round's version; final = round "
+        f"{args.rounds}'s, trained on {args.initial + (args.rounds - 1) * args.batch} labels):\n"
+        + summary_text(summarise_replay(curves), against)
+    )
     print(
         "guided slices (positives / picks, all seeds): "
         + ", ".join(f"{k} {slice_pos[k]}/{slices[k]} ({slice_pos[k] / slices[k]:.3f})" for k in slices)

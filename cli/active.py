@@ -44,7 +44,7 @@ def queue_build(
     batch_size: int = typer.Option(QueueParams.default("batch_size"), min=1, help="Cases to queue."),
     mix: str | None = typer.Option(
         None,
-        help='Strategy mix as JSON, e.g. \'{"near_threshold": 0.5, "likely_positive": 0.35, "random": 0.15}\'.',
+        help='Strategy mix as JSON, e.g. \'{"near_threshold": 0.35, "likely_positive": 0.5, "random": 0.15}\'.',
     ),
     second_reads: int = typer.Option(
         QueueParams.default("second_reads"),

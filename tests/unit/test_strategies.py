@@ -107,9 +107,12 @@ def test_diversity_strategy_ranks_one_point_per_cluster_first() -> None:
 
 
 def test_quotas_use_largest_remainder() -> None:
-    assert st.quotas(st.DEFAULT_MIX, 20) == {"near_threshold": 10, "likely_positive": 7, "random": 3}
+    mix = {"near_threshold": 0.5, "likely_positive": 0.35, "random": 0.15}
+    assert st.quotas(mix, 20) == {"near_threshold": 10, "likely_positive": 7, "random": 3}
     # 7 x (0.5, 0.35, 0.15) = 3.5, 2.45, 1.05: floors 3+2+1, the one left goes to the largest remainder
-    assert st.quotas(st.DEFAULT_MIX, 7) == {"near_threshold": 4, "likely_positive": 2, "random": 1}
+    assert st.quotas(mix, 7) == {"near_threshold": 4, "likely_positive": 2, "random": 1}
+    # the default leans to the likely positives: half the batch, near-threshold a third, random the rest
+    assert st.quotas(st.DEFAULT_MIX, 20) == {"near_threshold": 7, "likely_positive": 10, "random": 3}
     assert sum(st.quotas({"entropy": 1 / 3, "random": 1 / 3, "likely_positive": 1 / 3}, 10).values()) == 10
 
 
@@ -118,7 +121,7 @@ def test_select_batch_fills_quotas_without_duplicates() -> None:
     batch = select_batch(pool, 20, rng=np.random.default_rng(3))
     ids = [s.case_id for s in batch]
     assert len(ids) == 20 and len(set(ids)) == 20
-    assert Counter(s.strategy for s in batch) == {"near_threshold": 10, "likely_positive": 7, "random": 3}
+    assert Counter(s.strategy for s in batch) == st.quotas(st.DEFAULT_MIX, 20)
     prob = dict(zip(pool.case_ids.tolist(), pool.prob.tolist(), strict=True))
     taken = set(ids)
     # near-threshold picks are at least as close to 0.28 as anything left in the pool ...
